@@ -1,0 +1,53 @@
+# tunelab — set-up and everyday commands. Two commands do everything on a fresh machine:
+#   make demo   create .venv, install tunelab (torch pinned to the 2.13.0 CPU build), run the main job
+#   make test   the same set-up plus development tools, then lint, type-check and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# An unpinned torch would download a multi-GB CUDA build; 2.13.0 is the CPU build this machine has on disk.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test test-slow lint venv dev fashion-mnist bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
+
+demo: venv
+	$(BIN)/tunelab demo
+
+# Real Fashion-MNIST for the tests that use it (they skip with a notice when it cannot be installed).
+fashion-mnist:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
+	else echo "note: run 'sudo apt-get install -y dataset-fashion-mnist' to enable the Fashion-MNIST tests"; fi
+
+lint: dev
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+test: dev fashion-mnist lint
+	$(BIN)/pytest
+
+test-slow: dev fashion-mnist
+	$(BIN)/pytest -m slow
+
+bench: venv
+	$(BIN)/python bench/train_loop.py
+	$(BIN)/python bench/fused.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,339 @@
+"""The `tunelab` command line. Thin: it parses, calls the Python API, and formats what comes back.
+
+Every error a user can cause is a :class:`~tunelab.errors.TunelabError`; it is printed as a message (no
+traceback) and the process exits with code 2, the conventional code for bad usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from tunelab.errors import TunelabError
+
+app = typer.Typer(
+    name="tunelab",
+    help="Train, tune, validate and export deep-learning models, faster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+out_console = Console()
+
+EXIT_USER_ERROR = 2
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a user's error into a clear message and exit code 2; never a traceback."""
+    try:
+        yield
+    except TunelabError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except ValidationError as err:
+        from tunelab.spec import format_validation_error
+
+        err_console.print(
+            f"[bold red]error:[/] {format_validation_error(err, source='the input')}", highlight=False
+        )
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted; files written so far are kept.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def train(
+    spec_path: Annotated[
+        Path, typer.Argument(metavar="SPEC", help="YAML experiment spec (data, model, train).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory. Default: runs/<spec name>.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.", min=1)] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Override the seed (data split, init and training).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="Override train.device: auto, cpu, cuda or mps.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines (one per epoch, then the summary).")
+    ] = False,
+) -> None:
+    """Train one configuration; write its run directory (spec, history, checkpoints, curves, metrics)."""
+    with user_errors():
+        from tunelab.spec import load_spec, parse_spec
+
+        spec = load_spec(spec_path)
+        overrides: dict[str, Any] = {}
+        if epochs is not None:
+            overrides.setdefault("train", {})["epochs"] = epochs
+        if device is not None:
+            overrides.setdefault("train", {})["device"] = device
+        if seed is not None:
+            overrides["seed"] = seed
+            overrides.setdefault("train", {})["seed"] = seed
+        if overrides:
+            merged = spec.model_dump(mode="json")
+            for section, values in overrides.items():
+                if isinstance(values, dict):
+                    merged[section].update(values)
+                else:
+                    merged[section] = values
+            spec = parse_spec(merged, source="the spec with command-line overrides")
+        _run_train(
+            spec, out or Path("runs") / spec.name, overwrite=overwrite, quiet=quiet, json_lines=json_lines
+        )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
+) -> None:
+    """Run the main job on embedded defaults: an MLP on scikit-learn's digits (offline, built-in data)."""
+    with user_errors():
+        from tunelab.spec import parse_spec
+
+        spec = parse_spec(DEMO_SPEC, source="the demo spec")
+        if not quiet:
+            err_console.print(
+                "[bold]tunelab demo[/]: an MLP on scikit-learn's handwritten digits "
+                "(1,797 8x8 images, 10 classes; 60/20/20 train/validation/test split)."
+            )
+        _run_train(spec, out, overwrite=True, quiet=quiet, json_lines=False)
+
+
+@app.command()
+def tune(
+    spec_path: Annotated[
+        Path | None, typer.Argument(metavar="[SPEC]", help="YAML spec with a search section (or use --data).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Zero-config: a data path or built-in name.")] = None,
+    target: Annotated[str | None, typer.Option(help="Zero-config: the target column of a table.")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classification, regression or forecasting (default: inferred).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Zero-config: mlp, cnn, rnn, lstm or gru.")] = None,
+    budget: Annotated[str | None, typer.Option(help="Wall-time budget: 60s, 10m, 1h.")] = None,
+    n_trials: Annotated[int | None, typer.Option("--trials", help="Number of trials.", min=1)] = None,
+    cv: Annotated[int | None, typer.Option(help="K-fold cross-validation inside the search.", min=2)] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL of the study storage (default: RUN_DIR/study.db).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<name>).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the split, the sampler and training.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the study in --out after a crash or stop.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
+) -> None:
+    """Search hyperparameters, select honestly, refit the winner, test it once and export it."""
+    with user_errors():
+        spec = _tune_spec(spec_path, data, target, task, model, out, resume)
+        search: dict[str, Any] = dict(spec.search.model_dump(mode="json")) if spec.search else {}
+        for key, value in (("budget", budget), ("n_trials", n_trials), ("cv", cv)):
+            if value is not None:
+                search[key] = value
+        raw = spec.model_dump(mode="json")
+        raw["search"] = search
+        if seed is not None:
+            raw["seed"] = seed
+            raw["train"]["seed"] = seed
+        from tunelab.spec import parse_spec
+        from tunelab.tune import tune_experiment
+
+        spec = parse_spec(raw, source="the spec with command-line options")
+        run_dir = out or Path("runs") / spec.name
+        say = (lambda _msg: None) if quiet else (lambda msg: err_console.print(msg, highlight=False))
+        result = tune_experiment(spec, out_dir=run_dir, resume=resume, storage=storage, log=say)
+        _print_tune_summary(result.summary, run_dir)
+
+
+def _tune_spec(
+    spec_path: Path | None,
+    data: str | None,
+    target: str | None,
+    task: str | None,
+    model: str | None,
+    out: Path | None,
+    resume: bool,
+) -> Any:
+    from tunelab.data import DataSpec, load_dataset
+    from tunelab.errors import SpecError
+    from tunelab.search._defaults import default_experiment
+    from tunelab.spec import load_spec, parse_spec
+
+    if resume:
+        if out is None:
+            raise SpecError("--resume needs --out DIR: the run directory of the study to continue.")
+        if spec_path is not None or data is not None:
+            raise SpecError("--resume continues the study saved in --out; leave out SPEC and --data.")
+        return load_spec(out / "spec.yaml") if (out / "spec.yaml").exists() else _no_study(out)
+    if spec_path is not None and data is not None:
+        raise SpecError(
+            "give either SPEC or --data, not both (the spec's data section says where the data is)."
+        )
+    if spec_path is not None:
+        spec = load_spec(spec_path)
+        if spec.search is None:
+            raise SpecError(
+                f"spec file '{spec_path}' has no search section, so there is nothing to tune. Add "
+                "`search: {space: {train.lr: {float: [1e-4, 1e-2], log: true}}}` or use `tunelab train`."
+            )
+        return spec
+    if data is None:
+        raise SpecError(
+            "tell tunelab what to tune: a spec (`tunelab tune spec.yaml`) or data "
+            "(`tunelab tune --data table.csv --target y`)."
+        )
+    data_section: dict[str, Any] = {"source": data}
+    if target is not None:
+        data_section["target"] = target
+    if task is not None:
+        data_section["task"] = task
+    dataset = load_dataset(DataSpec.model_validate(data_section))
+    name = (out.name if out is not None else Path(data).stem) or "tune"
+    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)
+    return parse_spec(
+        default_experiment(data_section, kind=dataset.kind, model=model, name=safe),
+        source="the default experiment",
+    )
+
+
+def _no_study(out: Path) -> Any:
+    from tunelab.errors import SpecError
+
+    raise SpecError(
+        f"there is no study to resume in '{out}' (no spec.yaml). Check --out, or start a new study."
+    )
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A tuned run directory (or its best/ export).")],
+    data_path: Annotated[Path, typer.Argument(metavar="DATA", help="New rows: a CSV or Parquet file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the predictions (CSV).")] = Path(
+        "predictions.csv"
+    ),
+) -> None:
+    """Apply the exported best model, with its preprocessing, to new rows."""
+    with user_errors():
+        from tunelab.export import load_run_model, read_rows
+
+        exported = load_run_model(run_dir)
+        frame = read_rows(data_path)
+        predictions = exported.predict_frame(frame)
+        predictions.to_csv(out, index=False)
+        err_console.print(f"wrote {len(predictions):,} predictions to {out}", highlight=False)
+
+
+def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
+    trials = summary["trials"]
+    out_console.print(
+        f"[bold]{summary['name']}[/]: {trials['complete']} complete, {trials['pruned']} pruned, "
+        f"{trials['failed']} failed trials in {summary['elapsed_seconds']:.0f}s ({summary['stop_reason']})",
+        highlight=False,
+    )
+    table = Table(title="candidates (fresh seeds)", header_style="bold")
+    for column in ("trial", "search value", "mean ± std", "95% interval", "runs"):
+        table.add_column(column, justify="right")
+    for cand in summary["candidates"]:
+        low, high = cand["ci95"]
+        table.add_row(
+            str(cand["trial"]),
+            _fmt(cand["search_value"]),
+            f"{_fmt(cand['mean'])} ± {_fmt(cand['std'])}",
+            f"[{_fmt(low)}, {_fmt(high)}]",
+            str(cand["n"]),
+        )
+    out_console.print(table)
+    out_console.print(
+        f"best parameters (trial {summary['best_trial']}): {summary['best_params']}", highlight=False
+    )
+    if summary["importance"]:
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in list(summary["importance"].items())[:5])
+        out_console.print(f"parameter importance: {ranked}", highlight=False)
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in summary["test_metrics"].items())
+    out_console.print(f"test (evaluated once): {tests}", highlight=False)
+    out_console.print(f"run directory: {out} (exported model in {out / 'best'})", highlight=False)
+
+
+DEMO_SPEC: dict[str, Any] = {
+    "name": "demo-digits-mlp",
+    "data": {"source": "digits", "split": {"method": "holdout", "test_fraction": 0.2, "val_fraction": 0.25}},
+    "model": {
+        "type": "mlp",
+        "hidden": [256, 128],
+        "activation": "relu",
+        "dropout": 0.1,
+        "init": "he_uniform",
+    },
+    "train": {
+        "optimizer": "adamw",
+        "lr": 0.003,
+        "weight_decay": 0.0001,
+        "epochs": 40,
+        "batch_size": 64,
+        "schedule": {"name": "cosine"},
+        "early_stopping": {"monitor": "val_loss", "patience": 8, "restore_best": True},
+    },
+}
+
+
+def _run_train(spec: Any, out: Path, *, overwrite: bool, quiet: bool, json_lines: bool) -> None:
+    from tunelab.report import EpochPrinter
+    from tunelab.run import train_experiment
+
+    callbacks = [] if quiet else [EpochPrinter(n_epochs=spec.train.epochs, json_lines=json_lines)]
+    result = train_experiment(spec, out_dir=out, callbacks=callbacks, overwrite=overwrite)
+    if json_lines:
+        sys.stdout.write(json.dumps({"event": "summary", **result.summary}) + "\n")
+        return
+    _print_summary(result.summary, out)
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"{summary['name']} — {summary['task']}", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("validation", justify="right")
+    table.add_column("test", justify="right")
+    for key in summary["val_metrics"]:
+        val = summary["val_metrics"].get(key)
+        test = summary["test_metrics"].get(key)
+        table.add_row(key, _fmt(val), _fmt(test))
+    out_console.print(table)
+    training = summary["training"]
+    out_console.print(
+        f"epochs run: {training['epochs_run']} (best {training['best_epoch']}"
+        f"{', stopped early' if training['stopped_early'] else ''}); "
+        f"parameters: {summary['model']['n_parameters']:,}; time: {summary['elapsed_seconds']:.1f}s; "
+        f"device: {training['device']}",
+        highlight=False,
+    )
+    out_console.print(f"run directory: {out}", highlight=False)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

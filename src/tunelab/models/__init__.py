@@ -1,0 +1,44 @@
+"""Model families and the builder that makes a seeded ``nn.Module`` from a spec.
+
+``build_model(spec, input_shape=, output_dim=, seed=)`` builds one of:
+
+- ``MLPSpec`` (``type: mlp``): ``nn.Sequential`` over the flattened sample, any input kind;
+- ``CNNSpec`` (``type: cnn``): ``nn.Sequential`` of conv blocks and a dense head, images ``(C, H, W)``;
+- ``RNNSpec`` (``type: rnn``, or ``lstm`` / ``gru``): a ``SequenceModel``, sequences ``(L, F)``;
+- ``CustomSpec`` (``type: custom``): a user's factory named by an import string, any input kind.
+
+MLP and CNN models contain only standard torch layers in the order ``Linear/Conv2d -> BatchNorm -> activation
+-> Dropout``, which lets ``tunelab.fused`` convert them layer by layer. Weight-init schemes live in
+``tunelab.models.init``.
+"""
+
+from tunelab.models._build import build_model
+from tunelab.models._rnn import SequenceModel
+from tunelab.models._signature import count_parameters, structure_signature
+from tunelab.models._specs import (
+    ACTIVATIONS,
+    INIT_SCHEMES,
+    CNNSpec,
+    CustomSpec,
+    MLPSpec,
+    ModelSpec,
+    RNNSpec,
+    parse_model_spec,
+)
+from tunelab.models.init import init_weights
+
+__all__ = [
+    "ACTIVATIONS",
+    "INIT_SCHEMES",
+    "CNNSpec",
+    "CustomSpec",
+    "MLPSpec",
+    "ModelSpec",
+    "RNNSpec",
+    "SequenceModel",
+    "build_model",
+    "count_parameters",
+    "init_weights",
+    "parse_model_spec",
+    "structure_signature",
+]

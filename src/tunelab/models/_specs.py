@@ -1,0 +1,221 @@
+"""The model spec: one pydantic model per family, discriminated on ``type``.
+
+Specs are plain data, validated once at the boundary; building a module from one is ``build_model``'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "INIT_SCHEMES",
+    "Activation",
+    "CNNSpec",
+    "CustomSpec",
+    "InitScheme",
+    "MLPSpec",
+    "ModelSpec",
+    "RNNSpec",
+    "canonical_init_scheme",
+    "parse_model_spec",
+]
+
+Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "selu", "silu"]
+InitScheme = Literal["default", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "orthogonal"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+
+# PyTorch names He initialization after Kaiming He; accept both spellings, store one.
+_INIT_ALIASES = {"kaiming_uniform": "he_uniform", "kaiming_normal": "he_normal"}
+# `type: lstm` in YAML is shorthand for `type: rnn, cell: lstm`.
+_TYPE_ALIASES = {"lstm": "rnn", "gru": "rnn"}
+
+Width = Annotated[int, Field(ge=1)]
+DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def canonical_init_scheme(value: Any) -> Any:
+    """Map an init-scheme alias (kaiming_normal) to its stored name (he_normal); others pass through."""
+    if isinstance(value, str):
+        return _INIT_ALIASES.get(value, value)
+    return value
+
+
+class _SpecBase(BaseModel):
+    """Weight-init fields every built-in family shares (see ``tunelab.models.init``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    init: InitScheme = "default"
+    init_gain: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _init_alias(cls, value: Any) -> Any:
+        return canonical_init_scheme(value)
+
+
+class _FeedForwardSpec(_SpecBase):
+    """Fields the feed-forward families (MLP, CNN) share: activation and per-block regularization."""
+
+    activation: Activation = "relu"
+    dropout: DropoutRate = 0.0
+    batch_norm: bool = False
+
+
+class MLPSpec(_FeedForwardSpec):
+    """A multilayer perceptron on the flattened sample: ``[Linear -> BatchNorm -> act -> Dropout]*n, Linear``.
+
+    ``hidden`` lists the widths of the hidden layers; an empty list is a linear model.
+    """
+
+    type: Literal["mlp"] = "mlp"
+    hidden: list[Width] = Field(default_factory=lambda: [128, 64])
+
+
+class CNNSpec(_FeedForwardSpec):
+    """A convolutional network on ``(C, H, W)`` images, then a dense head.
+
+    Each entry of ``channels`` is one block ``Conv2d(k, 'same') -> BatchNorm -> act -> Dropout -> 2x2 pool``;
+    ``dense`` lists the head's hidden widths (its blocks share the conv blocks' settings). ``global_pool``
+    averages each channel over space instead of flattening, which makes the head independent of the image
+    size.
+    """
+
+    type: Literal["cnn"] = "cnn"
+    channels: list[Width] = Field(default_factory=lambda: [32, 64], min_length=1)
+    kernel_size: int = Field(3, ge=1)
+    pool: Literal["max", "avg", "none"] = "max"
+    dense: list[Width] = Field(default_factory=lambda: [128])
+    global_pool: bool = False
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(
+                f"kernel_size must be odd so that 'same' padding keeps the image size; got {value}. "
+                f"Use {value - 1} or {value + 1}."
+            )
+        return value
+
+
+class RNNSpec(_SpecBase):
+    """A recurrent network on (L, F) sequences: ``nn.RNN``/``LSTM``/``GRU``, pooled over time, then Linear.
+
+    ``pooling="last"`` reads the output at the last time step (bidirectional: the forward direction's last
+    step and the backward direction's first step, i.e. each direction's final state); ``"mean"`` averages all
+    steps.
+    ``dropout`` applies between stacked layers, so it needs ``n_layers >= 2``.
+    """
+
+    type: Literal["rnn"] = "rnn"
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    hidden_size: int = Field(64, ge=1)
+    n_layers: int = Field(1, ge=1)
+    bidirectional: bool = False
+    dropout: DropoutRate = 0.0
+    pooling: Literal["last", "mean"] = "last"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_type_alias(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("type") not in _TYPE_ALIASES:
+            return data
+        cell = data["type"]
+        if data.get("cell", cell) != cell:
+            raise ValueError(
+                f"type '{cell}' is shorthand for type 'rnn' with cell '{cell}', but cell '{data['cell']}' "
+                f"was also given. Use type 'rnn' with cell '{data['cell']}', or drop the cell field."
+            )
+        return {**data, "type": "rnn", "cell": cell}
+
+    @model_validator(mode="after")
+    def _dropout_needs_layers(self) -> RNNSpec:
+        if self.dropout > 0 and self.n_layers < 2:
+            raise ValueError(
+                f"dropout={self.dropout} applies between stacked recurrent layers, but n_layers=1 has none. "
+                "Set n_layers >= 2, or dropout to 0."
+            )
+        return self
+
+
+class CustomSpec(BaseModel):
+    """A user's model: ``factory`` is an import string ``"package.module:function"`` (or ``:Class``).
+
+    The factory is called as ``factory(input_shape=..., output_dim=..., **kwargs)`` when it accepts those two
+    arguments, else as ``factory(**kwargs)``, and must return an ``nn.Module``. It is imported at build time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["custom"] = "custom"
+    factory: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("factory")
+    @classmethod
+    def _import_string_form(cls, value: str) -> str:
+        module, sep, attribute = value.partition(":")
+        if not sep or not _is_dotted_name(module) or not _is_dotted_name(attribute):
+            raise ValueError(
+                f"factory must be an import string 'package.module:function', e.g. 'mypkg.nets:make_net'; "
+                f"got {value!r}. Put a colon between the module path and the function's name."
+            )
+        return value
+
+    @field_validator("kwargs")
+    @classmethod
+    def _no_reserved_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted({"input_shape", "output_dim"} & value.keys())
+        if reserved:
+            raise ValueError(
+                f"kwargs must not set {reserved}: tunelab passes input_shape and output_dim from the data. "
+                "Remove them from kwargs."
+            )
+        return value
+
+
+def _is_dotted_name(text: str) -> bool:
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
+def _model_type(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return _TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else None
+
+
+ModelSpec = Annotated[
+    Annotated[MLPSpec, Tag("mlp")]
+    | Annotated[CNNSpec, Tag("cnn")]
+    | Annotated[RNNSpec, Tag("rnn")]
+    | Annotated[CustomSpec, Tag("custom")],
+    Discriminator(
+        _model_type,
+        custom_error_type="invalid_model_type",
+        custom_error_message=(
+            "model type must be one of 'mlp', 'cnn', 'rnn' (or its shorthands 'lstm', 'gru'), 'custom'"
+        ),
+    ),
+]
+"""Any model spec; pydantic picks the family from ``type``."""
+
+_ADAPTER: TypeAdapter[ModelSpec] = TypeAdapter(ModelSpec)
+
+
+def parse_model_spec(data: Mapping[str, Any]) -> ModelSpec:
+    """Validate a mapping (from YAML or a sampled config) as a ``ModelSpec``; raises pydantic's error."""
+    return _ADAPTER.validate_python(dict(data))

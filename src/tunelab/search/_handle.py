@@ -1,0 +1,91 @@
+"""``TrialHandle``: what an objective function receives: its parameters and a way to report progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+
+from tunelab.errors import SpecError
+from tunelab.search.schedulers import BaseScheduler, Decision, Exploit, SchedulerDecision
+
+__all__ = ["TrialHandle"]
+
+
+class TrialHandle:
+    """One trial, as its objective sees it.
+
+    ``params``: the nested override dict to merge into the experiment spec. ``number``: the study's trial
+    number. Call :meth:`report` after every epoch and obey its answer: on ``Decision.STOP`` return at once
+    (the trial is recorded as pruned whatever it returns); on an :class:`~tunelab.search.schedulers.Exploit`,
+    load the source trial's checkpoint and carry on with ``decision.new_params``.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        *,
+        scheduler: BaseScheduler,
+        multi_objective: bool = False,
+        after_report: Callable[[], None] | None = None,
+    ) -> None:
+        self._trial = trial
+        self.params = params
+        self._scheduler = scheduler
+        self._multi_objective = multi_objective
+        self._after_report = after_report
+        self.last_epoch = 0
+        self.stopped = False
+        self.exploits: list[dict[str, Any]] = []
+
+    @property
+    def number(self) -> int:
+        return self._trial.number
+
+    @property
+    def retry_of(self) -> int | None:
+        """The number of the interrupted trial this one retries (same parameters), or None."""
+        original = self._trial.user_attrs.get("retry_of")
+        return int(original) if original is not None else None
+
+    def report(self, epoch: int, value: float) -> SchedulerDecision:
+        """Record ``value`` (the metric) after ``epoch`` (1-based, increasing) and ask the scheduler."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= self.last_epoch:
+            raise SpecError(
+                f"trial {self.number}: report() needs increasing epochs (1, 2, ...); got {epoch!r} after "
+                f"{self.last_epoch}."
+            )
+        value = float(value)
+        self.last_epoch = epoch
+        if not self._multi_objective:  # Optuna keeps intermediate values for single-objective studies only
+            self._trial.report(value, epoch)
+        if self._after_report is not None:
+            self._after_report()
+        if self.stopped:
+            return Decision.STOP
+        decision = self._scheduler.on_report(self.number, epoch, value)
+        if decision is Decision.STOP:
+            self.stopped = True
+        elif isinstance(decision, Exploit):
+            self._record_exploit(epoch, decision)
+        return decision
+
+    def set_attr(self, key: str, value: Any) -> None:
+        """Store a JSON-serializable value with the trial (Optuna user attribute)."""
+        self._trial.set_user_attr(key, value)
+
+    def _record_exploit(self, epoch: int, decision: Exploit) -> None:
+        self.exploits.append(
+            {"epoch": epoch, "source": decision.source_trial_id, "params": _plain(decision.new_params)}
+        )
+        self.params = dict(_plain(decision.new_params))
+        self._trial.set_user_attr("pbt_exploits", self.exploits)
+
+
+def _plain(value: Any) -> Any:
+    """Mappings as dicts, recursively, so Optuna can store them as JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value

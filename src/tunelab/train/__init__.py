@@ -1,0 +1,49 @@
+"""The single-model training engine.
+
+`TrainSpec` says how to train; `Trainer` runs one readable loop over tensors resident on the device:
+batches are index slices of a per-epoch permutation drawn from the trainer's seeded generator, the loss is a
+per-sample vector reduced to a mean in one place, metrics are computed once per epoch, and checkpoints hold
+only tensors and plain values. Optimizers are `torch.optim`'s; schedules are closed-form functions of the
+step (`lr_at`).
+"""
+
+from __future__ import annotations
+
+from tunelab.train._augment import augment_images
+from tunelab.train._callbacks import Callback, EarlyStopping, History
+from tunelab.train._checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from tunelab.train._device import resolve_device
+from tunelab.train._losses import Task, make_loss, output_dim_for
+from tunelab.train._metrics import compute_metrics
+from tunelab.train._monitor import MonitorState
+from tunelab.train._optimizers import make_optimizer, penalized_parameters
+from tunelab.train._schedules import Clock, PlateauState, lr_at, update_plateau
+from tunelab.train._spec import AugmentSpec, EarlyStoppingSpec, ScheduleSpec, TrainSpec
+from tunelab.train._trainer import Trainer
+
+__all__ = [
+    "AugmentSpec",
+    "Callback",
+    "Checkpoint",
+    "Clock",
+    "EarlyStopping",
+    "EarlyStoppingSpec",
+    "History",
+    "MonitorState",
+    "PlateauState",
+    "ScheduleSpec",
+    "Task",
+    "TrainSpec",
+    "Trainer",
+    "augment_images",
+    "compute_metrics",
+    "load_checkpoint",
+    "lr_at",
+    "make_loss",
+    "make_optimizer",
+    "output_dim_for",
+    "penalized_parameters",
+    "resolve_device",
+    "save_checkpoint",
+    "update_plateau",
+]

@@ -1,0 +1,68 @@
+"""Choosing the training device, and scoping the global RNG that modules such as dropout draw from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from tunelab.errors import SpecError
+
+__all__ = ["initial_rng_state", "resolve_device", "scoped_global_rng"]
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str, *, amp: bool = False) -> torch.device:
+    """``auto`` picks cuda, else mps, else cpu; an unavailable device or amp off CUDA is a `SpecError`."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    elif name == "cuda" and not torch.cuda.is_available():
+        raise SpecError(
+            "device 'cuda' was asked for, but torch.cuda.is_available() is False (no GPU, or a CPU-only "
+            "torch build). Use device: auto or cpu."
+        )
+    elif name == "mps" and not _mps_available():
+        raise SpecError(
+            "device 'mps' was asked for, but Apple's MPS backend is not available. Use auto or cpu."
+        )
+    if amp and name != "cuda":
+        raise SpecError(
+            f"amp (mixed precision) runs on CUDA only, but training runs on '{name}'. "
+            "Set amp: false, or train on a CUDA GPU (device: cuda)."
+        )
+    return torch.device(name)
+
+
+def initial_rng_state(seed: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The global RNG states (``cpu``, and ``cuda`` on a CUDA device) that ``seed`` gives, made without
+    touching the global generators."""
+    states = {"cpu": torch.Generator().manual_seed(seed).get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.Generator(device=device).manual_seed(seed).get_state()
+    return states
+
+
+@contextmanager
+def scoped_global_rng(states: dict[str, torch.Tensor], device: torch.device) -> Iterator[None]:
+    """Run the block with torch's global RNG set to ``states`` and restored afterwards; the block's final
+    states are written back into ``states``.
+
+    ``nn.Dropout`` and friends take no generator argument: they draw from the global RNG. Scoping it makes a
+    run reproducible from its seed (and resumable from a checkpoint) without disturbing the caller's RNG.
+    """
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
+        torch.set_rng_state(states["cpu"])
+        if cuda_devices:
+            torch.cuda.set_rng_state(states["cuda"], device)
+        try:
+            yield
+        finally:
+            states["cpu"] = torch.get_rng_state()
+            if cuda_devices:
+                states["cuda"] = torch.cuda.get_rng_state(device)

@@ -1,0 +1,137 @@
+"""How to train: the validated `TrainSpec` and its parts (schedule, augmentation, early stopping).
+
+Every field carries its constraint as data (``Field``/``Literal``), so impossible values are rejected once,
+here, with pydantic's message naming the field, the bound and the value given.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunelab.train._metrics import METRICS
+
+__all__ = [
+    "AugmentSpec",
+    "EarlyStoppingSpec",
+    "LossName",
+    "OptimizerName",
+    "ScheduleName",
+    "ScheduleSpec",
+    "TrainSpec",
+]
+
+OptimizerName = Literal["gd", "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"]
+ScheduleName = Literal["constant", "step", "exponential", "cosine", "warmup", "onecycle", "plateau"]
+LossName = Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+_Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class ScheduleSpec(BaseModel):
+    """A learning-rate schedule; ``lr`` (of `TrainSpec`) is its base rate. Formulas: `tunelab.train.lr_at`.
+
+    Granularity — per epoch: constant, step, exponential, plateau; per step: cosine, warmup, onecycle.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ScheduleName = "constant"
+    # step: multiply by `gamma` every `step_size` epochs; exponential: multiply by `gamma` every epoch.
+    step_size: int = Field(default=10, ge=1)
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    # cosine / warmup: the floor the cosine decays to; plateau: the floor reductions stop at.
+    min_lr: float = Field(default=0.0, ge=0.0)
+    # warmup: linear warmup over this many epochs, then cosine decay to `min_lr` (0 = plain cosine).
+    warmup_epochs: int = Field(default=1, ge=0)
+    # onecycle: the peak rate (None = `lr`) and the fraction of steps spent rising to it.
+    max_lr: float | None = Field(default=None, gt=0.0)
+    pct_start: float = Field(default=0.3, gt=0.0, lt=1.0)
+    # plateau: multiply by `factor` after more than `patience` epochs without a lower monitored loss.
+    patience: int = Field(default=5, ge=0)
+    factor: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+
+class AugmentSpec(BaseModel):
+    """Random augmentation of each training batch of images ``[N, C, H, W]``, from the trainer's generator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hflip: bool = False  # mirror left-right with probability 1/2
+    shift: int = Field(default=0, ge=0)  # translate by up to this many pixels each way, zero fill
+    noise_std: float = Field(default=0.0, ge=0.0)  # add gaussian noise of this std (input units)
+
+
+class EarlyStoppingSpec(BaseModel):
+    """Stop after `patience` epochs in a row in which `monitor` did not improve by more than `min_delta`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    monitor: str = Field(default="val_loss", min_length=1)  # "loss", "val_loss" or "val_<metric>"
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy/f1/roc_auc/r2, else min
+    patience: int = Field(default=10, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    restore_best: bool = True  # end training with the best epoch's weights
+
+
+class TrainSpec(BaseModel):
+    """How to train one model. Defaults are a sound starting point: Adam at 1e-3, batch 128."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # gd: full-batch gradient descent (one step per epoch on all training rows); momentum / nesterov: SGD with
+    # (Nesterov) momentum; rmsprop uses torch's alpha=0.99 and no momentum.
+    optimizer: OptimizerName = "adam"
+    lr: float = Field(default=1e-3, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # momentum / nesterov only
+    betas: tuple[_Beta, _Beta] = (0.9, 0.999)  # adam / adamw only
+    eps: float = Field(default=1e-8, gt=0.0)
+    # L2 penalty (decoupled for adamw); never applied to biases or normalization parameters.
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    l1: float = Field(
+        default=0.0, ge=0.0
+    )  # adds l1 * sum|w| over weights (not biases/norm params) to the loss
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    loss: LossName = "auto"  # auto: cross_entropy for classification, mse for regression
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(default=None, gt=0.0)  # max total L2 norm of all gradients
+    augment: AugmentSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    metrics: list[str] | None = None  # None: accuracy, f1 (classification); rmse, mae, r2 (regression)
+    device: DeviceName = "auto"  # auto: cuda, else mps, else cpu
+    amp: bool = False  # mixed precision (float16 autocast + gradient scaling), CUDA only
+    seed: int = Field(default=0, ge=0)
+    checkpoint_every: int = Field(default=1, ge=1)  # epochs between run_dir/checkpoint.pt writes
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        for name in names:
+            if name not in METRICS:
+                close = difflib.get_close_matches(name, list(METRICS), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown metric '{name}'.{hint} Valid metrics: {', '.join(METRICS)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"metrics {names} name a metric twice; list each once")
+        return names
+
+    @model_validator(mode="after")
+    def _schedule_fits_run(self) -> TrainSpec:
+        schedule = self.schedule
+        if schedule.name == "warmup" and schedule.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"schedule.warmup_epochs ({schedule.warmup_epochs}) must be less than epochs ({self.epochs}) "
+                "so that the warmup ends; lower warmup_epochs or train longer"
+            )
+        if schedule.name in ("cosine", "warmup", "plateau") and schedule.min_lr >= self.lr:
+            raise ValueError(
+                f"schedule.min_lr ({schedule.min_lr}) must be below lr ({self.lr}): it is the floor the "
+                "rate decays to"
+            )
+        return self

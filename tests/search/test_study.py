@@ -1,0 +1,253 @@
+"""run_study: outcomes, budgets, schedulers in the loop, real SQLite with write-behind and resume."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tunelab.errors import SpecError, TrainingError
+from tunelab.search import (
+    AshaScheduler,
+    Decision,
+    MedianStoppingScheduler,
+    SearchSpace,
+    WriteBehind,
+    run_study,
+)
+from tunelab.search._storage import INTERRUPTED, open_backend
+from tunelab.search.schedulers import NoScheduler
+
+SPACE = SearchSpace.from_dict({"train.x": {"float": [-3.0, 3.0]}, "train.y": {"float": [-3.0, 3.0]}})
+
+
+def quadratic(handle):
+    p = handle.params["train"]
+    return p["x"] ** 2 + p["y"] ** 2
+
+
+def curve_objective(n_epochs: int):
+    """Reports a decreasing curve whose floor is the quadratic; stops when told."""
+
+    def objective(handle):
+        final = quadratic(handle)
+        for epoch in range(1, n_epochs + 1):
+            if handle.report(epoch, final + 1.0 / epoch) is Decision.STOP:
+                return final  # ignored: a stopped trial is pruned
+        return final
+
+    return objective
+
+
+def test_minimizes_and_returns_nested_best_params():
+    summary = run_study(quadratic, SPACE, n_trials=40, seed=0)
+    assert summary.n_complete == 40
+    assert summary.n_pruned == summary.n_failed == 0
+    assert summary.stop_reason == "n_trials"
+    assert set(summary.best_params) == {"train"}
+    assert summary.best_value == pytest.approx(
+        summary.best_params["train"]["x"] ** 2 + summary.best_params["train"]["y"] ** 2
+    )
+    assert summary.best_value < 0.5
+
+
+def test_same_seed_same_study():
+    first = run_study(quadratic, SPACE, n_trials=15, seed=5)
+    assert run_study(quadratic, SPACE, n_trials=15, seed=5).best_params == first.best_params
+
+
+def test_scheduler_stops_become_pruned_trials_with_their_curves():
+    storage = optuna.storages.InMemoryStorage()
+    summary = run_study(
+        curve_objective(9),
+        SPACE,
+        n_trials=30,
+        scheduler=AshaScheduler(max_resource=9),
+        storage=storage,
+        seed=0,
+    )
+    trials = optuna.load_study(study_name="tunelab", storage=storage).trials
+    assert summary.n_pruned == sum(t.state == TrialState.PRUNED for t in trials) > 0
+    assert summary.n_complete + summary.n_pruned == 30
+    for trial in trials:
+        last = max(trial.intermediate_values)
+        assert last in (1, 3, 9)  # stopped exactly at a rung, or completed
+        assert (trial.state == TrialState.COMPLETE) == (last == 9)
+    assert summary.n_epochs == sum(max(t.intermediate_values) for t in trials)
+
+
+def test_failures_are_recorded_and_the_study_goes_on():
+    def objective(handle):
+        n = handle.number
+        if n == 1:
+            raise TrainingError("loss is nan at epoch 3")
+        if n == 2:
+            return math.nan
+        return quadratic(handle)
+
+    storage = optuna.storages.InMemoryStorage()
+    summary = run_study(objective, SPACE, n_trials=5, storage=storage, seed=0)
+    assert (summary.n_complete, summary.n_failed) == (3, 2)
+    trials = optuna.load_study(study_name="tunelab", storage=storage).trials
+    assert trials[1].user_attrs["fail_reason"] == "TrainingError: loss is nan at epoch 3"
+    assert "not finite" in trials[2].user_attrs["fail_reason"]
+
+
+def test_other_exceptions_fail_the_trial_and_propagate():
+    storage = optuna.storages.InMemoryStorage()
+
+    def objective(handle):
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        run_study(objective, SPACE, n_trials=3, storage=storage)
+    (trial,) = optuna.load_study(study_name="tunelab", storage=storage).trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "KeyError: 'bug'"
+
+
+def test_budgets_epochs_target_and_time():
+    by_epochs = run_study(curve_objective(4), SPACE, max_total_epochs=10, seed=0)
+    assert (by_epochs.stop_reason, by_epochs.n_epochs) == ("max_total_epochs", 12)  # trials finish: 4+4+4
+
+    by_target = run_study(quadratic, SPACE, n_trials=500, target=1.0, seed=0)
+    assert by_target.stop_reason == "target"
+    assert by_target.best_value <= 1.0
+    assert by_target.n_complete < 500
+
+    by_time = run_study(quadratic, SPACE, timeout_s=0.05, seed=0)
+    assert by_time.stop_reason == "timeout"
+    assert by_time.elapsed_s >= 0.05
+
+
+def test_grid_search_stops_when_exhausted():
+    grid = SearchSpace.from_dict({"a": {"int": [1, 3]}, "b": {"choice": ["u", "v"]}})
+    summary = run_study(lambda h: h.params["a"], grid, sampler="grid", n_trials=100)
+    assert (summary.stop_reason, summary.n_complete) == ("grid_exhausted", 6)
+
+
+def test_several_objectives_give_a_pareto_front():
+    summary = run_study(
+        lambda h: (h.params["train"]["x"] ** 2, (h.params["train"]["x"] - 1) ** 2),
+        SPACE,
+        directions=["minimize", "minimize"],
+        n_trials=20,
+        sampler="nsga2",
+    )
+    assert summary.best_value is None
+    assert summary.pareto_front
+    for params, values in summary.pareto_front:
+        assert values[0] == pytest.approx(params["train"]["x"] ** 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "give the study a budget"),
+        ({"n_trials": 0}, "n_trials must be a positive"),
+        ({"n_trials": 1, "direction": "maximize"}, "direction='minimize' but the study will maximize"),
+        (
+            {"n_trials": 1, "directions": ["minimize", "minimize"]},
+            "with several objectives use scheduler=None",
+        ),
+    ],
+)
+def test_bad_study_arguments(kwargs, message):
+    with pytest.raises(SpecError, match=message):
+        run_study(quadratic, SPACE, scheduler=MedianStoppingScheduler(), **kwargs)
+
+
+def test_report_needs_increasing_epochs():
+    def objective(handle):
+        handle.report(2, 1.0)
+        handle.report(2, 1.0)
+
+    with pytest.raises(SpecError, match="increasing epochs"):
+        run_study(objective, SPACE, n_trials=1)
+
+
+# -- SQLite ------------------------------------------------------------------------------------------------
+
+
+def _objective_with_everything(handle):
+    handle.set_attr("note", {"params": handle.params})
+    handle.report(1, 10.0)
+    handle.report(2, math.inf)  # stored as +inf, not lost
+    return quadratic(handle)
+
+
+def test_sqlite_write_behind_is_an_ordinary_optuna_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    memory = optuna.storages.InMemoryStorage()
+    run_study(_objective_with_everything, SPACE, n_trials=30, storage=memory, seed=2)
+    summary = run_study(
+        _objective_with_everything, SPACE, n_trials=30, storage=WriteBehind(url, flush_every=7), seed=2
+    )
+    expected = optuna.load_study(study_name="tunelab", storage=memory).trials
+    stored = optuna.load_study(study_name="tunelab", storage=url).trials
+    assert len(stored) == 30
+    assert summary.n_complete == 30
+    for a, b in zip(expected, stored, strict=True):
+        assert (a.number, a.state, a.params, a.distributions) == (
+            b.number,
+            b.state,
+            b.params,
+            b.distributions,
+        )
+        assert a.values == pytest.approx(b.values)
+        assert a.intermediate_values == b.intermediate_values == {1: 10.0, 2: math.inf}
+        assert a.user_attrs == b.user_attrs
+        assert a.system_attrs == b.system_attrs
+
+
+def test_sqlite_rerun_continues_the_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_study(quadratic, SPACE, n_trials=10, storage=url)
+    summary = run_study(quadratic, SPACE, n_trials=25, storage=url)  # n_trials counts the study's trials
+    trials = optuna.load_study(study_name="tunelab", storage=url).trials
+    assert [t.number for t in trials] == list(range(25))
+    assert summary.n_complete == 25
+    with pytest.raises(SpecError, match="created with directions"):
+        run_study(quadratic, SPACE, n_trials=30, storage=url, direction="maximize")
+
+
+def test_interrupted_trials_are_failed_and_retried_with_the_same_params(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_study(quadratic, SPACE, n_trials=3, storage=url)
+    # A run that dies mid-trial, after a flush wrote the running trial (no close(): like kill -9).
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    crashed = open_backend(
+        WriteBehind(url, flush_interval_s=0.0), study_name="tunelab", directions=["minimize"], sampler=sampler
+    )
+    trial = crashed.study.ask()
+    params = SPACE.sample(trial)
+    crashed.touch(trial.number)
+
+    seen = []
+    summary = run_study(lambda h: seen.append(h.params) or quadratic(h), SPACE, n_trials=6, storage=url)
+    trials = optuna.load_study(study_name="tunelab", storage=url).trials
+    assert trials[3].state == TrialState.FAIL
+    assert trials[3].user_attrs["fail_reason"] == INTERRUPTED
+    assert seen[0] == params
+    assert trials[4].user_attrs["retry_of"] == 3
+    assert summary.n_complete == 5  # 3 + the retry + 1 new; the interrupted one counts as failed
+    assert summary.n_failed == 1
+
+
+def test_a_resumed_study_restores_the_scheduler_state(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_study(curve_objective(9), SPACE, n_trials=8, storage=url, scheduler=AshaScheduler(max_resource=9))
+    resumed = AshaScheduler(max_resource=9)
+    run_study(curve_objective(9), SPACE, n_trials=8, storage=url, scheduler=resumed)  # budget already spent
+    trials = optuna.load_study(study_name="tunelab", storage=url).trials
+    assert len(resumed.rungs.scores_at(0)) == sum(1 in t.intermediate_values for t in trials) == 8
+
+
+def test_direct_storage_for_several_workers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    summary = run_study(
+        quadratic, SPACE, n_trials=4, storage=WriteBehind(url, enabled=False), scheduler=NoScheduler()
+    )
+    assert summary.n_complete == len(optuna.load_study(study_name="tunelab", storage=url).trials) == 4
