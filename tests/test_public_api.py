@@ -10,6 +10,8 @@ PACKAGES = [
     "tunelab",
     "tunelab.data",
     "tunelab.errors",
+    "tunelab.export",
+    "tunelab.fused",
     "tunelab.models",
     "tunelab.report",
     "tunelab.search",

@@ -6,10 +6,12 @@ The curated public API; everything else is reachable through the subpackages
 
 from tunelab.data import DataBundle, DataSpec, prepare_data
 from tunelab.errors import DataError, MissingExtraError, SpecError, TrainingError, TunelabError
+from tunelab.export import ExportedModel, export_model, load
 from tunelab.models import ModelSpec, build_model
 from tunelab.run import TrainResult, train_experiment
 from tunelab.spec import ExperimentSpec, load_spec, parse_spec
 from tunelab.train import Callback, History, Trainer, TrainSpec
+from tunelab.tune import TuneResult, tune_experiment
 
 __version__ = "0.1.0"
 
@@ -19,6 +21,7 @@ __all__ = [
     "DataError",
     "DataSpec",
     "ExperimentSpec",
+    "ExportedModel",
     "History",
     "MissingExtraError",
     "ModelSpec",
@@ -27,11 +30,15 @@ __all__ = [
     "TrainSpec",
     "Trainer",
     "TrainingError",
+    "TuneResult",
     "TunelabError",
     "__version__",
     "build_model",
+    "export_model",
+    "load",
     "load_spec",
     "parse_spec",
     "prepare_data",
     "train_experiment",
+    "tune_experiment",
 ]

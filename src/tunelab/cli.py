@@ -138,6 +138,7 @@ def tune(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split, the sampler and training.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the study in --out after a crash or stop.")] = False,
+    workers: Annotated[int, typer.Option(help="Search processes sharing the study's storage.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
 ) -> None:
     """Search hyperparameters, select honestly, refit the winner, test it once and export it."""
@@ -158,7 +159,12 @@ def tune(
         spec = parse_spec(raw, source="the spec with command-line options")
         run_dir = out or Path("runs") / spec.name
         say = (lambda _msg: None) if quiet else (lambda msg: err_console.print(msg, highlight=False))
-        result = tune_experiment(spec, out_dir=run_dir, resume=resume, storage=storage, log=say)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        result = tune_experiment(
+            spec, out_dir=run_dir, resume=resume, storage=storage, workers=workers, log=say
+        )
         _print_tune_summary(result.summary, run_dir)
 
 
@@ -231,13 +237,39 @@ def predict(
 ) -> None:
     """Apply the exported best model, with its preprocessing, to new rows."""
     with user_errors():
-        from tunelab.export import load_run_model, read_rows
+        from tunelab.export import find_export, load
 
-        exported = load_run_model(run_dir)
-        frame = read_rows(data_path)
+        exported = load(find_export(run_dir))
+        frame = _read_rows(data_path)
         predictions = exported.predict_frame(frame)
-        predictions.to_csv(out, index=False)
+        try:
+            predictions.to_csv(out, index=False)
+        except OSError as err:
+            from tunelab.errors import SpecError
+
+            raise SpecError(f"cannot write predictions to '{out}': {err}. Choose a writable --out.") from None
         err_console.print(f"wrote {len(predictions):,} predictions to {out}", highlight=False)
+
+
+def _read_rows(path: Path) -> Any:
+    """New rows to predict: a CSV or Parquet table."""
+    import pandas as pd
+
+    from tunelab.errors import DataError
+
+    if not path.is_file():
+        raise DataError(
+            f"data file '{path}' does not exist. Give the path of a CSV or Parquet file of new rows."
+        )
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise DataError(
+            f"cannot read '{path}' as a {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'} "
+            f"table: {err}. Expected a table with the same feature columns the model was trained on."
+        ) from None
 
 
 def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:

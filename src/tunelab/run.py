@@ -30,7 +30,7 @@ from tunelab.report import plot_training_curves
 from tunelab.spec import ExperimentSpec
 from tunelab.train import Callback, History, Trainer, output_dim_for
 
-__all__ = ["TrainResult", "train_experiment"]
+__all__ = ["TrainResult", "train_experiment", "write_test_predictions"]
 
 
 @dataclass
@@ -106,6 +106,7 @@ def train_experiment(
         "versions": {"tunelab": _version(), "torch": torch.__version__, "python": platform.python_version()},
     }
     if run_dir is not None:
+        write_test_predictions(run_dir / "test_predictions.csv", trainer, bundle)
         _write_run(run_dir, spec, history, model, val_metrics, test_metrics, summary)
     return TrainResult(run_dir, history, val_metrics, test_metrics, summary, trainer=trainer, bundle=bundle)
 
@@ -145,6 +146,29 @@ def _write_run(
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     # summary.json last: its presence marks a finished run.
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+def write_test_predictions(path: Path, trainer: Trainer, bundle: DataBundle) -> None:
+    """Test-part truth and predictions as a CSV, in original units: classification ``y_true, y_pred,
+    proba_<k>``; regression / forecasting ``y_true_<k>, y_pred_<k>`` per output."""
+    import pandas as pd
+
+    predicted = trainer.predict(bundle.X_test).cpu()
+    truth = bundle.y_test.cpu()
+    columns: dict[str, Any] = {}
+    if bundle.task == "classification":
+        columns["y_true"] = truth.numpy()
+        columns["y_pred"] = predicted.argmax(dim=1).numpy()
+        for k in range(predicted.shape[1]):
+            columns[f"proba_{k}"] = predicted[:, k].numpy()
+    else:
+        if bundle.target_scale is not None:
+            mean, std = bundle.target_scale
+            truth = truth * std.cpu() + mean.cpu()
+        for k in range(predicted.shape[1]):
+            columns[f"y_true_{k}"] = truth[:, k].numpy()
+            columns[f"y_pred_{k}"] = predicted[:, k].numpy()
+    pd.DataFrame(columns).to_csv(path, index=False)
 
 
 def _version() -> str:

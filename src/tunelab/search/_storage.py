@@ -51,9 +51,10 @@ class WriteBehind:
 class StudyBackend:
     """The Optuna study the loop asks and tells, plus the bookkeeping that keeps a database copy current."""
 
-    def __init__(self, study: optuna.Study, *, retried: Sequence[int] = ()) -> None:
+    def __init__(self, study: optuna.Study, *, retried: Sequence[int] = (), shared: bool = False) -> None:
         self.study = study
         self.retried = list(retried)  # numbers of interrupted trials enqueued again
+        self.shared = shared  # other processes may write to the same storage
 
     def touch(self, number: int, *, finished: bool = False) -> None:
         """Trial ``number`` changed (created, reported, or ``finished``)."""
@@ -260,4 +261,4 @@ def open_backend(
         load_if_exists=storage is not None,
     )
     _check_directions(study, directions, study_name, "the storage")
-    return StudyBackend(study)
+    return StudyBackend(study, shared=storage is not None)

@@ -116,7 +116,8 @@ def run_study(
     started = time.monotonic()
     backend = open_backend(storage, study_name=study_name, directions=dirs, sampler=sampler)
     try:
-        _replay(backend.study, space, scheduler)
+        seen: set[int] = set()
+        _replay(backend.study, space, scheduler, seen)
         stop_reason = _loop(
             objective,
             space,
@@ -124,6 +125,7 @@ def run_study(
             scheduler,
             multi=multi,
             budget=_Budget(n_trials, timeout_s, max_total_epochs, target, dirs[0], started),
+            seen=seen,
         )
     finally:
         backend.close()
@@ -145,10 +147,17 @@ class _Budget:
         return value <= self.target if self.direction == "minimize" else value >= self.target
 
 
-def _replay(study: optuna.Study, space: SearchSpace, scheduler: BaseScheduler) -> None:
-    """Feed an earlier run's finished trials to the scheduler, so rungs and medians resume where they were."""
+def _replay(
+    study: optuna.Study, space: SearchSpace, scheduler: BaseScheduler, seen: set[int] | None = None
+) -> None:
+    """Feed finished trials the scheduler has not seen to it: an earlier run's (so rungs and medians resume
+    where they were), and, on a storage shared by several workers, the other workers' trials."""
     status = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
     for trial in study.get_trials(deepcopy=False, states=tuple(status)):
+        if seen is not None:
+            if trial.number in seen:
+                continue
+            seen.add(trial.number)
         try:
             params = space.overrides_from_params(trial.params)
         except SpecError:
@@ -167,8 +176,11 @@ def _loop(
     *,
     multi: bool,
     budget: _Budget,
+    seen: set[int],
 ) -> str:
     study = backend.study
+    # On a storage other processes write to, their finished trials reach the scheduler before each ask.
+    shared = backend.shared
     finished = study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     )
@@ -188,7 +200,10 @@ def _loop(
             return "max_total_epochs"
         if grid is not None and grid.is_exhausted(study):
             return "grid_exhausted"
+        if shared:
+            _replay(study, space, scheduler, seen)
         trial = study.ask()
+        seen.add(trial.number)
         backend.touch(trial.number)
         state, values, epochs = _run_one(objective, trial, space, backend, scheduler, multi=multi)
         try:

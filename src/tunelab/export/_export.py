@@ -1,0 +1,379 @@
+"""``export_model``: write a trained model, its preprocessing and its description to a directory."""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, get_args
+
+import numpy as np
+import pydantic
+import torch
+from torch import nn
+
+from tunelab.data import Preprocessor
+from tunelab.errors import MissingExtraError, SpecError
+from tunelab.export._layout import (
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA,
+    ONNX,
+    PREPROCESSOR,
+    PREPROCESSOR_ARRAYS,
+    TORCHSCRIPT,
+    WEIGHTS,
+)
+from tunelab.export._onnx import ONNX_OPSET, export_onnx, onnx_available
+from tunelab.export._script import compile_torchscript, quiet_torchscript
+from tunelab.export._state import write_state
+from tunelab.export._text import brief
+from tunelab.models import CNNSpec, CustomSpec, MLPSpec, ModelSpec, RNNSpec, build_model, parse_model_spec
+from tunelab.train import Task
+
+__all__ = ["RESERVED_METADATA", "export_model", "kind_of"]
+
+TASKS: tuple[str, ...] = get_args(Task)
+RESERVED_METADATA = frozenset(
+    {
+        "format",
+        "format_version",
+        "created",
+        "versions",
+        "task",
+        "kind",
+        "input_shape",
+        "output_dim",
+        "n_classes",
+        "class_names",
+        "input_columns",
+        "model_spec",
+        "model_class",
+        "files",
+        "torchscript",
+        "onnx_opset",
+        "notices",
+    }
+)
+_KINDS = {1: "table", 2: "sequence", 3: "image"}
+
+
+def export_model(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    preprocessor: Preprocessor | None,
+    model_spec: ModelSpec | Mapping[str, Any] | None,
+    task: Task,
+    input_shape: tuple[int, ...],
+    output_dim: int,
+    metadata: Mapping[str, Any] | None = None,
+    example_input: torch.Tensor | None = None,
+    onnx: bool | None = None,
+) -> Path:
+    """Write ``model`` and what it needs to predict to the directory ``path``; returns the directory.
+
+    Files: ``model.pt`` (the state_dict, tensors only), ``model.ts`` (TorchScript), ``model.onnx`` (with
+    ``onnx=True``, or ``onnx=None`` when the ``onnx`` package is installed), ``preprocessor.json`` +
+    ``preprocessor.npz`` (the fitted ``Preprocessor``; omit it with ``None`` for models that take
+    ready-made tensors), and ``metadata.json``, written last, with ``metadata``'s entries (metrics, best
+    parameters: JSON values) added at its top level.
+
+    ``model_spec`` is the spec the model was built from (``None`` for a user's own module): with it,
+    :func:`load` can rebuild the model from the weights. ``example_input`` ``[N, *input_shape]`` is the batch
+    TorchScript traces (default: two seeded standard-normal samples); pass real rows when the model's
+    forward depends on input values. A model TorchScript cannot compile is exported without ``model.ts``
+    (a notice in the metadata says why) when it has a spec, and is a :class:`SpecError` when it has none,
+    since nothing could load it. The model itself is left as it was (modes, device, weights).
+    """
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"model must be a torch.nn.Module; got a {type(model).__name__}")
+    if task not in TASKS:
+        raise SpecError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    shape = _checked_shape(input_shape)
+    if isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1:
+        raise SpecError(f"output_dim must be an int >= 1; got {output_dim!r}")
+    _check_preprocessor(preprocessor, task=task, input_shape=shape, output_dim=output_dim)
+    spec = _checked_spec(model_spec)
+    extra = _checked_metadata(metadata)
+    if onnx not in (True, False, None):
+        raise SpecError(
+            f"onnx must be True, False or None (export when the onnx package is installed); got {onnx!r}"
+        )
+    if onnx is True and not onnx_available():  # before any work, and before any file is touched
+        raise MissingExtraError("ONNX export", "onnx")
+
+    # Work on an eval-mode CPU copy: the caller's model keeps its mode and device, and TorchScript traced
+    # on the CPU loads on any machine.
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    example = _example(example_input, shape)
+    with torch.no_grad():
+        reference = _checked_output(cpu_model, example, output_dim)
+    if spec is not None:
+        _check_rebuild(spec, cpu_model, example, reference, input_shape=shape, output_dim=output_dim)
+
+    state = {name: tensor.detach() for name, tensor in _tensor_state(cpu_model).items()}
+    notices: list[str] = []
+    script, how = compile_torchscript(cpu_model, example)
+    if script is None:
+        if spec is None:
+            raise SpecError(
+                f"the model cannot be compiled to TorchScript: {how}. A model without a model_spec is "
+                "loaded from TorchScript alone, so it cannot be exported. Fix: make its forward traceable "
+                "(tensor operations, no Python values that depend on the input), or pass a model_spec "
+                "(e.g. a CustomSpec naming its factory) so that load() can rebuild it from the weights."
+            )
+        notices.append(f"no {TORCHSCRIPT}: {how}; load() rebuilds the model from {WEIGHTS} and the spec")
+
+    directory = _prepared_directory(Path(path))
+    torch.save(state, directory / WEIGHTS)
+    if script is not None:
+        with quiet_torchscript():
+            torch.jit.save(script, str(directory / TORCHSCRIPT))
+    if onnx is True or (onnx is None and onnx_available()):
+        try:
+            export_onnx(cpu_model, example, directory / ONNX)
+        except SpecError as error:
+            if onnx:
+                raise
+            notices.append(f"no {ONNX}: {error}")
+    if preprocessor is not None:
+        write_state(preprocessor.to_state(), directory / PREPROCESSOR, directory / PREPROCESSOR_ARRAYS)
+    description = _description(
+        model,
+        preprocessor,
+        spec,
+        task=task,
+        input_shape=shape,
+        output_dim=output_dim,
+        torchscript=how if script is not None else None,
+        has_onnx=(directory / ONNX).exists(),
+        notices=notices,
+    )
+    # Written last: its presence marks a complete export.
+    (directory / METADATA).write_text(json.dumps({**description, **extra}, indent=2), encoding="utf-8")
+    return directory
+
+
+def _description(
+    model: nn.Module,
+    preprocessor: Preprocessor | None,
+    spec: ModelSpec | None,
+    *,
+    task: str,
+    input_shape: tuple[int, ...],
+    output_dim: int,
+    torchscript: str | None,
+    has_onnx: bool,
+    notices: list[str],
+) -> dict[str, Any]:
+    """The contents of metadata.json that tunelab writes (the caller's entries are added beside them)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "task": task,
+        "kind": preprocessor.kind if preprocessor is not None else kind_of(input_shape),
+        "input_shape": list(input_shape),
+        "output_dim": output_dim,
+        "n_classes": _n_classes(task, preprocessor, output_dim),
+        "class_names": preprocessor.class_names if preprocessor is not None else None,
+        "input_columns": preprocessor.input_columns if preprocessor is not None else [],
+        "model_spec": spec.model_dump(mode="json") if spec is not None else None,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "files": {
+            "weights": WEIGHTS,
+            "torchscript": TORCHSCRIPT if torchscript is not None else None,
+            "onnx": ONNX if has_onnx else None,
+            "preprocessor": PREPROCESSOR if preprocessor is not None else None,
+        },
+        "torchscript": torchscript,  # how it was compiled: "trace" or "script"
+        "onnx_opset": ONNX_OPSET if has_onnx else None,
+        "notices": notices,
+    }
+
+
+def kind_of(input_shape: tuple[int, ...]) -> str:
+    """The data kind a sample shape implies: (F,) table, (L, F) sequence, (C, H, W) image."""
+    return _KINDS.get(len(input_shape), "table")
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def _checked_shape(input_shape: Any) -> tuple[int, ...]:
+    dims = tuple(input_shape) if isinstance(input_shape, tuple | list | torch.Size) else ()
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise SpecError(
+            "input_shape must be one sample's shape without the batch dimension, a non-empty tuple of "
+            f"positive ints (table (F,), image (C, H, W), sequence (L, F)); got {input_shape!r}"
+        )
+    return dims
+
+
+def _check_preprocessor(
+    preprocessor: Preprocessor | None, *, task: str, input_shape: tuple[int, ...], output_dim: int
+) -> None:
+    if preprocessor is None:
+        return
+    if not isinstance(preprocessor, Preprocessor):
+        raise SpecError(
+            f"preprocessor must be a tunelab.data.Preprocessor (DataBundle.preprocessor) or None; "
+            f"got a {type(preprocessor).__name__}"
+        )
+    problems = []
+    if preprocessor.task != task:
+        problems.append(f"task {preprocessor.task!r} (given {task!r})")
+    if tuple(preprocessor.input_shape) != input_shape:
+        problems.append(f"input_shape {tuple(preprocessor.input_shape)} (given {input_shape})")
+    # A binary classifier may have one logit (binary cross-entropy) for the preprocessor's two classes.
+    one_logit = task == "classification" and output_dim == 1 and preprocessor.output_dim == 2
+    if preprocessor.output_dim != output_dim and not one_logit:
+        problems.append(f"output_dim {preprocessor.output_dim} (given {output_dim})")
+    if problems:
+        raise SpecError(
+            f"the preprocessor was fitted for {'; '.join(problems)}. Pass the DataBundle's preprocessor, "
+            "task, input_shape and output_dim of the data the model was trained on."
+        )
+
+
+def _checked_spec(model_spec: ModelSpec | Mapping[str, Any] | None) -> ModelSpec | None:
+    if model_spec is None or isinstance(model_spec, MLPSpec | CNNSpec | RNNSpec | CustomSpec):
+        return model_spec  # validated when it was made
+    if not isinstance(model_spec, Mapping):
+        raise SpecError(
+            f"model_spec must be a ModelSpec, a mapping that validates as one, or None; got a "
+            f"{type(model_spec).__name__}"
+        )
+    try:
+        return parse_model_spec(model_spec)
+    except pydantic.ValidationError as error:
+        raise SpecError(f"model_spec is not a valid model spec: {error}") from None
+
+
+def _checked_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise SpecError(f"metadata must be a mapping of JSON values; got a {type(metadata).__name__}")
+    clashes = sorted(RESERVED_METADATA & set(metadata))
+    if clashes:
+        raise SpecError(
+            f"metadata must not set {clashes}: export_model writes those keys itself. Rename them "
+            "(e.g. 'run_notes' instead of 'notices')."
+        )
+    for key, value in metadata.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise SpecError(
+                f"metadata['{key}'] is not a JSON value ({error}). Convert it, e.g. float(x) for a tensor or "
+                "numpy number, x.tolist() for an array."
+            ) from None
+    return dict(metadata)
+
+
+def _example(example_input: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    if example_input is None:
+        return torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+    if not isinstance(example_input, torch.Tensor) or tuple(example_input.shape[1:]) != shape:
+        given = list(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input)
+        raise SpecError(
+            f"example_input must be a tensor [N, {', '.join(map(str, shape))}] (a batch of model inputs); "
+            f"got {given}"
+        )
+    if len(example_input) == 0:
+        raise SpecError("example_input must hold at least one sample")
+    return example_input.detach().cpu()
+
+
+def _checked_output(model: nn.Module, example: torch.Tensor, output_dim: int) -> torch.Tensor:
+    try:
+        output = model(example)
+    except Exception as error:
+        raise SpecError(
+            f"the model fails on the example batch of shape {list(example.shape)} "
+            f"({type(error).__name__}: {error}). Check input_shape, or pass an example_input it accepts."
+        ) from error
+    expected = [len(example), output_dim]
+    if not isinstance(output, torch.Tensor) or list(output.shape) != expected:
+        got = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise SpecError(f"the model returns {got} for the example batch; expected {expected} (output_dim)")
+    return output
+
+
+def _check_rebuild(
+    spec: ModelSpec,
+    model: nn.Module,
+    example: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    input_shape: tuple[int, ...],
+    output_dim: int,
+) -> None:
+    """The spec must rebuild this very model: load() relies on it when there is no TorchScript."""
+    rebuilt = build_model(spec, input_shape=input_shape, output_dim=output_dim, seed=0).eval()
+    try:
+        rebuilt.load_state_dict(_tensor_state(model))
+    except RuntimeError as error:
+        raise SpecError(
+            f"model_spec does not describe the model: its weights do not fit a model built from the spec "
+            f"({brief(error)}). Pass the spec the model was built from."
+        ) from None
+    with torch.no_grad():
+        same = torch.allclose(rebuilt(example), reference, rtol=1e-5, atol=1e-6)
+    if not same:
+        raise SpecError(
+            "model_spec does not describe the model: a model built from the spec with the same weights "
+            "computes other outputs. Pass the spec the model was built from."
+        )
+
+
+def _tensor_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    others = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
+    if others:
+        raise SpecError(
+            f"the model's state_dict holds non-tensor entries {others[:5]} (extra state); an export stores "
+            "tensors only, so it can be loaded without unpickling objects"
+        )
+    return state
+
+
+def _n_classes(task: str, preprocessor: Preprocessor | None, output_dim: int) -> int | None:
+    if task != "classification":
+        return None
+    return preprocessor.output_dim if preprocessor is not None else max(2, output_dim)
+
+
+def _prepared_directory(directory: Path) -> Path:
+    if directory.exists() and not directory.is_dir():
+        raise SpecError(f"cannot export to '{directory}': it is a file. Choose a directory path.")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SpecError(f"cannot create the export directory '{directory}': {error}") from None
+    # Remove the marker first, so an interrupted re-export is never taken for a complete one, and the
+    # optional files of an earlier export, so they cannot be mistaken for this model's.
+    for name in (METADATA, TORCHSCRIPT, ONNX, PREPROCESSOR, PREPROCESSOR_ARRAYS):
+        (directory / name).unlink(missing_ok=True)
+    return directory
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tunelab_version = version("tunelab")
+    except PackageNotFoundError:
+        tunelab_version = "unknown"
+    return {
+        "tunelab": tunelab_version,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }

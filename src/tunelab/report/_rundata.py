@@ -1,0 +1,126 @@
+"""What a run directory holds, read once for the report: summary, final training curve, test predictions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tunelab.errors import DataError
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+__all__ = ["RunData", "load_run", "load_study"]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One finished run: ``kind`` is ``"tune"`` (``tunelab tune``) or ``"train"`` (``tunelab train``)."""
+
+    run_dir: Path
+    kind: Literal["tune", "train"]
+    summary: dict[str, Any]
+    epochs: list[dict[str, Any]]  # the final model's per-epoch logs
+    best_epoch: int | None
+    predictions: pd.DataFrame | None  # test_predictions.csv, or None when the run wrote none
+    class_names: list[str] | None
+    spec: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # {"val": {...}, "test": {...}}
+
+    @property
+    def task(self) -> str:
+        return str(self.summary.get("task", ""))
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory written by ``tunelab tune`` or ``tunelab train``.
+
+    Raises :class:`DataError` when the directory holds no finished run (no ``summary.json``).
+    """
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        what = "does not exist" if not run_dir.exists() else "holds no summary.json"
+        raise DataError(
+            f"cannot build a report: '{run_dir}' {what}. Expected the directory of a finished "
+            "`tunelab tune` or `tunelab train` run (its --out); a run that is still going, or crashed, "
+            "writes summary.json only at the end."
+        )
+    summary = _read_json(summary_path)
+    kind: Literal["tune", "train"] = "tune" if "protocol" in summary else "train"
+    history_file = "final_history.json" if kind == "tune" else "history.json"
+    history = _read_json(run_dir / history_file) if (run_dir / history_file).is_file() else {}
+    metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    if not metrics and "test_metrics" in summary:
+        metrics = {"test": summary["test_metrics"]}
+    return RunData(
+        run_dir=run_dir,
+        kind=kind,
+        summary=summary,
+        epochs=list(history.get("epochs", [])),
+        best_epoch=history.get("best_epoch"),
+        predictions=_read_predictions(run_dir / "test_predictions.csv"),
+        class_names=_class_names(run_dir, summary),
+        spec=_read_spec(run_dir / "spec.yaml"),
+        metrics=metrics,
+    )
+
+
+def load_study(run: RunData) -> optuna.Study | None:
+    """The run's Optuna study: ``study.db`` next to the summary first (the run may have moved), else the
+    storage URL recorded in the summary (PostgreSQL, ...). ``None`` for a train run or a missing study."""
+    import optuna
+
+    if run.kind != "tune":
+        return None
+    name = run.summary.get("name")
+    local = run.run_dir / "study.db"
+    url = f"sqlite:///{local.resolve()}" if local.is_file() else run.summary.get("storage")
+    if not url or not name:
+        return None
+    try:
+        return optuna.load_study(study_name=str(name), storage=str(url))
+    except KeyError:  # no study of that name in the storage
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"cannot read '{path}': {err}. The run directory looks damaged; re-run the experiment."
+        ) from None
+    return value if isinstance(value, dict) else {}
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        return {}
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}  # the spec only adds detail (fold boundaries); the report does without it
+    return value if isinstance(value, dict) else {}
+
+
+def _read_predictions(path: Path) -> pd.DataFrame | None:
+    import pandas as pd
+
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    return frame if len(frame) else None
+
+
+def _class_names(run_dir: Path, summary: dict[str, Any]) -> list[str] | None:
+    names = (summary.get("data") or {}).get("class_names")
+    metadata = run_dir / "best" / "metadata.json"
+    if names is None and metadata.is_file():
+        names = _read_json(metadata).get("class_names")
+    return [str(n) for n in names] if names else None
