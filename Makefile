@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # An unpinned torch would download a multi-GB CUDA build; 2.13.0 is the CPU build this machine has on disk.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-slow lint venv dev fashion-mnist bench clean
+.PHONY: demo test test-slow lint venv dev system-deps bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,23 +26,25 @@ dev: $(VENV)/.dev-installed
 demo: venv
 	$(BIN)/tunelab demo
 
-# Real Fashion-MNIST for the tests that use it (they skip with a notice when it cannot be installed).
-fashion-mnist:
-	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
+# Debian packages the tests use: real Fashion-MNIST, and Chromium for the report's browser test. Installed when
+# running as root (CI, a fresh container); otherwise the tests that need them skip and say how to install them.
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium
+system-deps:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
-	else echo "note: run 'sudo apt-get install -y dataset-fashion-mnist' to enable the Fashion-MNIST tests"; fi
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) \
+		|| echo "note: could not install $(SYSTEM_PACKAGES); the tests that need them will be skipped"; \
+	else echo "note: run 'sudo apt-get install -y $(SYSTEM_PACKAGES)' to enable every test"; fi
 
 lint: dev
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: dev fashion-mnist lint
+test: dev system-deps lint
 	$(BIN)/pytest
 
-test-slow: dev fashion-mnist
+test-slow: dev system-deps
 	$(BIN)/pytest -m slow
 
 bench: venv

@@ -22,7 +22,7 @@ def trial_records(trials: Sequence[FrozenTrial], *, started: float) -> list[dict
     ``failed``; ``value`` is the objective for complete trials, else the last reported validation value;
     ``epochs`` the last epoch reported.
     """
-    records = []
+    records: list[dict[str, Any]] = []
     for trial in trials:
         if trial.datetime_complete is None:
             continue

@@ -43,15 +43,18 @@ def _train_full(name: str, tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_digits_mlp_reaches_097(tmp_path):
     assert _train_full("digits_mlp", tmp_path).test_metrics["accuracy"] >= 0.97
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_fashion_mnist_mlp_reaches_088(tmp_path, fashion_mnist_dir):
     assert _train_full("fashion_mnist_mlp", tmp_path).test_metrics["accuracy"] >= 0.88
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_fashion_mnist_cnn_reaches_090(tmp_path, fashion_mnist_dir):
     assert _train_full("fashion_mnist_cnn", tmp_path).test_metrics["accuracy"] >= 0.90

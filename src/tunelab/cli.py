@@ -101,19 +101,36 @@ def train(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),
+    budget: Annotated[str, typer.Option(help="Wall-time budget of the study.")] = "90s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
 ) -> None:
-    """Run the main job on embedded defaults: an MLP on scikit-learn's digits (offline, built-in data)."""
+    """The main job on embedded defaults: a short study of MLPs on scikit-learn's digits, stored in SQLite."""
     with user_errors():
-        from tunelab.spec import parse_spec
+        import optuna
 
-        spec = parse_spec(DEMO_SPEC, source="the demo spec")
+        from tunelab.spec import parse_spec
+        from tunelab.tune import tune_experiment
+
+        spec = parse_spec(
+            {**DEMO_SPEC, "search": {**DEMO_SPEC["search"], "budget": budget}}, source="the demo"
+        )
         if not quiet:
             err_console.print(
-                "[bold]tunelab demo[/]: an MLP on scikit-learn's handwritten digits "
-                "(1,797 8x8 images, 10 classes; 60/20/20 train/validation/test split)."
+                "[bold]tunelab demo[/]: a short study of MLPs on scikit-learn's handwritten digits "
+                "(1,797 8x8 images, 10 classes), TPE + ASHA, stored in SQLite; then the best configuration "
+                "is re-evaluated with fresh seeds, refit, tested once and exported."
             )
-        _run_train(spec, out, overwrite=True, quiet=quiet, json_lines=False)
+        if out.exists() and (out / "spec.yaml").exists():
+            import shutil
+
+            shutil.rmtree(out)  # the demo always starts fresh
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        from tunelab.report import make_progress
+
+        with make_progress("quiet" if quiet else "rich", metric="val_accuracy") as display:
+            display.start(None, spec.search.budget_seconds if spec.search else None)
+            result = tune_experiment(spec, out_dir=out, progress=display)
+        _print_tune_summary(result.summary, out)
 
 
 @app.command()
@@ -139,9 +156,12 @@ def tune(
     seed: Annotated[int | None, typer.Option(help="Seed of the split, the sampler and training.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the study in --out after a crash or stop.")] = False,
     workers: Annotated[int, typer.Option(help="Search processes sharing the study's storage.")] = 1,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
+    progress: Annotated[
+        str, typer.Option(help="Progress display: rich (live panel), json (JSON lines on stdout) or quiet.")
+    ] = "rich",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Same as --progress quiet.")] = False,
 ) -> None:
-    """Search hyperparameters, select honestly, refit the winner, test it once and export it."""
+    """Search hyperparameters, select honestly, refit the winner, test it once, export it, write a report."""
     with user_errors():
         spec = _tune_spec(spec_path, data, target, task, model, out, resume)
         search: dict[str, Any] = dict(spec.search.model_dump(mode="json")) if spec.search else {}
@@ -158,14 +178,45 @@ def tune(
 
         spec = parse_spec(raw, source="the spec with command-line options")
         run_dir = out or Path("runs") / spec.name
-        say = (lambda _msg: None) if quiet else (lambda msg: err_console.print(msg, highlight=False))
         import optuna
 
+        from tunelab.report import make_progress
+        from tunelab.search import metric_direction
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        result = tune_experiment(
-            spec, out_dir=run_dir, resume=resume, storage=storage, workers=workers, log=say
+        search_spec = spec.search
+        metric = (search_spec.metric if search_spec else None) or "value"
+        display = make_progress(
+            "quiet" if quiet else progress,  # type: ignore[arg-type]  # checked by make_progress
+            metric=metric,
+            direction=metric_direction(metric) if metric != "value" else "maximize",
         )
-        _print_tune_summary(result.summary, run_dir)
+        with display:
+            display.start(search_spec.n_trials if search_spec else None, _budget_s(search_spec))
+            result = tune_experiment(
+                spec, out_dir=run_dir, resume=resume, storage=storage, workers=workers, progress=display
+            )
+        if progress == "json" and not quiet:
+            sys.stdout.write(json.dumps({"event": "summary", **result.summary}) + "\n")
+        else:
+            _print_tune_summary(result.summary, run_dir)
+
+
+def _budget_s(search: Any) -> float | None:
+    return None if search is None else search.budget_seconds
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory made by `tunelab tune` or `tunelab train`.")
+    ],
+) -> None:
+    """(Re)generate RUN_DIR/report.html: a self-contained page with every plot, readable offline."""
+    with user_errors():
+        from tunelab.report import build_report
+
+        err_console.print(f"wrote {build_report(run_dir)}", highlight=False)
 
 
 def _tune_spec(
@@ -239,8 +290,8 @@ def predict(
     with user_errors():
         from tunelab.export import find_export, load
 
-        exported = load(find_export(run_dir))
         frame = _read_rows(data_path)
+        exported = load(find_export(run_dir))
         predictions = exported.predict_frame(frame)
         try:
             predictions.to_csv(out, index=False)
@@ -304,23 +355,28 @@ def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 DEMO_SPEC: dict[str, Any] = {
-    "name": "demo-digits-mlp",
-    "data": {"source": "digits", "split": {"method": "holdout", "test_fraction": 0.2, "val_fraction": 0.25}},
-    "model": {
-        "type": "mlp",
-        "hidden": [256, 128],
-        "activation": "relu",
-        "dropout": 0.1,
-        "init": "he_uniform",
-    },
+    "name": "demo-digits",
+    "data": {"source": "digits", "split": {"method": "holdout", "test_fraction": 0.2, "val_fraction": 0.2}},
+    "model": {"type": "mlp", "hidden": [128], "init": "he_uniform"},
     "train": {
         "optimizer": "adamw",
-        "lr": 0.003,
-        "weight_decay": 0.0001,
-        "epochs": 40,
+        "epochs": 30,
         "batch_size": 64,
         "schedule": {"name": "cosine"},
-        "early_stopping": {"monitor": "val_loss", "patience": 8, "restore_best": True},
+        "early_stopping": {"monitor": "val_loss", "patience": 5, "restore_best": True},
+    },
+    "search": {
+        "space": {
+            "train.lr": {"float": [3e-4, 3e-2], "log": True},
+            "train.weight_decay": {"float": [1e-6, 1e-2], "log": True},
+            "_depth": {"int": [1, 2]},
+            "model.hidden": {"per_layer": "_depth", "choice": [64, 128, 256, 512]},
+            "model.dropout": {"float": [0.0, 0.4]},
+        },
+        "metric": "val_accuracy",
+        "scheduler": {"name": "asha", "min_epochs": 2, "reduction_factor": 3},
+        "top_k": 2,
+        "n_seeds": 2,
     },
 }
 

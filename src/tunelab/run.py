@@ -91,6 +91,7 @@ def train_experiment(
             "n_test": len(bundle.y_test),
             "input_shape": list(bundle.input_shape),
             "n_classes": bundle.n_classes,
+            "class_names": list(bundle.class_names) if bundle.class_names else None,
             "notices": list(bundle.notices),
         },
         "model": {"type": spec.model.type, "n_parameters": count_parameters(model)},
@@ -108,6 +109,9 @@ def train_experiment(
     if run_dir is not None:
         write_test_predictions(run_dir / "test_predictions.csv", trainer, bundle)
         _write_run(run_dir, spec, history, model, val_metrics, test_metrics, summary)
+        from tunelab.report import build_report
+
+        build_report(run_dir)
     return TrainResult(run_dir, history, val_metrics, test_metrics, summary, trainer=trainer, bundle=bundle)
 
 

@@ -51,6 +51,8 @@ from tunelab.search import (
     metric_direction,
     run_study,
 )
+from tunelab.search._fusion import choose_fusion
+from tunelab.search._population_study import run_population_study
 from tunelab.spec import ExperimentSpec, parse_spec
 from tunelab.train import Callback, Trainer, output_dim_for
 
@@ -74,6 +76,7 @@ def tune_experiment(
     resume: bool = False,
     storage: str | None = None,
     workers: int = 1,
+    progress: Any = None,
     log: Any = None,
 ) -> TuneResult:
     """Run the whole protocol (module docstring) and return its summary; see ``tunelab tune --help``.
@@ -91,12 +94,18 @@ def tune_experiment(
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise SpecError(f"--workers must be a whole number from 1 to 64; got {workers!r}.")
+    if workers > 1 and search.fused == "on":
+        raise SpecError(
+            "search.fused is 'on', but fused populations train in one search process; "
+            "use --workers 1, or set search.fused to 'auto' or 'off'."
+        )
     _check_storage_url(storage)
     run_dir = _open_run_dir(Path(out_dir), spec, resume=resume, storage=storage)
     storage_url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    say = log or (lambda _msg: None)
-    plan = _plan(spec, search, run_dir, storage_url, workers)
-    evaluator = _Evaluator(spec, plan.data_spec)
+    say = Events(progress, log)
+    dataset = load_dataset(spec.data)
+    plan = _plan(spec, search, run_dir, storage_url, workers, task=dataset.task)
+    evaluator = _Evaluator(spec, plan.data_spec, dataset=dataset)
     plan.metric = search.metric or ("val_accuracy" if evaluator.task == "classification" else "val_rmse")
     plan.direction = metric_direction(plan.metric) if search.direction == "auto" else search.direction
     say(
@@ -137,8 +146,54 @@ def tune_experiment(
         storage_url,
     )
     summary["protocol"]["workers"] = workers
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    summary["protocol"]["fusion"] = plan.fusion or {"fused": False, "reason": f"{workers} worker processes"}
+    (run_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
+    from tunelab.report import build_report
+
+    say(f"report: {build_report(run_dir)}")
     return TuneResult(run_dir, summary, study_summary, extra={"trainer": refit["trainer"]})
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats become null; other objects their string form."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+class Events:
+    """Where the protocol says what it does: a live progress display (``tunelab.report.make_progress``), a
+    plain line callback, or nothing. Calling it with a message reports a phase."""
+
+    def __init__(self, progress: Any = None, log: Any = None) -> None:
+        self.progress, self.log = progress, log
+
+    def __call__(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.phase(message)
+        if self.log is not None:
+            self.log(message)
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.trial_started(number, params)
+
+    def trial_reported(self, number: int, epoch: int, value: float) -> None:
+        if self.progress is not None:
+            self.progress.trial_reported(number, epoch, value)
+
+    def trial_finished(self, number: int, state: str, value: float | None) -> None:
+        if self.progress is not None:
+            self.progress.trial_finished(number, state, value)
+        if self.log is not None:
+            shown = "" if value is None else f" {value:.4f}"
+            self.log(f"trial {number:>3} {state}{shown}")
 
 
 @dataclass
@@ -155,14 +210,17 @@ class _Plan:
     timeout_s: float | None
     metric: str = ""
     direction: str = "minimize"
+    fusion: dict[str, Any] | None = None  # how the search trained its trials (fused or not, and why)
 
 
-def _plan(spec: ExperimentSpec, search: SearchSpec, run_dir: Path, storage_url: str, workers: int) -> _Plan:
+def _plan(
+    spec: ExperimentSpec, search: SearchSpec, run_dir: Path, storage_url: str, workers: int, *, task: str
+) -> _Plan:
     folds: list[int | None] = [None]
     data_spec = spec.data
     if search.cv:
-        method = "stratified_kfold" if data_spec.task != "regression" else "kfold"
-        if data_spec.split.method == "timeseries" or data_spec.task == "forecasting":
+        method = "stratified_kfold" if task == "classification" else "kfold"
+        if data_spec.split.method == "timeseries" or task == "forecasting":
             method = "timeseries"
         data_spec = data_spec.model_copy(
             update={"split": data_spec.split.model_copy(update={"method": method, "n_folds": search.cv})}
@@ -190,12 +248,46 @@ def _search(plan: _Plan, evaluator: _Evaluator, say: Any, *, worker: int = 0) ->
         storage = WriteBehind(plan.storage_url, flush_every=1, flush_interval_s=0.0)
     else:
         storage = plan.storage_url
+    scheduler = _make_scheduler(search, plan.spec.train.epochs * len(plan.folds), plan.direction)
+    if plan.workers == 1:
+        # Fused populations where they apply and pay (see tunelab.search._fusion); the summary says which.
+        fusion = choose_fusion(
+            search,
+            evaluator.bundle(plan.folds[0]),
+            make_spec=lambda p: _trial_spec(plan.spec, p),
+            seed=plan.spec.seed,
+        )
+        plan.fusion = fusion.to_dict()
+        say(
+            f"fused populations of {fusion.population_size}: {fusion.reason}"
+            if fusion.fused
+            else f"sequential trials: {fusion.reason}"
+        )
+        if fusion.fused:
+            return run_population_study(
+                lambda p: _trial_spec(plan.spec, p),
+                evaluator,
+                space,
+                population_size=fusion.population_size,
+                metric=plan.metric,
+                direction=plan.direction,  # type: ignore[arg-type]
+                folds=plan.folds,
+                sampler=sampler,
+                scheduler=scheduler,
+                storage=storage,
+                study_name=plan.spec.name,
+                n_trials=plan.n_trials,
+                timeout_s=plan.timeout_s,
+                max_total_epochs=search.max_total_epochs,
+                target=search.target,
+                events=say,
+            )
     return run_study(
         _Objective(plan.spec, evaluator, plan.folds, plan.metric, plan.direction, plan.run_dir, say),
         space,
         direction=plan.direction,  # type: ignore[arg-type]
         sampler=sampler,
-        scheduler=_make_scheduler(search, plan.spec.train.epochs * len(plan.folds), plan.direction),
+        scheduler=scheduler,
         storage=storage,
         study_name=plan.spec.name,
         n_trials=plan.n_trials,
@@ -250,10 +342,10 @@ def _worker_main(plan: _Plan, index: int, threads: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     evaluator = _Evaluator(plan.spec, plan.data_spec)
 
-    def say(message: str) -> None:
+    def line(message: str) -> None:
         print(f"[worker {index}] {message}", flush=True)
 
-    _search(plan, evaluator, say, worker=index)
+    _search(plan, evaluator, Events(log=line), worker=index)
 
 
 def _counts(study: optuna.Study, local: StudySummary) -> StudySummary:
@@ -354,10 +446,10 @@ def _make_scheduler(search: SearchSpec, max_epochs: int, direction: Any) -> Base
 class _Evaluator:
     """Trains one configuration on one fold; reads the source once and keeps each fold's tensors."""
 
-    def __init__(self, spec: ExperimentSpec, data_spec: Any) -> None:
+    def __init__(self, spec: ExperimentSpec, data_spec: Any, *, dataset: Any = None) -> None:
         self.data_spec = data_spec
         self.seed = spec.seed
-        self.dataset = load_dataset(data_spec)
+        self.dataset = dataset if dataset is not None else load_dataset(data_spec)
         self._bundles: dict[int | None, DataBundle] = {}
         self.task = self.bundle(None).task
 
@@ -436,8 +528,8 @@ def _trial_spec(
 class _Reporter(Callback):
     """Reports the metric after each epoch to the trial and passes the scheduler's decision back."""
 
-    def __init__(self, handle: TrialHandle, metric: str, offset: int) -> None:
-        self.handle, self.metric, self.offset = handle, metric, offset
+    def __init__(self, handle: TrialHandle, metric: str, offset: int, events: Events) -> None:
+        self.handle, self.metric, self.offset, self.events = handle, metric, offset, events
         self.stopped = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool | None:
@@ -447,6 +539,7 @@ class _Reporter(Callback):
                 f"{', '.join(k for k in logs if k.startswith('val_'))}."
             )
         decision = self.handle.report(self.offset + epoch, float(logs[self.metric]))
+        self.events.trial_reported(self.handle.number, self.offset + epoch, float(logs[self.metric]))
         self.stopped = decision is Decision.STOP
         return self.stopped
 
@@ -464,22 +557,29 @@ class _Objective:
     ) -> None:
         self.spec, self.evaluator, self.folds = spec, evaluator, folds
         self.metric, self.direction, self.run_dir, self.say = metric, direction, run_dir, say
-        self.best: float | None = None
 
     def __call__(self, handle: TrialHandle) -> float | None:
+        self.say.trial_started(handle.number, handle.params)
+        try:
+            value = self._run(handle)
+        except TrainingError:
+            self.say.trial_finished(handle.number, "failed", None)
+            raise
+        self.say.trial_finished(handle.number, "pruned" if value is None else "complete", value)
+        return value
+
+    def _run(self, handle: TrialHandle) -> float | None:
         spec = _trial_spec(self.spec, handle.params)
         values: list[float] = []
         best_epochs: list[int] = []
-        started = time.monotonic()
         for index, fold in enumerate(self.folds):
             trial_dir = self.run_dir / "trials" / str(handle.number) / f"fold{index}"
             resume = self._checkpoint_to_resume(handle, index)
-            reporter = _Reporter(handle, self.metric, offset=index * spec.train.epochs)
+            reporter = _Reporter(handle, self.metric, offset=index * spec.train.epochs, events=self.say)
             value, best_epoch = self.evaluator.score(
                 spec, fold, self.metric, callbacks=(reporter,), run_dir=trial_dir, resume_from=resume
             )
             if reporter.stopped:
-                self.say(f"trial {handle.number:>3} pruned after {handle.last_epoch} epochs")
                 return None
             values.append(value)
             best_epochs.append(best_epoch)
@@ -487,12 +587,6 @@ class _Objective:
         mean = statistics.fmean(values)
         handle.set_attr("fold_values", values)
         handle.set_attr("best_epochs", best_epochs)
-        if self.best is None or _better(mean, self.best, self.direction):
-            self.best = mean
-        self.say(
-            f"trial {handle.number:>3} complete  {self.metric} {mean:.4f}  (best {self.best:.4f})  "
-            f"{time.monotonic() - started:.1f}s"
-        )
         return mean
 
     def _checkpoint_to_resume(self, handle: TrialHandle, fold_index: int) -> Path | None:
@@ -501,10 +595,6 @@ class _Objective:
             return None
         path = self.run_dir / "trials" / str(original) / f"fold{fold_index}" / "checkpoint.pt"
         return path if path.exists() else None
-
-
-def _better(a: float, b: float, direction: str) -> bool:
-    return a > b if direction == "maximize" else a < b
 
 
 # ----------------------------------------------------------------------------------- selection and refit
@@ -537,8 +627,8 @@ def _reevaluate(
         }
         for offset in range(1, search.n_seeds + 1):
             for fold in folds:
-                if deadline is not None and time.monotonic() > deadline and candidates:
-                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    break  # the budget is spent: the search's own scores decide
                 seeded = _trial_spec(spec, params, seed=spec.train.seed + offset)
                 try:
                     score, best_epoch = evaluator.score(seeded, fold, metric)

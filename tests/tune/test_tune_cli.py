@@ -63,6 +63,7 @@ def test_zero_config_tune_then_predict(tmp_path, table_split):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_tuned_table_scores_at_least_hist_gradient_boosting(tmp_path, table_split):
     """Issue #3, must show 2: a 60 s zero-config study, then predict on held-back rows, against
     HistGradientBoosting fitted on the same rows."""

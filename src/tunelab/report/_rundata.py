@@ -85,6 +85,11 @@ def load_study(run: RunData) -> optuna.Study | None:
         return optuna.load_study(study_name=str(name), storage=str(url))
     except KeyError:  # no study of that name in the storage
         return None
+    except Exception as err:  # a database that cannot be reached or read: say which, and what to do
+        raise DataError(
+            f"cannot open the study '{name}' at {url}: {err}. Check that the storage is reachable "
+            "(the database server is running, the file is readable) and build the report again."
+        ) from err
 
 
 def _read_json(path: Path) -> dict[str, Any]:

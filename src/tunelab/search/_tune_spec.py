@@ -100,6 +100,13 @@ class SearchSpec(BaseModel):
     top_k: int = Field(default=3, ge=1, description="candidates re-evaluated across folds and seeds")
     n_seeds: int = Field(default=2, ge=1, description="training seeds per candidate in the re-evaluation")
     refit: bool = Field(default=True, description="retrain the winner on train + validation before testing")
+    fused: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="train trials of one structure as a fused population; auto decides by measurement",
+    )
+    population_size: int | None = Field(
+        default=None, ge=1, le=256, description="members per fused population (None: chosen by measurement)"
+    )
 
     @field_validator("space")
     @classmethod

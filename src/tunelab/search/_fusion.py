@@ -1,0 +1,258 @@
+"""Whether to train a search's trials as fused populations, and how many members: decided by measurement.
+
+FUSED.md measured on a 2-core CPU: fused MLPs pay (3.2x at 784-64-10, 1.5x at 784-256-10), fused CNNs and
+LSTMs do not (grouped convolutions ran at 0.37x). So ``fused: auto`` considers MLPs only, and fuses when a
+short probe on the study's own data says a population trains more member-samples per second than the ordinary
+single-model trainer; K grows 1, 2, 4, 8, 16 while throughput still rises by at least 10%.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import optuna
+import torch
+from torch import Tensor
+
+from tunelab.errors import SpecError, TrainingError
+from tunelab.models import ModelSpec, build_model
+from tunelab.search._spec_population import SpecPopulation, fusible_loss_reason
+from tunelab.train import TrainSpec, make_loss, make_optimizer
+
+__all__ = ["FusionDecision", "choose_fusion", "fusion_blocker", "measure_throughput"]
+
+FusedMode = Literal["auto", "on", "off"]
+_SIZES = (1, 2, 4, 8, 16)
+_MIN_GAIN = 1.10  # a bigger population must train at least 10% more member-samples per second
+_PROBE_SECONDS = 0.3  # per measurement, in _WINDOWS windows
+_WINDOWS = 3
+_PROBE_BATCHES = 16  # distinct minibatches the probe cycles through
+
+
+@dataclass(frozen=True)
+class FusionDecision:
+    """The search's choice: ``fused`` with ``population_size`` members, or sequential; ``reason`` says why in
+    words and ``throughput`` holds the measured member-samples per second (``sequential``, ``K=<k>``)."""
+
+    fused: bool
+    population_size: int
+    reason: str
+    throughput: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fused": self.fused,
+            "population_size": self.population_size,
+            "reason": self.reason,
+            "throughput_member_samples_per_s": {k: round(v, 1) for k, v in self.throughput.items()},
+        }
+
+
+def choose_fusion(
+    search: Any,
+    bundle: Any,
+    *,
+    make_spec: Callable[[dict[str, Any]], Any],
+    workers: int = 1,
+    seed: int = 0,
+) -> FusionDecision:
+    """Decide how a search (``search``: a ``SearchSpec``) trains its trials on ``bundle`` (a ``DataBundle``).
+
+    ``off``: sequential. Otherwise a configuration sampled from the space (``make_spec(overrides)`` builds its
+    spec) is checked by :func:`fusion_blocker` (``on`` raises :class:`~tunelab.errors.SpecError` with the
+    reason; ``auto`` goes sequential); then ``search.population_size`` is taken as it is, or measured with
+    :func:`measure_throughput` on that configuration and decided as the module docstring says.
+    """
+    mode: FusedMode = search.fused
+    if mode == "off":
+        return FusionDecision(False, 1, "search.fused is off")
+    spec = _sample_spec(search.search_space(), make_spec, seed=seed)
+    blocker = fusion_blocker(
+        mode=mode,
+        model=spec.model,
+        train=spec.train,
+        task=bundle.task,
+        workers=workers,
+        sampler=search.sampler,
+    )
+    if blocker is not None and mode == "on":
+        raise SpecError(
+            f"search.fused is 'on', but this search cannot run as fused populations: {blocker}. "
+            "Set search.fused to 'auto' (fuse where it applies and pays) or 'off'."
+        )
+    if blocker is not None:
+        return FusionDecision(False, 1, blocker)
+    if search.population_size is not None:
+        return decide(mode, {}, population_size=search.population_size)
+    y = (
+        bundle.y_train
+        if bundle.task == "classification" or bundle.y_train.ndim == 2
+        else bundle.y_train[:, None]
+    )
+    n_targets = int(y.shape[1]) if y.ndim == 2 else 1
+    from tunelab.train import output_dim_for
+
+    output_dim = output_dim_for(bundle.task, bundle.n_classes, n_targets, spec.train.loss)
+    rates = measure_throughput(
+        spec.model,
+        spec.train,
+        (bundle.X_train, y),
+        input_shape=tuple(bundle.input_shape),
+        output_dim=output_dim,
+        task=bundle.task,
+    )
+    decision = decide(mode, rates, population_size=None)
+    probed = _describe(spec)
+    return FusionDecision(decision.fused, decision.population_size, f"{decision.reason} ({probed})", rates)
+
+
+def _sample_spec(space: Any, make_spec: Callable[[dict[str, Any]], Any], *, seed: int) -> Any:
+    """A configuration the sampler might propose, drawn at random from ``space`` (the probe's subject)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    error: TrainingError | None = None
+    for _ in range(5):
+        try:
+            return make_spec(space.sample(study.ask()))
+        except TrainingError as err:
+            error = err
+    raise SpecError(f"five configurations sampled from search.space were all rejected; the last: {error}")
+
+
+def _describe(spec: Any) -> str:
+    model = spec.model
+    shape = f"hidden {list(model.hidden)}" if hasattr(model, "hidden") else model.type
+    return (
+        f"probed on a sampled {model.type} ({shape}), {spec.train.optimizer}, batch {spec.train.batch_size}"
+    )
+
+
+def fusion_blocker(
+    *, mode: FusedMode, model: ModelSpec, train: TrainSpec, task: str, workers: int, sampler: str
+) -> str | None:
+    """Why this search cannot (``on``) or should not (``auto``) run fused populations; None when it may."""
+    family = getattr(model, "type", "custom")
+    if mode == "auto" and family != "mlp":
+        return (
+            f"model type '{family}': on this CPU fused {family.upper()}s measured slower than sequential "
+            "(FUSED.md); auto fuses MLPs only"
+        )
+    if family == "custom":
+        return "a custom model's structure is unknown to the population layers"
+    if workers > 1:
+        return f"{workers} worker processes: fused populations run in one search process"
+    if sampler == "grid":
+        return "the grid sampler chooses every parameter itself, so trials cannot be packed by structure"
+    if train.amp:
+        return "amp shares one gradient scaler, which would couple the members"
+    return fusible_loss_reason(task, train.loss)
+
+
+def measure_throughput(
+    model: ModelSpec,
+    train: TrainSpec,
+    data: tuple[Tensor, Tensor],
+    *,
+    input_shape: tuple[int, ...],
+    output_dim: int,
+    task: str,
+    seconds: float = _PROBE_SECONDS,
+) -> dict[str, float]:
+    """Member-samples per second of the single-model trainer's step (``sequential``) and of populations of
+    1, 2, 4... members (``K=<k>``) on minibatches of ``data``, growing K while it pays (see module docstring).
+    """
+    x, y = data
+    batch = min(train.batch_size, len(x)) if train.optimizer != "gd" else len(x)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(train.seed))
+    starts = range(0, len(x) - batch + 1, batch)[:_PROBE_BATCHES]
+    batches = [(x[order[s : s + batch]], y[order[s : s + batch]]) for s in starts] or [(x, y)]
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: leave it as it was
+        single = _single_step(model, train, input_shape, output_dim, task)
+        rates = {"sequential": _rate(single, batches, seconds)}
+    previous = 0.0
+    for size in _SIZES:
+        population = SpecPopulation(
+            [model] * size, [train] * size, input_shape=input_shape, output_dim=output_dim, task=task
+        )
+        rate = size * _rate(population.trainer.train_step, batches, seconds)
+        rates[f"K={size}"] = rate
+        if size > 1 and rate < previous * _MIN_GAIN:
+            break
+        previous = rate
+    return rates
+
+
+def decide(mode: FusedMode, rates: dict[str, float], *, population_size: int | None) -> FusionDecision:
+    """The decision from measured ``rates``, or the given ``population_size`` taken as it is."""
+    sequential = rates.get("sequential", 0.0)
+    fused = {int(k.removeprefix("K=")): v for k, v in rates.items() if k.startswith("K=")}
+    if population_size is not None:
+        if population_size < 1:
+            raise SpecError(f"search.population_size must be >= 1; got {population_size}")
+        measured = fused.get(population_size)
+        note = f" ({measured:.0f} member-samples/s vs {sequential:.0f} sequential)" if measured else ""
+        return FusionDecision(
+            mode == "on" or population_size > 1,
+            population_size,
+            f"population_size {population_size} as the spec asks{note}",
+            rates,
+        )
+    best_k = _grown_size(fused)
+    gain = fused.get(best_k, 0.0) / sequential if sequential else 0.0
+    summary = f"K={best_k} trains {fused.get(best_k, 0.0):.0f} member-samples/s, {gain:.2f}x sequential"
+    if mode == "on" or (gain >= _MIN_GAIN and best_k > 1):
+        return FusionDecision(True, best_k, f"measured: {summary}", rates)
+    return FusionDecision(
+        False, 1, f"measured: {summary}; below the {_MIN_GAIN:.2f}x that fusion needs", rates
+    )
+
+
+def _grown_size(rates: dict[int, float]) -> int:
+    """The K reached by growing 1, 2, 4... while member-samples/s rises by at least 10% at each step."""
+    sizes = sorted(rates)
+    if not sizes:
+        return 1
+    chosen = sizes[0]
+    for size in sizes[1:]:
+        if rates[size] < rates[chosen] * _MIN_GAIN:
+            break
+        chosen = size
+    return chosen
+
+
+def _rate(
+    step: Callable[[Tensor, Tensor], Any], batches: list[tuple[Tensor, Tensor]], seconds: float
+) -> float:
+    """Samples per second of ``step`` over ``batches`` (cycled), after two warm-up steps: the best of a few
+    windows, since other work on a shared machine only ever slows a window down."""
+    for x, y in batches[:2]:
+        step(x, y)
+    best, n_steps = 0.0, 0
+    for _ in range(_WINDOWS):
+        n_samples, started = 0, time.perf_counter()
+        while n_samples == 0 or time.perf_counter() - started < seconds / _WINDOWS:
+            x, y = batches[n_steps % len(batches)]
+            step(x, y)
+            n_samples += len(x)
+            n_steps += 1
+        best = max(best, n_samples / (time.perf_counter() - started))
+    return best
+
+
+def _single_step(
+    model_spec: ModelSpec, train: TrainSpec, input_shape: tuple[int, ...], output_dim: int, task: str
+) -> Callable[[Tensor, Tensor], None]:
+    """One optimizer step of the single-model trainer's kind (its model, loss and torch.optim optimizer)."""
+    model = build_model(model_spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed)
+    optimizer = make_optimizer(model.parameters(), train)
+    loss_fn = make_loss(task, train.loss, label_smoothing=train.label_smoothing)
+
+    def step(x: Tensor, y: Tensor) -> None:
+        loss = loss_fn(model(x), y).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step

@@ -1,0 +1,380 @@
+"""``SpecPopulation``: K trial configurations of one structure, trained as one fused population.
+
+The bridge between the search's configurations (a ``ModelSpec`` and a ``TrainSpec`` per member) and
+:class:`~tunelab.fused.PopulationTrainer`. It builds each member's model with ``build_model`` seeded by
+``train.seed``, as the sequential search does, maps every per-member field of the ``TrainSpec`` to a ``[K]``
+hyperparameter, and draws the single-model :class:`~tunelab.train.Trainer`'s own batches, so that a member
+trained here follows the trajectory of the same configuration trained alone (FUSED.md, correctness bar).
+
+What a member shares with the others (the population's *structure*): layer shapes, optimizer family, batch
+size, epochs, loss, training seed (hence batch order and initial weights), augmentation and device. What is
+its own: lr and its schedule (evaluated per member with :func:`~tunelab.train.lr_at`, plateau state
+included), weight decay (weights only, as :func:`~tunelab.train.penalized_parameters` decides), momentum,
+betas, eps, L1, label smoothing, gradient-clip norm, dropout rate, init scheme and early stopping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tunelab.errors import SpecError
+from tunelab.fused import (
+    PopAdagrad,
+    PopAdam,
+    PopAdamW,
+    PopRMSprop,
+    PopSGD,
+    Population,
+    PopulationOptimizer,
+    PopulationTrainer,
+    member_loss,
+)
+from tunelab.models import CNNSpec, MLPSpec, ModelSpec, build_model
+from tunelab.train import (
+    Clock,
+    EarlyStopping,
+    PlateauState,
+    TrainSpec,
+    augment_images,
+    compute_metrics,
+    lr_at,
+    resolve_device,
+    update_plateau,
+)
+from tunelab.train._losses import resolve_loss
+from tunelab.train._metrics import resolve_metrics
+from tunelab.train._schedules import PER_STEP_SCHEDULES
+
+__all__ = ["SHARED_TRAIN_FIELDS", "DecayGroups", "SpecPopulation", "fusible_loss_reason"]
+
+# TrainSpec fields every member of a population must share; all others are per member.
+SHARED_TRAIN_FIELDS = (
+    "optimizer",
+    "batch_size",
+    "epochs",
+    "loss",
+    "seed",
+    "augment",
+    "metrics",
+    "device",
+    "amp",
+)
+# A rate only used to give a member the Dropout modules of the others; its real rate is set right after.
+_PLACEHOLDER_DROPOUT = 0.5
+_MIN_EVAL_BATCH = 1024  # as the single trainer evaluates
+
+
+def fusible_loss_reason(task: str, loss: str) -> str | None:
+    """Why the population trainer cannot train this task/loss (it has cross-entropy and MSE), or None."""
+    family = "classification" if task == "classification" else "regression"
+    resolved = resolve_loss(task, loss)
+    supported = "cross_entropy" if family == "classification" else "mse"
+    if resolved != supported:
+        return f"loss '{resolved}' has no population form (fused populations train {supported} for {task})"
+    return None
+
+
+class DecayGroups(PopulationOptimizer):
+    """Two population optimizers of one kind: per-member weights (``[K, ...]`` with at least two dims per
+    member) with weight decay, the other parameters (biases, normalization) without, as
+    :func:`tunelab.train.make_optimizer` groups them. Everything else is the base class's contract, with
+    ``weight_decay`` read and set on the weights' group."""
+
+    def __init__(self, decayed: PopulationOptimizer, others: PopulationOptimizer) -> None:
+        # The base constructor is not called: all state lives in the two inner optimizers.
+        self.decayed, self.others = decayed, others
+        self.params = [*decayed.params, *others.params]
+        self.n_members = decayed.n_members
+        self.implementation = decayed.implementation
+        self._sync()
+
+    def _sync(self) -> None:
+        self.hparams = self.decayed.hparams
+        self.step_count = self.decayed.step_count
+
+    def set_hparam(self, name: str, value: Any, *, members: Sequence[int] | Tensor | None = None) -> None:
+        self.decayed.set_hparam(name, value, members=members)
+        if name != "weight_decay":
+            self.others.set_hparam(name, value, members=members)
+
+    def zero_grad(self) -> None:
+        self.decayed.zero_grad()
+        self.others.zero_grad()
+
+    def step(self, *, alive: Tensor | None = None) -> None:
+        self.decayed.step(alive=alive)
+        self.others.step(alive=alive)
+
+    def select_(self, index: Tensor) -> None:
+        self.decayed.select_(index)
+        self.others.select_(index)
+        self.n_members = self.decayed.n_members
+        self._sync()
+
+    def reset_(self, k: int) -> None:
+        self.decayed.reset_(k)
+        self.others.reset_(k)
+
+    def copy_member_(self, src: int, dst: int) -> None:
+        self.decayed.copy_member_(src, dst)
+        self.others.copy_member_(src, dst)
+
+
+class SpecPopulation:
+    """K configurations of one structure on one data set, trained epoch by epoch as one population.
+
+    ``models`` and ``trains`` hold one spec per member; their structure must agree (pack them by
+    :func:`tunelab.search._packing.pack_key`). ``input_shape`` / ``output_dim`` / ``task`` / ``n_classes`` /
+    ``target_scale`` are what the single trainer gets from the data bundle. Members keep their slot order;
+    :meth:`remove` drops members in place.
+
+    Per epoch: :meth:`train_epoch` (the trainer's permutation of the training rows, the learning rate of each
+    member's schedule before every step), then :meth:`evaluate` (one batched pass: ``loss`` and
+    ``val_<metric>`` per member), then :meth:`end_epoch` (early stopping and plateau state per member).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelSpec],
+        trains: Sequence[TrainSpec],
+        *,
+        input_shape: tuple[int, ...],
+        output_dim: int,
+        task: str,
+        n_classes: int | None = None,
+        target_scale: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        if not models or len(models) != len(trains):
+            raise SpecError(
+                f"a population needs one model and one train spec per member; got {len(models)} "
+                f"and {len(trains)}"
+            )
+        first = trains[0]
+        for index, train in enumerate(trains[1:], start=1):
+            for name in SHARED_TRAIN_FIELDS:
+                if getattr(train, name) != getattr(first, name):
+                    raise SpecError(
+                        f"member {index} has train.{name}={getattr(train, name)!r} but member 0 has "
+                        f"{getattr(first, name)!r}; members of one population share "
+                        f"{', '.join(SHARED_TRAIN_FIELDS)}."
+                    )
+        reason = fusible_loss_reason(task, first.loss)
+        if reason is not None:
+            raise SpecError(f"cannot train this configuration as a population: {reason}.")
+        if first.amp:
+            raise SpecError(
+                "amp (a shared gradient scaler) would couple members; train fused populations without amp."
+            )
+        self.task = task
+        self.trains = list(trains)
+        self.n_classes = n_classes
+        self.metrics = resolve_metrics(task, first.metrics)
+        self.device = resolve_device(first.device)
+        self.target_scale = (
+            None if target_scale is None else tuple(t.to(self.device, torch.float32) for t in target_scale)
+        )
+        population = Population.from_modules(
+            [
+                build_model(spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed)
+                for spec, train in zip(_with_common_dropout(models), trains, strict=True)
+            ],
+            seed=first.seed,
+        ).to(self.device)
+        population.set_dropout_rate(torch.tensor([_dropout(spec) for spec in models], dtype=torch.float64))
+        self.trainer = PopulationTrainer(
+            population,
+            _make_optimizer(population, self.trains),
+            task="classification" if task == "classification" else "regression",
+            label_smoothing=[t.label_smoothing for t in self.trains],
+            l1=[t.l1 for t in self.trains],
+            clip_norm=[math.inf if t.grad_clip is None else t.grad_clip for t in self.trains],
+        )
+        # The single trainer's two streams from one seed: the first orders the batches (and augments).
+        data_seed = int(np.random.SeedSequence(first.seed).generate_state(2)[0])
+        self.generator = torch.Generator(device=self.device).manual_seed(data_seed)
+        self.trackers = [_tracker(t) for t in self.trains]
+        self.plateaus = [PlateauState() for _ in self.trains]
+        self.epoch = 0
+
+    @property
+    def n_members(self) -> int:
+        return self.trainer.n_members
+
+    @property
+    def alive(self) -> list[bool]:
+        """Per member: False once its loss or gradient stopped being finite."""
+        return [bool(a) for a in self.trainer.alive]
+
+    # -- one epoch --
+    def train_epoch(self, x: Tensor, y: Tensor) -> list[float]:
+        """One pass over the training rows; each member's mean training loss (NaN once it diverged)."""
+        first = self.trains[0]
+        n_rows = len(x)
+        bounds = _batch_bounds(n_rows, n_rows if first.optimizer == "gd" else first.batch_size)
+        clock = Clock(len(bounds), first.epochs)
+        self.epoch += 1
+        first_step = (self.epoch - 1) * clock.steps_per_epoch
+        per_step = any(t.schedule.name in PER_STEP_SCHEDULES for t in self.trains)
+        self._set_lr(first_step, clock)
+        order = torch.randperm(n_rows, generator=self.generator, device=self.device)
+        total = torch.zeros(self.n_members, dtype=torch.float64, device=self.device)
+        for i, (start, end) in enumerate(bounds):
+            if per_step and i > 0:
+                self._set_lr(first_step + i, clock)
+            rows = order[start:end]
+            inputs, targets = x[rows], y[rows]
+            if first.augment is not None:
+                inputs = augment_images(inputs, first.augment, generator=self.generator)
+            total += self.trainer.train_step(inputs, targets).to(torch.float64) * (end - start)
+        return (total / n_rows).tolist()
+
+    def _set_lr(self, step: int, clock: Clock) -> None:
+        rates = [
+            lr_at(t.schedule, t.lr, step, clock, n_reductions=p.n_reductions)
+            for t, p in zip(self.trains, self.plateaus, strict=True)
+        ]
+        self.trainer.optimizer.set_hparam("lr", rates)
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, *, prefix: str = "val_") -> list[dict[str, float]]:
+        """Every member on ``(x, y)`` in one batched pass: ``{prefix}loss`` (with its label smoothing, as the
+        single trainer's) and ``{prefix}<metric>`` in original units, one dict per member."""
+        population = self.trainer.population
+        population.eval()
+        batch = max(self.trains[0].batch_size, _MIN_EVAL_BATCH)
+        outputs = torch.cat([population(x[s : s + batch]) for s in range(0, len(x), batch)], dim=1).float()
+        population.train()
+        smoothing = torch.tensor([t.label_smoothing for t in self.trains], dtype=torch.float64)
+        losses = member_loss(
+            outputs,
+            y,
+            task=self.trainer.task,
+            label_smoothing=smoothing.to(self.device) if self.task == "classification" else None,
+        ).tolist()
+        target = y if self.task == "classification" else self._original_units(y)
+        logs = []
+        for k, loss in enumerate(losses):
+            if self.task == "classification":
+                prediction = torch.softmax(outputs[k], dim=1)
+            else:
+                prediction = self._original_units(outputs[k])
+            values = compute_metrics(self.metrics, prediction, target, n_classes=self.n_classes)
+            logs.append({f"{prefix}loss": loss, **{f"{prefix}{k_}": v for k_, v in values.items()}})
+        return logs
+
+    def _original_units(self, values: Tensor) -> Tensor:
+        if self.target_scale is None:
+            return values
+        mean, std = self.target_scale
+        return values * std + mean
+
+    def end_epoch(self, logs: Sequence[dict[str, float]]) -> list[bool]:
+        """Per member: update early stopping (and the plateau schedule) with its epoch logs; True where early
+        stopping asks that member to stop."""
+        stops = []
+        for k, (train, member_logs) in enumerate(zip(self.trains, logs, strict=True)):
+            stops.append(bool(self.trackers[k].on_epoch_end(self.epoch, dict(member_logs))))
+            if train.schedule.name == "plateau":
+                value = member_logs.get("val_loss", member_logs["loss"])
+                self.plateaus[k] = update_plateau(
+                    self.plateaus[k], value, epoch=self.epoch, patience=train.schedule.patience
+                )
+        return stops
+
+    def best_epoch(self, k: int) -> int | None:
+        """The epoch of member ``k``'s best monitored value so far (None before any improvement)."""
+        return self.trackers[k].state.best_epoch
+
+    def restores_best(self, k: int) -> bool:
+        """Whether member ``k`` ends with its best epoch's weights (early stopping with ``restore_best``)."""
+        es = self.trains[k].early_stopping
+        return es is not None and es.restore_best and self.trackers[k].state.best_epoch is not None
+
+    # -- membership --
+    def remove(self, members: Sequence[int]) -> None:
+        """Drop ``members`` (slot indices) in place; the others keep their order and carry on unchanged."""
+        gone = set(members)
+        keep = [k for k in range(self.n_members) if k not in gone]
+        if not gone or not keep:
+            return
+        self.trainer.shrink(keep)
+        self.trains = [self.trains[k] for k in keep]
+        self.trackers = [self.trackers[k] for k in keep]
+        self.plateaus = [self.plateaus[k] for k in keep]
+
+
+def _batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
+    """The single trainer's batches: slices of the epoch's permutation, a lone last row joined to the one
+    before (BatchNorm needs two rows)."""
+    size = min(batch_size, n_rows)
+    bounds = [(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n_rows)]
+    return bounds
+
+
+def _tracker(train: TrainSpec) -> EarlyStopping:
+    if train.early_stopping is None:  # track the best val_loss epoch, never stop (as the single trainer)
+        return EarlyStopping("val_loss", patience=None)
+    return EarlyStopping.from_spec(train.early_stopping)
+
+
+def _dropout(spec: ModelSpec) -> float:
+    return float(getattr(spec, "dropout", 0.0))
+
+
+def _with_common_dropout(models: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Models whose Dropout modules match: a rate of 0 builds no Dropout module, so when any member has
+    dropout, members without it get a placeholder rate (their real rate, 0, is set on the population)."""
+    if not any(_dropout(spec) > 0 for spec in models):
+        return list(models)
+    return [
+        spec.model_copy(update={"dropout": _PLACEHOLDER_DROPOUT})
+        if isinstance(spec, MLPSpec | CNNSpec) and spec.dropout == 0
+        else spec
+        for spec in models
+    ]
+
+
+def _make_optimizer(population: Population, trains: list[TrainSpec]) -> PopulationOptimizer:
+    """The population optimizer for ``trains[0].optimizer`` with every member's hyperparameters, grouped as
+    the single trainer's ``make_optimizer`` groups parameters."""
+    name = trains[0].optimizer
+    K = len(trains)
+    decay = [t.weight_decay for t in trains]
+    hparams: dict[str, Any] = {"lr": [t.lr for t in trains]}
+    kind: type[PopulationOptimizer]
+    extra: dict[str, Any] = {}
+    if name in ("gd", "sgd", "momentum", "nesterov"):
+        kind = PopSGD
+        hparams["momentum"] = [t.momentum if name in ("momentum", "nesterov") else 0.0 for t in trains]
+        extra["nesterov"] = name == "nesterov"
+    elif name in ("adam", "adamw"):
+        kind = PopAdamW if name == "adamw" else PopAdam
+        hparams.update(
+            beta1=[t.betas[0] for t in trains],
+            beta2=[t.betas[1] for t in trains],
+            eps=[t.eps for t in trains],
+        )
+    elif name == "rmsprop":
+        kind = PopRMSprop
+        hparams["eps"] = [t.eps for t in trains]
+    else:
+        kind = PopAdagrad
+        hparams["eps"] = [t.eps for t in trains]
+    params = [p for p in population.parameters() if p.requires_grad]
+    if not any(decay):
+        return kind(params, n_members=K, weight_decay=0.0, **hparams, **extra)
+    # Per member a weight is [K, ...] with at least two dims of its own, as penalized_parameters decides.
+    weights = [p for p in params if p.dim() >= 3]
+    others = [p for p in params if p.dim() < 3]
+    decayed = kind(weights, n_members=K, weight_decay=decay, **hparams, **extra)
+    if not others:
+        return decayed
+    return DecayGroups(decayed, kind(others, n_members=K, weight_decay=0.0, **hparams, **extra))

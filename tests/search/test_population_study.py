@@ -1,0 +1,214 @@
+"""Fused populations inside the search: packing, Optuna records, equivalence, divergence, ASHA shrinking."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from tunelab.search import AshaScheduler, NoScheduler, SearchSpace, make_sampler
+from tunelab.search._fusion import decide
+from tunelab.search._packing import pack_key, structural_paths
+from tunelab.search._population_study import run_population_study
+from tunelab.spec import ExperimentSpec, parse_spec
+from tunelab.tune import _Evaluator, _trial_spec
+
+BASE = {
+    "name": "pop",
+    "data": {"source": "digits", "max_rows": 600},
+    "model": {"type": "mlp", "hidden": [24]},
+    "train": {"epochs": 3, "batch_size": 64},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models train fastest on one thread (and the shared CPU is not oversubscribed)."""
+    torch.set_num_threads(1)  # the shared conftest restores the count afterwards
+
+
+@pytest.fixture(scope="module")
+def base() -> tuple[ExperimentSpec, _Evaluator]:
+    spec = parse_spec(BASE)
+    return spec, _Evaluator(spec, spec.data)
+
+
+def study(
+    tmp_path: Any,
+    base: tuple[ExperimentSpec, _Evaluator],
+    space: dict[str, Any],
+    *,
+    enqueue: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    spec: ExperimentSpec | None = None,
+    metric: str = "val_loss",
+    scheduler: Any = None,
+    **budget: Any,
+) -> optuna.Study:
+    """Run a population study on digits; the finished study, loaded back from its SQLite file."""
+    spec = spec or base[0]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    search_space = SearchSpace.from_dict(space)
+    sampler = make_sampler("tpe", seed=3, space=search_space)
+    if enqueue:
+        seeded = optuna.create_study(storage=url, study_name="pop", sampler=sampler)
+        for params in enqueue:
+            seeded.enqueue_trial(params)
+    run_population_study(
+        lambda params: _trial_spec(spec, params),
+        base[1],
+        search_space,
+        metric=metric,
+        sampler=sampler,
+        scheduler=scheduler or NoScheduler(),
+        storage=url,
+        study_name="pop",
+        **budget,
+    )
+    return optuna.load_study(study_name="pop", storage=url)
+
+
+SPACE = {
+    "train.lr": {"float": [1e-3, 3e-2], "log": True},
+    "train.weight_decay": {"float": [1e-5, 1e-2], "log": True},
+    "model.dropout": {"float": [0.0, 0.3]},
+    "_depth": {"int": [1, 2]},
+    "model.hidden": {"per_layer": "_depth", "int": [8, 32], "log": True},
+    "train.batch_size": {"choice": [32, 64]},
+}
+
+
+def test_population_study_stores_every_trial_and_packs_by_structure(tmp_path, base):
+    result = study(tmp_path, base, SPACE, population_size=4, n_trials=8)
+    trials = result.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    for trial in trials:
+        assert set(trial.params) >= {"train.lr", "model.dropout", "_depth", "train.batch_size"}
+        assert sorted(trial.intermediate_values) == [1, 2, 3]
+        assert trial.value == trial.intermediate_values[3]  # no early stopping: the last epoch's value
+        assert trial.user_attrs["best_epochs"][0] in (1, 2, 3)
+    populations = defaultdict(list)
+    for trial in trials:
+        populations[trial.user_attrs["population"]].append(trial)
+    assert sorted(len(members) for members in populations.values()) == [4, 4]
+    structural = structural_paths(SearchSpace.from_dict(SPACE))
+    assert structural == {"_depth", "model.hidden", "train.batch_size"}
+    space = SearchSpace.from_dict(SPACE)
+    for members in populations.values():
+        keys = {pack_key(t.params, space, structural) for t in members}
+        assert len(keys) == 1  # one structure per population
+        assert len({t.params["train.lr"] for t in members}) == len(members)  # the sampler varied the rest
+        assert len({t.params["model.dropout"] for t in members}) == len(members)
+
+
+def test_member_matches_the_same_config_trained_alone(tmp_path, base):
+    """The correctness bar of FUSED.md, through the whole search: each trial's value equals what the
+    sequential objective (``_Evaluator.score``) gets for its parameters. Batches are identical (the
+    population draws the single trainer's permutation from the same seed); dropout is 0 because the single
+    trainer draws dropout masks from torch's global RNG and a population from its own generator. The per-step
+    cosine schedule, weight decay on weights only, label smoothing, clipping and early stopping with
+    restore_best are all per member."""
+    spec = parse_spec(
+        {
+            **BASE,
+            "train": {
+                "epochs": 6,
+                "batch_size": 64,
+                "optimizer": "adamw",
+                "schedule": {"name": "cosine"},
+                "early_stopping": {
+                    "monitor": "val_loss",
+                    "patience": 1,
+                    "min_delta": 0.05,
+                    "restore_best": True,
+                },
+            },
+        }
+    )
+    space = {
+        "train.lr": {"float": [0.02, 2.0], "log": True},
+        "train.weight_decay": {"float": [1e-4, 1e-1], "log": True},
+        "train.label_smoothing": {"float": [0.0, 0.2]},
+        "train.grad_clip": {"float": [0.05, 5.0], "log": True},
+    }
+    result = study(tmp_path, base, space, spec=spec, population_size=3, n_trials=3)
+    evaluator = base[1]
+    trials = result.get_trials(deepcopy=False)
+    for trial in trials:
+        assert trial.state == TrialState.COMPLETE
+        alone = _trial_spec(spec, SearchSpace.from_dict(space).overrides_from_params(trial.params))
+        value, best_epoch = evaluator.score(alone, None, "val_loss")
+        assert trial.value == pytest.approx(value, rel=1e-5, abs=1e-6)
+        assert trial.user_attrs["best_epochs"] == [best_epoch]
+    # Early stopping cut some member short, and restore_best gave it its best epoch's value, not its last.
+    assert any(len(t.intermediate_values) < 6 for t in trials)
+    assert any(t.value != t.intermediate_values[max(t.intermediate_values)] for t in trials)
+
+
+def test_cross_validation_trains_the_population_fold_by_fold(tmp_path, base):
+    """With folds, the members go on from fold to fold as a new population; each fold's value is what the
+    sequential objective gets on that fold, and reports continue at epochs offset by the fold's index."""
+    spec, _ = base
+    split = spec.data.split.model_copy(update={"method": "stratified_kfold", "n_folds": 2})
+    evaluator = _Evaluator(spec, spec.data.model_copy(update={"split": split}))
+    space = {"train.lr": {"float": [1e-3, 3e-2], "log": True}}
+    result = study(tmp_path, (spec, evaluator), space, population_size=2, n_trials=2, folds=[0, 1])
+    for trial in result.get_trials(deepcopy=False):
+        assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5, 6]
+        alone = _trial_spec(spec, {"train": {"lr": trial.params["train.lr"]}})
+        expected = [evaluator.score(alone, fold, "val_loss")[0] for fold in (0, 1)]
+        assert trial.user_attrs["fold_values"] == pytest.approx(expected, rel=1e-5)
+        assert trial.value == pytest.approx(sum(expected) / 2, rel=1e-5)
+
+
+def test_a_diverging_member_fails_its_trial_and_the_others_complete(tmp_path, base):
+    spec = parse_spec({**BASE, "train": {"epochs": 3, "batch_size": 64, "optimizer": "sgd"}})
+    fixed = {"model.hidden_0": 24, "_depth": 1, "train.batch_size": 64, "model.dropout": 0.0}
+    lrs = [0.05, 1e9, 0.1, 0.2]
+    space = {**SPACE, "train.lr": {"float": [1e-3, 1e10], "log": True}}
+    enqueue = [{**fixed, "train.lr": lr, "train.weight_decay": 1e-4} for lr in lrs]
+    result = study(tmp_path, base, space, spec=spec, enqueue=enqueue, population_size=4, n_trials=4)
+    trials = result.get_trials(deepcopy=False)
+    assert [t.params["train.lr"] for t in trials] == lrs
+    assert len({t.user_attrs["population"] for t in trials}) == 1  # the four trained as one population
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert "training diverged" in trials[1].user_attrs["fail_reason"]
+    assert "lr is 1e+09" in trials[1].user_attrs["fail_reason"]
+    assert all(math.isfinite(t.value) and len(t.intermediate_values) == 3 for t in trials if t.value)
+
+
+def test_asha_stop_shrinks_the_population(tmp_path, base):
+    spec = parse_spec({**BASE, "train": {"epochs": 6, "batch_size": 64}})
+    space = {"train.lr": {"float": [1e-4, 3e-2], "log": True}}
+    asha = AshaScheduler(min_resource=1, max_resource=6, reduction_factor=3)
+    result = study(tmp_path, base, space, spec=spec, scheduler=asha, population_size=6, n_trials=6)
+    trials = result.get_trials(deepcopy=False)
+    assert len({t.user_attrs["population"] for t in trials}) == 1
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned
+    assert complete
+    # A stopped member left the population at its rung (epoch 1 or 3); the others trained all six epochs.
+    assert {max(t.intermediate_values) for t in pruned} <= {1, 3}
+    assert all(sorted(t.intermediate_values) == [1, 2, 3, 4, 5, 6] for t in complete)
+    # Every decision was ASHA's own rule: at a rung, a member went on only if in the top third so far.
+    first_rung = [t.intermediate_values[1] for t in sorted(trials, key=lambda t: t.number)]
+    for index, trial in enumerate(sorted(trials, key=lambda t: t.number)):
+        seen = sorted(first_rung[: index + 1])  # val_loss: lower is better
+        kept = max(1, len(seen) // 3)
+        assert (max(trial.intermediate_values) > 1) == (first_rung[index] <= seen[kept - 1])
+
+
+def test_decide_grows_population_while_throughput_rises_ten_percent():
+    rates = {"sequential": 100.0, "K=1": 90.0, "K=2": 170.0, "K=4": 300.0, "K=8": 320.0}
+    decision = decide("auto", rates, population_size=None)
+    assert (decision.fused, decision.population_size) == (True, 4)  # 320 < 1.1 * 300
+    slow = decide("auto", {"sequential": 100.0, "K=1": 60.0, "K=2": 100.0}, population_size=None)
+    assert (slow.fused, slow.population_size) == (False, 1)
+    assert "below" in slow.reason
+    given = decide("auto", {}, population_size=5)
+    assert (given.fused, given.population_size) == (True, 5)
