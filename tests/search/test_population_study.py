@@ -16,7 +16,7 @@ from tunelab.search._fusion import decide
 from tunelab.search._packing import pack_key, structural_paths
 from tunelab.search._population_study import run_population_study
 from tunelab.spec import ExperimentSpec, parse_spec
-from tunelab.tune import _Evaluator, _trial_spec
+from tunelab.tune._trials import Evaluator, trial_spec
 
 BASE = {
     "name": "pop",
@@ -33,14 +33,14 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def base() -> tuple[ExperimentSpec, _Evaluator]:
+def base() -> tuple[ExperimentSpec, Evaluator]:
     spec = parse_spec(BASE)
-    return spec, _Evaluator(spec, spec.data)
+    return spec, Evaluator(spec, spec.data)
 
 
 def study(
     tmp_path: Any,
-    base: tuple[ExperimentSpec, _Evaluator],
+    base: tuple[ExperimentSpec, Evaluator],
     space: dict[str, Any],
     *,
     enqueue: list[dict[str, Any]] = (),  # type: ignore[assignment]
@@ -59,7 +59,7 @@ def study(
         for params in enqueue:
             seeded.enqueue_trial(params)
     run_population_study(
-        lambda params: _trial_spec(spec, params),
+        lambda params: trial_spec(spec, params),
         base[1],
         search_space,
         metric=metric,
@@ -107,7 +107,7 @@ def test_population_study_stores_every_trial_and_packs_by_structure(tmp_path, ba
 
 def test_member_matches_the_same_config_trained_alone(tmp_path, base):
     """The correctness bar of FUSED.md, through the whole search: each trial's value equals what the
-    sequential objective (``_Evaluator.score``) gets for its parameters. Batches are identical (the
+    sequential objective (``Evaluator.score``) gets for its parameters. Batches are identical (the
     population draws the single trainer's permutation from the same seed); dropout is 0 because the single
     trainer draws dropout masks from torch's global RNG and a population from its own generator. The per-step
     cosine schedule, weight decay on weights only, label smoothing, clipping and early stopping with
@@ -140,7 +140,7 @@ def test_member_matches_the_same_config_trained_alone(tmp_path, base):
     trials = result.get_trials(deepcopy=False)
     for trial in trials:
         assert trial.state == TrialState.COMPLETE
-        alone = _trial_spec(spec, SearchSpace.from_dict(space).overrides_from_params(trial.params))
+        alone = trial_spec(spec, SearchSpace.from_dict(space).overrides_from_params(trial.params))
         value, best_epoch = evaluator.score(alone, None, "val_loss")
         assert trial.value == pytest.approx(value, rel=1e-5, abs=1e-6)
         assert trial.user_attrs["best_epochs"] == [best_epoch]
@@ -154,12 +154,12 @@ def test_cross_validation_trains_the_population_fold_by_fold(tmp_path, base):
     sequential objective gets on that fold, and reports continue at epochs offset by the fold's index."""
     spec, _ = base
     split = spec.data.split.model_copy(update={"method": "stratified_kfold", "n_folds": 2})
-    evaluator = _Evaluator(spec, spec.data.model_copy(update={"split": split}))
+    evaluator = Evaluator(spec, spec.data.model_copy(update={"split": split}))
     space = {"train.lr": {"float": [1e-3, 3e-2], "log": True}}
     result = study(tmp_path, (spec, evaluator), space, population_size=2, n_trials=2, folds=[0, 1])
     for trial in result.get_trials(deepcopy=False):
         assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5, 6]
-        alone = _trial_spec(spec, {"train": {"lr": trial.params["train.lr"]}})
+        alone = trial_spec(spec, {"train": {"lr": trial.params["train.lr"]}})
         expected = [evaluator.score(alone, fold, "val_loss")[0] for fold in (0, 1)]
         assert trial.user_attrs["fold_values"] == pytest.approx(expected, rel=1e-5)
         assert trial.value == pytest.approx(sum(expected) / 2, rel=1e-5)

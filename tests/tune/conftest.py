@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_digits
 
 
 def messy_breast_cancer(seed: int = 0) -> pd.DataFrame:
@@ -26,6 +26,36 @@ def messy_breast_cancer(seed: int = 0) -> pd.DataFrame:
     frame.insert(0, "patient_id", [f"P{100000 + i}" for i in rng.permutation(len(frame))])
     frame["diagnosis"] = np.where(data.target == 1, "benign", "malignant")
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def messy_digits(seed: int = 0) -> pd.DataFrame:
+    """Digits (1,797 rows) as a table: 64 pixel columns, a categorical text column derived from the ink
+    (``ink_band``), about 5% missing values in a dozen pixel columns and the band, an identifier column, and a
+    text target (``digit``: 'zero'..'nine')."""
+    rng = np.random.default_rng(seed)
+    data = load_digits(as_frame=True)
+    frame = data.frame.drop(columns="target").copy()
+    ink = frame.sum(axis=1)
+    frame["ink_band"] = pd.qcut(ink, 4, labels=["faint", "light", "dark", "heavy"]).astype(str)
+    for column in [*frame.columns[18:30], "ink_band"]:
+        frame.loc[rng.random(len(frame)) < 0.05, column] = np.nan
+    frame.insert(0, "sample_id", [f"S{100000 + i}" for i in rng.permutation(len(frame))])
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    frame["digit"] = [names[t] for t in data.target]
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture
+def digits_table_split(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame, pd.DataFrame]:
+    """Digits as a messy table: (train CSV, held-back CSV without target, train frame, held-back frame)."""
+    frame = messy_digits()
+    held = frame.iloc[:360]
+    train = frame.iloc[360:]
+    train_csv = tmp_path / "digits_table.csv"
+    new_csv = tmp_path / "digits_new_rows.csv"
+    train.to_csv(train_csv, index=False)
+    held.drop(columns="digit").to_csv(new_csv, index=False)
+    return train_csv, new_csv, train, held
 
 
 @pytest.fixture

@@ -390,7 +390,7 @@ class Trainer:
                 f"{part} X has {len(X)} rows and y has {len(y)}; expected the same number, at least 1"
             )
         X, y = X.to(self.device), y.to(self.device)
-        if X.is_floating_point() and not bool(torch.isfinite(X).all()):
+        if X.is_floating_point() and not _all_finite(X):
             raise DataError(f"{part} X holds NaN or infinite values; impute or drop them before training")
         if self.task == "classification":
             return X, self._checked_labels(y, part)
@@ -448,3 +448,10 @@ class Trainer:
         if not bool((std > 0).all()):
             raise SpecError(f"target_scale std must be > 0, got {std.tolist()}")
         return mean, std
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """True when ``x`` holds no NaN or infinity. A NaN or infinity anywhere makes the sum non-finite, so
+    the cheap sum decides almost always; only a non-finite sum (finite values can overflow) pays for the
+    element-wise check, which would otherwise allocate a mask as large as ``x`` on every fit."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
