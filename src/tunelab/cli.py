@@ -71,6 +71,10 @@ def train(
     json_lines: Annotated[
         bool, typer.Option("--json", help="Print JSON lines (one per epoch, then the summary).")
     ] = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(help="Also log every epoch to TensorBoard event files here (extra 'tensorboard')."),
+    ] = None,
 ) -> None:
     """Train one configuration; write its run directory (spec, history, checkpoints, curves, metrics)."""
     with user_errors():
@@ -94,7 +98,12 @@ def train(
                     merged[section] = values
             spec = parse_spec(merged, source="the spec with command-line overrides")
         _run_train(
-            spec, out or Path("runs") / spec.name, overwrite=overwrite, quiet=quiet, json_lines=json_lines
+            spec,
+            out or Path("runs") / spec.name,
+            overwrite=overwrite,
+            quiet=quiet,
+            json_lines=json_lines,
+            tensorboard=tensorboard,
         )
 
 
@@ -134,6 +143,27 @@ def demo(
 
 
 @app.command()
+def dashboard(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `tunelab tune` (its study.db).")],
+    port: Annotated[int, typer.Option(help="Port to serve on, on 127.0.0.1.", min=1, max=65535)] = 8080,
+) -> None:
+    """Open optuna-dashboard on RUN_DIR's study at http://127.0.0.1:PORT/ (this machine only)."""
+    with user_errors():
+        from tunelab.report import serve_dashboard
+
+        def ready(url: str) -> None:
+            err_console.print(
+                f"optuna-dashboard on {url} (this machine only; it has no login). Ctrl-C to stop.",
+                highlight=False,
+            )
+
+        try:
+            serve_dashboard(run_dir, port=port, on_ready=ready)
+        except KeyboardInterrupt:
+            err_console.print("dashboard stopped.")
+
+
+@app.command()
 def tune(
     spec_path: Annotated[
         Path | None, typer.Argument(metavar="[SPEC]", help="YAML spec with a search section (or use --data).")
@@ -160,9 +190,20 @@ def tune(
         str, typer.Option(help="Progress display: rich (live panel), json (JSON lines on stdout) or quiet.")
     ] = "rich",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Same as --progress quiet.")] = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write TensorBoard event files here: one folder per trial (per-epoch metric and parameters) "
+            "and final/ (the refit). Extra 'tensorboard'."
+        ),
+    ] = None,
 ) -> None:
     """Search hyperparameters, select honestly, refit the winner, test it once, export it, write a report."""
     with user_errors():
+        if tensorboard is not None:
+            from tunelab.report import require_tensorboard
+
+            require_tensorboard()  # fail before a long study, not after it
         spec = _tune_spec(spec_path, data, target, task, model, out, resume)
         search: dict[str, Any] = dict(spec.search.model_dump(mode="json")) if spec.search else {}
         for key, value in (("budget", budget), ("n_trials", n_trials), ("cv", cv)):
@@ -196,6 +237,10 @@ def tune(
             result = tune_experiment(
                 spec, out_dir=run_dir, resume=resume, storage=storage, workers=workers, progress=display
             )
+        if tensorboard is not None:
+            from tunelab.report import write_run_to_tensorboard
+
+            write_run_to_tensorboard(run_dir, tensorboard)
         if progress == "json" and not quiet:
             sys.stdout.write(json.dumps({"event": "summary", **result.summary}) + "\n")
         else:
@@ -381,11 +426,15 @@ DEMO_SPEC: dict[str, Any] = {
 }
 
 
-def _run_train(spec: Any, out: Path, *, overwrite: bool, quiet: bool, json_lines: bool) -> None:
-    from tunelab.report import EpochPrinter
+def _run_train(
+    spec: Any, out: Path, *, overwrite: bool, quiet: bool, json_lines: bool, tensorboard: Path | None = None
+) -> None:
+    from tunelab.report import EpochPrinter, TensorBoardLogger
     from tunelab.run import train_experiment
 
-    callbacks = [] if quiet else [EpochPrinter(n_epochs=spec.train.epochs, json_lines=json_lines)]
+    callbacks: list[Any] = [] if quiet else [EpochPrinter(n_epochs=spec.train.epochs, json_lines=json_lines)]
+    if tensorboard is not None:
+        callbacks.append(TensorBoardLogger(tensorboard))  # a missing extra fails here, before training
     result = train_experiment(spec, out_dir=out, callbacks=callbacks, overwrite=overwrite)
     if json_lines:
         sys.stdout.write(json.dumps({"event": "summary", **result.summary}) + "\n")

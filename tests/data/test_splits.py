@@ -167,3 +167,13 @@ def test_subsample_is_deterministic_sorted_and_stratified(n_rows, max_rows):
 def test_subsample_of_a_series_keeps_its_first_rows():
     keep, _ = subsample_indices(100, 30, chronological=True)
     assert keep.tolist() == list(range(30))
+
+
+def test_time_series_spec_survives_a_round_trip_through_its_dump():
+    """spec.yaml of a forecasting study must load again (tunelab tune --resume reads it)."""
+    from tunelab.data import DataSpec
+
+    spec = DataSpec(source="series.csv", target="y", task="forecasting", split={"method": "timeseries"})
+    assert DataSpec.model_validate(spec.model_dump(mode="json")) == spec
+    with pytest.raises(ValueError, match="time order"):
+        DataSpec(source="series.csv", target="y", split={"method": "timeseries", "shuffle": True})

@@ -36,11 +36,13 @@ class SplitSpec(BaseModel):
         default=5, ge=2, le=100, description="folds for kfold / stratified_kfold / timeseries"
     )
     # scikit-learn stratifies shuffled holdouts only: shuffle: false also means an unstratified holdout.
-    shuffle: bool = Field(default=True, description="shuffle before splitting (never for time series)")
+    # None: the method's own default (shuffled, except time series). An explicit value survives a round trip
+    # through spec.yaml, so a dumped time-series spec loads again.
+    shuffle: bool | None = Field(default=None, description="shuffle before splitting (never for time series)")
 
     @model_validator(mode="after")
     def _timeseries_keeps_order(self) -> SplitSpec:
-        if self.method == "timeseries" and self.shuffle and "shuffle" in self.model_fields_set:
+        if self.method == "timeseries" and self.shuffle is True:
             raise ValueError(
                 "split.method 'timeseries' keeps rows in time order, so shuffle: true cannot apply; "
                 "remove 'shuffle' or set it to false"
@@ -110,7 +112,7 @@ class DataSpec(BaseModel):
                 raise ValueError(f"{option} '{name}' is also in drop_columns; remove it from drop_columns")
         if self.time_column is not None and self.time_column == self.target:
             raise ValueError(f"'{self.target}' cannot be both the target and the time_column")
-        if self.task == "forecasting" and self.split.shuffle and "shuffle" in self.split.model_fields_set:
+        if self.task == "forecasting" and self.split.shuffle is True:
             raise ValueError(
                 "forecasting splits keep rows in time order; remove split.shuffle or set it to false"
             )

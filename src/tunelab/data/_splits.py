@@ -95,7 +95,7 @@ def _holdout(
     part: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(kept, held_out)``: the last ``fraction`` of rows in order, or a (stratified) random share."""
-    ordered = chronological or not split.shuffle
+    ordered = chronological or split.shuffle is False
     stratify = None if ordered or labels is None else labels[rows]
     if stratify is not None:
         _require_class_counts(stratify, 2, f"a stratified {part} part")
@@ -132,16 +132,17 @@ def _fold(
     gap: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(train, val)`` rows of fold ``fold`` of the method's k-fold splitter over ``rows``."""
-    shuffle_seed = seed if split.shuffle else None
+    shuffle = split.shuffle is not False  # None: the method's default, shuffled
+    shuffle_seed = seed if shuffle else None
     if chronological:
         splitter: TimeSeriesSplit | KFold | StratifiedKFold = TimeSeriesSplit(n_splits=split.n_folds, gap=gap)
     elif split.method == "stratified_kfold" and labels is not None:
         _require_class_counts(
             labels[rows], split.n_folds, f"stratified {split.n_folds}-fold cross-validation"
         )
-        splitter = StratifiedKFold(n_splits=split.n_folds, shuffle=split.shuffle, random_state=shuffle_seed)
+        splitter = StratifiedKFold(n_splits=split.n_folds, shuffle=shuffle, random_state=shuffle_seed)
     else:
-        splitter = KFold(n_splits=split.n_folds, shuffle=split.shuffle, random_state=shuffle_seed)
+        splitter = KFold(n_splits=split.n_folds, shuffle=shuffle, random_state=shuffle_seed)
     strata = labels[rows] if labels is not None else None
     try:
         train, val = next(part for index, part in enumerate(splitter.split(rows, strata)) if index == fold)
