@@ -1,20 +1,4 @@
-"""Tune an experiment end to end: search, select honestly, refit, test once, export.
-
-The protocol, written into every study's ``summary.json``:
-
-1. **Search**: the sampler proposes configurations from ``search.space``; each trains on the training part
-   and is scored on the validation part (or, with ``cv: K``, on each of K folds in turn, reporting after
-   every epoch so the scheduler can stop it early fold by fold). It gets 80% of a wall-time budget.
-2. **Selection**: the ``top_k`` configurations are trained again with ``n_seeds`` fresh training seeds on
-   every fold; their mean, standard deviation and 95% t-interval are reported, and the best mean wins.
-   Fresh seeds keep the estimate free of the search's own selection bias.
-3. **Refit**: the winner is trained on train + validation for the median of its best epoch counts.
-4. **Test**: the test part, set aside before anything else, is evaluated once, here.
-5. **Export**: the refit model is exported with its preprocessing to ``run_dir/best``.
-
-Everything lives in the run directory: ``study.db`` (Optuna's schema), ``spec.yaml``, per-trial checkpoints
-while a trial runs, ``summary.json``, and ``best/``.
-"""
+"""`tune_experiment`: the whole protocol (see the `tunelab.tune` package docstring) over one run directory."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from typing import Any
 import optuna
 
 from tunelab.data import n_splits
-from tunelab.errors import SpecError
 from tunelab.search import (
     AshaScheduler,
     BaseScheduler,
@@ -83,6 +82,18 @@ def run_search(plan: Plan, evaluator: Evaluator, say: Any, *, worker: int = 0) -
     else:
         storage = plan.storage_url
     scheduler = make_scheduler(search, plan.spec.train.epochs * len(plan.folds), plan.direction)
+    # What both search loops share: where trials go, how they are proposed and stopped, and the budgets.
+    loop: dict[str, Any] = {
+        "direction": plan.direction,
+        "sampler": sampler,
+        "scheduler": scheduler,
+        "storage": storage,
+        "study_name": plan.spec.name,
+        "n_trials": plan.n_trials,
+        "timeout_s": plan.timeout_s,
+        "max_total_epochs": search.max_total_epochs,
+        "target": search.target,
+    }
     if plan.workers == 1:
         # Fused populations where they apply and pay (see tunelab.search._fusion); the summary says which.
         fusion = choose_fusion(
@@ -104,56 +115,16 @@ def run_search(plan: Plan, evaluator: Evaluator, say: Any, *, worker: int = 0) -
                 space,
                 population_size=fusion.population_size,
                 metric=plan.metric,
-                direction=plan.direction,  # type: ignore[arg-type]
                 folds=plan.folds,
-                sampler=sampler,
-                scheduler=scheduler,
-                storage=storage,
-                study_name=plan.spec.name,
-                n_trials=plan.n_trials,
-                timeout_s=plan.timeout_s,
-                max_total_epochs=search.max_total_epochs,
-                target=search.target,
                 events=say,
+                **loop,
             )
     return run_study(
         Objective(plan.spec, evaluator, plan.folds, plan.metric, plan.direction, plan.run_dir, say),
         space,
-        direction=plan.direction,  # type: ignore[arg-type]
-        sampler=sampler,
-        scheduler=scheduler,
-        storage=storage,
-        study_name=plan.spec.name,
-        n_trials=plan.n_trials,
-        timeout_s=plan.timeout_s,
-        max_total_epochs=search.max_total_epochs,
-        target=search.target,
         seed=plan.spec.seed + worker,
+        **loop,
     )
-
-
-def _open_run_dir(run_dir: Path, spec: ExperimentSpec, *, resume: bool, storage: str | None) -> Path:
-    has_study = (run_dir / "spec.yaml").exists() and (storage is not None or (run_dir / "study.db").exists())
-    if resume:
-        if not has_study:
-            raise SpecError(
-                f"there is no study to resume in '{run_dir}' (expected spec.yaml and study.db there). "
-                "Check --out, or start a new study without --resume."
-            )
-        return run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SpecError(f"--out '{run_dir}' is a file; expected a directory for the study.")
-    if has_study:
-        raise SpecError(
-            f"'{run_dir}' already holds a study; nothing was changed. Continue it with "
-            f"`tunelab tune --resume --out {run_dir}`, or choose another --out."
-        )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SpecError(f"cannot create run directory '{run_dir}': {err}. Choose a writable --out.") from None
-    (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
-    return run_dir
 
 
 def make_scheduler(search: SearchSpec, max_epochs: int, direction: Any) -> BaseScheduler:
