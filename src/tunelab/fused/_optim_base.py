@@ -113,6 +113,14 @@ class PopulationOptimizer:
         """``[K]`` -> a ``[K, 1]`` view (in their dtype) per ``[K, M]`` tensor of ``like``, for foreach."""
         return [vector.to(like[0].dtype).view(-1, 1)] * len(like)
 
+    def _with_l2(self, grads: list[Tensor], params: list[Tensor]) -> list[Tensor]:
+        """``grad + weight_decay * param`` per member (torch's coupled L2); the grads as they are when no
+        member decays."""
+        decay = self.hparams["weight_decay"]
+        if not bool(decay.any()):
+            return grads
+        return list(torch._foreach_addcmul(grads, params, self._lists(decay, params)))
+
     # -- the update --
     def zero_grad(self) -> None:
         for p in self.params:

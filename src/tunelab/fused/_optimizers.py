@@ -76,10 +76,7 @@ class PopSGD(PopulationOptimizer):
         lr: Tensor,
         step: Tensor,
     ) -> None:
-        if bool(self.hparams["weight_decay"].any()):
-            grads = list(
-                torch._foreach_addcmul(grads, params, self._lists(self.hparams["weight_decay"], params))
-            )
+        grads = self._with_l2(grads, params)
         if self.nesterov or bool(self.hparams["momentum"].any()):
             momentum = self._lists(self.hparams["momentum"], params)
             buffers = states["momentum_buffer"]
@@ -142,11 +139,11 @@ class PopAdam(PopulationOptimizer):
         step: Tensor,
     ) -> None:
         h = self.hparams
-        if bool(h["weight_decay"].any()):
-            if self.decoupled_weight_decay:
+        if self.decoupled_weight_decay:
+            if bool(h["weight_decay"].any()):
                 torch._foreach_mul_(params, self._lists(1 - lr * h["weight_decay"], params))
-            else:
-                grads = list(torch._foreach_addcmul(grads, params, self._lists(h["weight_decay"], params)))
+        else:
+            grads = self._with_l2(grads, params)
         exp_avg, exp_avg_sq = states["exp_avg"], states["exp_avg_sq"]
         torch._foreach_lerp_(exp_avg, grads, self._lists(1 - h["beta1"], params))
         torch._foreach_mul_(exp_avg_sq, self._lists(h["beta2"], params))
@@ -212,8 +209,7 @@ class PopRMSprop(PopulationOptimizer):
         step: Tensor,
     ) -> None:
         h = self.hparams
-        if bool(h["weight_decay"].any()):
-            grads = list(torch._foreach_addcmul(grads, params, self._lists(h["weight_decay"], params)))
+        grads = self._with_l2(grads, params)
         square_avg = states["square_avg"]
         torch._foreach_mul_(square_avg, self._lists(h["alpha"], params))
         torch._foreach_addcmul_(
@@ -282,8 +278,7 @@ class PopAdagrad(PopulationOptimizer):
         step: Tensor,
     ) -> None:
         h = self.hparams
-        if bool(h["weight_decay"].any()):
-            grads = list(torch._foreach_addcmul(grads, params, self._lists(h["weight_decay"], params)))
+        grads = self._with_l2(grads, params)
         sums = states["sum"]
         torch._foreach_addcmul_(sums, grads, grads)
         std = list(torch._foreach_sqrt(sums))

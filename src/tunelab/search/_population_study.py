@@ -181,12 +181,9 @@ class _PopulationLoop:
         if any(t.state == TrialState.COMPLETE and budget.reached_target(t.values[0]) for t in finished):
             return "target"
         while True:
-            if budget.n_trials is not None and n_finished >= budget.n_trials:
-                return "n_trials"
-            if budget.timeout_s is not None and time.monotonic() - budget.started >= budget.timeout_s:
-                return "timeout"
-            if budget.max_total_epochs is not None and n_epochs >= budget.max_total_epochs:
-                return "max_total_epochs"
+            spent = budget.spent(n_finished, n_epochs)
+            if spent is not None:
+                return spent
             size = population_size
             if budget.n_trials is not None:
                 size = min(size, budget.n_trials - n_finished)

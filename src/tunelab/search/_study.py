@@ -141,6 +141,16 @@ class _Budget:
     direction: str
     started: float
 
+    def spent(self, n_finished: int, n_epochs: int) -> str | None:
+        """The budget that is used up (its name, the study's stop reason), or None to go on."""
+        if self.n_trials is not None and n_finished >= self.n_trials:
+            return "n_trials"
+        if self.timeout_s is not None and time.monotonic() - self.started >= self.timeout_s:
+            return "timeout"
+        if self.max_total_epochs is not None and n_epochs >= self.max_total_epochs:
+            return "max_total_epochs"
+        return None
+
     def reached_target(self, value: float) -> bool:
         if self.target is None:
             return False
@@ -192,12 +202,9 @@ def _loop(
         return "target"
     grid = study.sampler if isinstance(study.sampler, optuna.samplers.GridSampler) else None
     while True:
-        if budget.n_trials is not None and n_finished >= budget.n_trials:
-            return "n_trials"
-        if budget.timeout_s is not None and time.monotonic() - budget.started >= budget.timeout_s:
-            return "timeout"
-        if budget.max_total_epochs is not None and n_epochs >= budget.max_total_epochs:
-            return "max_total_epochs"
+        spent = budget.spent(n_finished, n_epochs)
+        if spent is not None:
+            return spent
         if grid is not None and grid.is_exhausted(study):
             return "grid_exhausted"
         if shared:
