@@ -195,6 +195,8 @@ def test_asha_stop_shrinks_the_population(tmp_path, base):
     # A stopped member left the population at its rung (epoch 1 or 3); the others trained all six epochs.
     assert {max(t.intermediate_values) for t in pruned} <= {1, 3}
     assert all(sorted(t.intermediate_values) == [1, 2, 3, 4, 5, 6] for t in complete)
+    # Each trial was told when it ended, not when the population did: the pruned ones first.
+    assert max(t.datetime_complete for t in pruned) < min(t.datetime_complete for t in complete)
     # Every decision was ASHA's own rule: at a rung, a member went on only if in the top third so far.
     first_rung = [t.intermediate_values[1] for t in sorted(trials, key=lambda t: t.number)]
     for index, trial in enumerate(sorted(trials, key=lambda t: t.number)):
@@ -212,3 +214,32 @@ def test_decide_grows_population_while_throughput_rises_ten_percent():
     assert "below" in slow.reason
     given = decide("auto", {}, population_size=5)
     assert (given.fused, given.population_size) == (True, 5)
+
+
+@pytest.mark.parametrize(("flop_rate", "first_size"), [(1.0, 1), (1e18, 4)])
+def test_a_time_budget_sizes_the_population_by_its_cost(tmp_path, base, flop_rate, first_size):
+    """With a time budget, a population holds as many members as its structure's expected work lets fit in a
+    quarter of the time left, at the assumed training rate until one population has been measured: at one
+    FLOP/s a single member, at 1e18 FLOP/s the configured maximum."""
+    space = {"train.lr": {"float": [1e-3, 3e-2], "log": True}}
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    search_space = SearchSpace.from_dict(space)
+    spec, evaluator = base
+    run_population_study(
+        lambda params: trial_spec(spec, params),
+        evaluator,
+        search_space,
+        metric="val_loss",
+        sampler=make_sampler("tpe", seed=3, space=search_space),
+        scheduler=NoScheduler(),
+        storage=url,
+        study_name="pop",
+        population_size=4,
+        n_trials=5,
+        timeout_s=600.0,
+        flop_rate=flop_rate,
+    )
+    trials = optuna.load_study(study_name="pop", storage=url).get_trials(deepcopy=False)
+    first = trials[0].user_attrs["population"]
+    assert sum(t.user_attrs["population"] == first for t in trials) == first_size
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5

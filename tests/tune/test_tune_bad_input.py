@@ -62,6 +62,21 @@ def test_bad_options(tmp_path, args, fragments):
         ({"sampler": "tpee"}, ["tpee", "tpe"]),
         ({"cv": 1}, ["search.cv", "greater than or equal to 2"]),
         ({"space": {}}, ["nothing to tune"]),
+        ({"scheduler": {"name": "pbt"}, "fused": "off"}, ["pbt", "search.fused 'off'", "'auto'"]),
+        ({"scheduler": {"name": "pbt"}, "cv": 3}, ["pbt", "search.cv", "holdout"]),
+        ({"scheduler": {"name": "pbt"}, "sampler": "grid"}, ["pbt", "grid sampler"]),
+        ({"scheduler": {"name": "pbt"}, "population_size": 1}, ["population_size", "at least 2"]),
+        ({"scheduler": {"name": "pbt", "perturbation_interval": 1}}, ["perturbation_interval", "2 or more"]),
+        ({"scheduler": {"name": "pbt", "quantile_fraction": 0.75}}, ["quantile_fraction", "0.5"]),
+        ({"scheduler": {"name": "pbt", "reduction_factor": 4}}, ["reduction_factor", "do not apply", "pbt"]),
+        (
+            {"scheduler": {"name": "asha", "perturbation_interval": 2}},
+            ["perturbation_interval", "only apply"],
+        ),
+        (
+            {"scheduler": {"name": "pbt"}, "space": {"train.batch_size": {"choice": [16, 32]}}},
+            ["nothing to perturb", "train.batch_size", "train.lr"],
+        ),
     ],
 )
 def test_bad_search_sections(tmp_path, search, fragments):
@@ -69,6 +84,26 @@ def test_bad_search_sections(tmp_path, search, fragments):
     assert code == 2, out
     for fragment in fragments:
         assert fragment.lower() in out.lower(), (fragment, out)
+
+
+@pytest.mark.parametrize(
+    ("args", "train", "fragments"),
+    [
+        (["--workers", "2"], {"epochs": 6}, ["pbt", "--workers 2", "--workers 1"]),
+        ([], {"epochs": 2}, ["perturbation_interval", "train.epochs", "4", "2"]),
+        (["--cv", "3"], {"epochs": 6}, ["pbt", "search.cv"]),
+    ],
+)
+def test_pbt_with_what_it_cannot_do(tmp_path, args, train, fragments):
+    """PBT trains its trials side by side in one process, on one split, with exploit steps before the end."""
+    path = tmp_path / "spec.yaml"
+    spec = {**SPEC, "train": train, "search": {**SPEC["search"], "scheduler": {"name": "pbt"}}}
+    path.write_text(yaml.safe_dump(spec))
+    code, out = run_cli("tune", str(path), "--out", str(tmp_path / "run"), *args)
+    assert code == 2, out
+    for fragment in fragments:
+        assert fragment in out, (fragment, out)
+    assert not (tmp_path / "run" / "study.db").exists()
 
 
 def test_spec_without_search_section(tmp_path):

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from tunelab.errors import SpecError, TrainingError
 from tunelab.models import ModelSpec, build_model
+from tunelab.search._sizing import forward_flops
 from tunelab.search._spec_population import SpecPopulation, fusible_loss_reason
 from tunelab.train import TrainSpec, make_loss, make_optimizer
 
@@ -41,6 +42,7 @@ class FusionDecision:
     population_size: int
     reason: str
     throughput: dict[str, float] = field(default_factory=dict)
+    flop_rate: float | None = None  # the chosen population's training FLOP/s (3 x forward), when measured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class FusionDecision:
             "population_size": self.population_size,
             "reason": self.reason,
             "throughput_member_samples_per_s": {k: round(v, 1) for k, v in self.throughput.items()},
+            "training_gflops_per_s": None if self.flop_rate is None else round(self.flop_rate / 1e9, 2),
         }
 
 
@@ -106,7 +109,11 @@ def choose_fusion(
     )
     decision = decide(mode, rates, population_size=None)
     probed = _describe(spec)
-    return FusionDecision(decision.fused, decision.population_size, f"{decision.reason} ({probed})", rates)
+    flops = forward_flops(spec.model, input_shape=tuple(bundle.input_shape), output_dim=output_dim)
+    flop_rate = 3.0 * flops * rates.get(f"K={decision.population_size}", 0.0) or None
+    return FusionDecision(
+        decision.fused, decision.population_size, f"{decision.reason} ({probed})", rates, flop_rate
+    )
 
 
 def _sample_spec(space: Any, make_spec: Callable[[dict[str, Any]], Any], *, seed: int) -> Any:

@@ -9,7 +9,7 @@ Optuna trial: storage, resume and the dashboard see nothing unusual.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -99,11 +99,16 @@ class Packer:
         self.space = space
         self.structural = structural_paths(space)
 
-    def next_pack(self, size: int) -> list[tuple[optuna.Trial, dict[str, Any]]]:
+    def next_pack(
+        self, size: int | Callable[[dict[str, Any]], int]
+    ) -> list[tuple[optuna.Trial, dict[str, Any]]]:
         """Up to ``size`` new trials with their nested override dicts; the first one sampled in full, the
-        others with its structural values fixed."""
+        others with its structural values fixed. ``size`` may be a function of the first trial's overrides
+        (a population's size can depend on its structure's cost)."""
         pack = [self._ask()]
         key = pack_key(pack[0][0].params, self.space, self.structural)
+        if callable(size):
+            size = size(pack[0][1])
         while len(pack) < size:
             waiting = self._next_waiting()
             if waiting is None:

@@ -9,6 +9,13 @@ still running after fold i go on, as a new population, to fold i + 1, reporting 
 ``i * epochs``, as the sequential objective does. Every trial is told to Optuna as it would be by
 ``run_study``, so storage, resume and the dashboard work unchanged.
 
+With :class:`~tunelab.search.schedulers.PbtScheduler` each population is one PBT population: on an
+:class:`~tunelab.search.schedulers.Exploit` the member copies the source member's weights, optimizer state,
+early-stopping and plateau state (:meth:`SpecPopulation.exploit`), then trains on with the explored values
+(:meth:`SpecPopulation.set_member`); its trial records the exploit (user attribute ``pbt_exploits``) and
+keeps its own reports. An exploit decided at the epoch a member ends is not carried out (nothing would train
+with it) and is taken off the record. Populations keep their configured size under a time budget.
+
 Budgets are those of ``run_study``, checked between populations (a running population finishes; its size is
 capped by the trials and epochs left). An interrupted population's trials are retried from scratch on resume:
 populations write no per-trial checkpoints.
@@ -21,6 +28,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import optuna
@@ -31,10 +39,11 @@ from torch import Tensor
 from tunelab.errors import SpecError, TrainingError
 from tunelab.search._handle import TrialHandle
 from tunelab.search._packing import Packer
+from tunelab.search._sizing import PopulationSizer, expected_epochs, forward_flops
 from tunelab.search._spec_population import SpecPopulation
 from tunelab.search._storage import StudyBackend, WriteBehind, open_backend
 from tunelab.search._study import StudySummary, _Budget, _check_budget, _replay, _summarize
-from tunelab.search.schedulers import BaseScheduler, Decision, Direction
+from tunelab.search.schedulers import BaseScheduler, Decision, Direction, Exploit, PbtScheduler
 from tunelab.search.space import SearchSpace
 
 __all__ = ["PopulationData", "StudyEvents", "run_population_study"]
@@ -86,6 +95,7 @@ class _Member:
     fold_values: list[float] = field(default_factory=list)
     best_epochs: list[int] = field(default_factory=list)
     values: dict[int, float] = field(default_factory=dict)  # this fold's metric per epoch
+    told: bool = False  # whether its trial has been told to the study
 
     def fail(self, reason: str) -> None:
         self.state, self.fail_reason = TrialState.FAIL, reason
@@ -109,6 +119,7 @@ def run_population_study(
     max_total_epochs: int | None = None,
     target: float | None = None,
     events: StudyEvents | None = None,
+    flop_rate: float | None = None,
 ) -> StudySummary:
     """Run the study in fused populations of up to ``population_size`` trials; see the module docstring.
 
@@ -117,6 +128,10 @@ def run_population_study(
     is the logged quantity reported and returned (``val_accuracy``, ``val_loss``, ``loss``...); the trial's
     value is its mean over ``folds``, with the user attributes ``fold_values`` and ``best_epochs`` set as the
     sequential objective sets them.
+
+    With ``timeout_s``, each population is sized to its structure's cost and the time left
+    (:mod:`tunelab.search._sizing`; ``population_size`` is then the largest it may be); ``flop_rate``, the
+    training rate in FLOP/s measured by the fusion probe, sizes the populations before the first is measured.
     """
     _check_budget(n_trials, "n_trials", kind=int)
     _check_budget(timeout_s, "timeout_s", kind=float)
@@ -129,6 +144,19 @@ def run_population_study(
             f"the scheduler was built with direction='{scheduler.direction}' but the study will {direction}; "
             f"build it with direction='{direction}'."
         )
+    if isinstance(scheduler, PbtScheduler) and scheduler.perturbation_interval < 2:
+        raise SpecError(
+            f"PBT's perturbation_interval is {scheduler.perturbation_interval}; a population needs at least "
+            "2. Its members report one after another, and PBT ranks each against the others' latest values: "
+            "with an exploit step every epoch, those that reported first would be ranked before the others "
+            "had a value (at epoch 1 all but the best would copy it)."
+        )
+    if isinstance(scheduler, PbtScheduler) and len(folds) > 1:
+        raise SpecError(
+            f"PBT copies weights between members trained side by side, but with {len(folds)} folds every "
+            "fold trains from scratch, so the copies could not carry over; run PBT on a single split (one "
+            "fold)."
+        )
     started = time.monotonic()
     backend = open_backend(storage, study_name=study_name, directions=[direction], sampler=sampler)
     loop = _PopulationLoop(
@@ -140,6 +168,7 @@ def run_population_study(
         metric=metric,
         folds=list(folds),
         events=events or _NoEvents(),
+        flop_rate=flop_rate,
     )
     try:
         _replay(backend.study, space, scheduler)
@@ -162,6 +191,7 @@ class _PopulationLoop:
         metric: str,
         folds: list[int | None],
         events: StudyEvents,
+        flop_rate: float | None,
     ) -> None:
         self.make_spec, self.data, self.space = make_spec, data, space
         self.backend, self.study, self.scheduler = backend, backend.study, scheduler
@@ -169,7 +199,9 @@ class _PopulationLoop:
         # Trials reach the storage when they finish (one write each), not at every report: a population
         # reports K values per epoch. A killed population's trials are simply absent, and run again.
         self.packer = Packer(self.study, space)
-        self.seconds, self.n_trained = 0.0, 0  # training time and trials of this run, for the time budget
+        first = data.bundle(folds[0])
+        self.sizer = PopulationSizer(rows=len(first.X_train), flop_rate=flop_rate)
+        self._flops: dict[str, float] = {}  # forward FLOPs per sample, by model spec
 
     def run(self, budget: _Budget, population_size: int) -> str:
         """Train populations until a budget is spent; the reason it stopped."""
@@ -184,18 +216,17 @@ class _PopulationLoop:
             spent = budget.spent(n_finished, n_epochs)
             if spent is not None:
                 return spent
-            size = population_size
+            cap = population_size
             if budget.n_trials is not None:
-                size = min(size, budget.n_trials - n_finished)
+                cap = min(cap, budget.n_trials - n_finished)
             if budget.max_total_epochs is not None and n_finished:
                 # No more members than the epochs left pay for, at this study's mean epochs per trial.
                 per_trial = max(1.0, n_epochs / n_finished)
-                size = min(size, max(1, math.ceil((budget.max_total_epochs - n_epochs) / per_trial)))
-            if budget.timeout_s is not None and self.n_trained:
-                # No more members than the time left pays for, at this run's seconds per trial so far.
-                left = budget.timeout_s - (time.monotonic() - budget.started)
-                size = min(size, max(1, math.ceil(left / (self.seconds / self.n_trained))))
-            members = self._start(self.packer.next_pack(size))
+                cap = min(cap, max(1, math.ceil((budget.max_total_epochs - n_epochs) / per_trial)))
+            time_left = None
+            if budget.timeout_s is not None:
+                time_left = budget.timeout_s - (time.monotonic() - budget.started)
+            members = self._start(self.packer.next_pack(partial(self._size, cap=cap, time_left=time_left)))
             started = time.monotonic()
             try:
                 self._train(members)
@@ -203,11 +234,13 @@ class _PopulationLoop:
                 for member in members:
                     if member.state == TrialState.RUNNING:
                         member.fail(f"{type(err).__name__}: {err}")
-                self._finish(members)
+                    if not member.told:
+                        self._finish(member)
                 raise
-            self._finish(members)
-            self.seconds += time.monotonic() - started
-            self.n_trained += len(members)
+            trained = [m for m in members if m.spec is not None]
+            if trained:
+                epochs = sum(m.handle.last_epoch for m in trained)
+                self.sizer.observe(self._flops_of(trained[0].spec), epochs, time.monotonic() - started)
             n_finished += len(members)
             n_epochs += sum(m.handle.last_epoch for m in members)
             if any(
@@ -234,21 +267,20 @@ class _PopulationLoop:
         return members
 
     def _train(self, members: list[_Member]) -> None:
+        """Train ``members`` fold after fold; each trial is told to the study the moment it ends (stopped,
+        failed, or through its last fold), so the study, its storage and the progress display see results
+        while the rest of the population trains on."""
+        for member in members:
+            if member.state != TrialState.RUNNING:  # its spec was rejected
+                self._finish(member)
         for index, fold in enumerate(self.folds):
             running = [m for m in members if m.state == TrialState.RUNNING]
             if not running:
                 return
-            self._train_fold(running, fold, offset=index * running[0].spec.train.epochs)
-        for member in members:
-            if member.state != TrialState.RUNNING:
-                continue
-            mean = statistics.fmean(member.fold_values)
-            if not math.isfinite(mean):
-                member.fail(f"the objective returned {mean!r}, which is not finite")
-                continue
-            member.state = TrialState.COMPLETE
+            last = index == len(self.folds) - 1
+            self._train_fold(running, fold, offset=index * running[0].spec.train.epochs, last=last)
 
-    def _train_fold(self, members: list[_Member], fold: int | None, *, offset: int) -> None:
+    def _train_fold(self, members: list[_Member], fold: int | None, *, offset: int, last: bool) -> None:
         bundle = self.data.bundle(fold)
         population = SpecPopulation(
             [m.spec.model for m in members],
@@ -258,6 +290,8 @@ class _PopulationLoop:
             task=bundle.task,
             n_classes=bundle.n_classes,
             target_scale=bundle.target_scale,
+            # PBT may later give a member weight decay or dropout that none had when the population was built.
+            mutable=self.scheduler.mutable if isinstance(self.scheduler, PbtScheduler) else (),
         )
         x, y = _prepared(bundle.X_train, bundle.y_train, bundle.task, population)
         x_val, y_val = _prepared(bundle.X_val, bundle.y_val, bundle.task, population)
@@ -274,29 +308,84 @@ class _PopulationLoop:
             ]
             early_stops = population.end_epoch(logs)
             done = []
+            # Diverged members end before anyone reports, so the scheduler never ranks (or PBT copies) a
+            # member whose weights are no longer finite.
             for k, member in enumerate(slots):
                 if not alive[k]:
                     member.fail(_diverged(population, k, epoch))
                     done.append(k)
-                    continue
+                    self._finish(member)
+            for k in self._report_order(logs, alive):
+                member = slots[k]
                 value = self._value(logs[k])
                 member.values[epoch] = value
                 decision = member.handle.report(offset + epoch, value)
                 self.events.trial_reported(member.trial.number, offset + epoch, value)
+                ends = early_stops[k] or epoch == n_epochs
+                if isinstance(decision, Exploit):
+                    self._exploit(population, slots, k, decision, logs, epoch=epoch, ends=ends)
                 if decision is Decision.STOP:
                     member.state = TrialState.PRUNED
-                    done.append(k)
-                elif early_stops[k] or epoch == n_epochs:
+                elif ends:
                     best = population.best_epoch(k)
                     final = best if population.restores_best(k) and best is not None else epoch
                     member.fold_values.append(member.values[final])
                     member.best_epochs.append(best or epoch)
-                    done.append(k)
+                    if last:
+                        _complete(member)
+                else:
+                    continue
+                done.append(k)
+                if member.state != TrialState.RUNNING:
+                    self._finish(member)
             if len(done) == len(slots):
                 return
             population.remove(done)
             gone = set(done)
             slots = [m for k, m in enumerate(slots) if k not in gone]
+
+    def _report_order(self, logs: list[dict[str, float]], alive: list[bool]) -> list[int]:
+        """The live members' slots in the order they report this epoch: slot order; under PBT best value
+        first. PBT ranks each report against the latest values of the others, and those not yet reported
+        this epoch still hold last epoch's: reported best first, a member is ranked against this epoch's
+        values of every better one, so one in the bottom of the population is always found there."""
+        live = [k for k in range(len(logs)) if alive[k]]
+        if not isinstance(self.scheduler, PbtScheduler):
+            return live
+        return sorted(live, key=lambda k: (self.scheduler.score(self._value(logs[k])), k))
+
+    def _exploit(
+        self,
+        population: SpecPopulation,
+        slots: list[_Member],
+        k: int,
+        decision: Exploit,
+        logs: list[dict[str, float]],
+        *,
+        epoch: int,
+        ends: bool,
+    ) -> None:
+        """Carry out PBT's exploit for the member in slot ``k``: copy the source member over it, then give it
+        ``decision.new_params``. The member's reported values stay its own; the values it uses to pick its
+        fold value (its best epoch's, with restore_best) follow the weights it now has, the source's."""
+        member = slots[k]
+        source = next(
+            (j for j, m in enumerate(slots) if m.trial.number == decision.source_trial_id and j != k), None
+        )
+        if ends or source is None:
+            # Ending now: nothing would train with the copy. (PBT ranks only live trials, which are the
+            # members of this population, so a source is always found here.)
+            _withdraw_exploit(member, self.space)
+            return
+        try:
+            spec = self.make_spec(dict(decision.new_params))
+        except TrainingError:  # the explored values make a spec the spec rejects: keep training as it was
+            _withdraw_exploit(member, self.space)
+            return
+        population.exploit(source, k)
+        population.set_member(k, spec.model, spec.train)
+        member.spec = spec
+        member.values = {**slots[source].values, epoch: self._value(logs[source])}
 
     def _value(self, logs: dict[str, float]) -> float:
         if self.metric not in logs:
@@ -306,24 +395,73 @@ class _PopulationLoop:
             )
         return float(logs[self.metric])
 
-    def _finish(self, members: list[_Member]) -> None:
-        """Tell Optuna and the scheduler how each member's trial ended."""
-        status = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
-        for member in members:
-            trial = member.trial
-            values: list[float] | None = None
-            if member.state == TrialState.COMPLETE:
-                member.handle.set_attr("fold_values", member.fold_values)
-                member.handle.set_attr("best_epochs", member.best_epochs)
-                values = [statistics.fmean(member.fold_values)]
-            elif member.state != TrialState.PRUNED:
-                member.state = TrialState.FAIL
-                trial.set_user_attr("fail_reason", member.fail_reason or "unknown")
-            self.study.tell(trial, values, state=member.state)
-            state = status.get(member.state, "failed")
-            self.events.trial_finished(trial.number, state, values[0] if values else None)
-            self.scheduler.on_trial_end(trial.number, state)  # type: ignore[arg-type]
-            self.backend.touch(trial.number, finished=True)
+    def _finish(self, member: _Member) -> None:
+        """Tell Optuna and the scheduler how ``member``'s trial ended, and write it to the storage."""
+        trial = member.trial
+        values: list[float] | None = None
+        if member.state == TrialState.COMPLETE:
+            member.handle.set_attr("fold_values", member.fold_values)
+            member.handle.set_attr("best_epochs", member.best_epochs)
+            values = [statistics.fmean(member.fold_values)]
+        elif member.state != TrialState.PRUNED:
+            member.state = TrialState.FAIL
+            trial.set_user_attr("fail_reason", member.fail_reason or "unknown")
+        self.study.tell(trial, values, state=member.state)
+        member.told = True
+        state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(member.state, "failed")
+        self.events.trial_finished(trial.number, state, values[0] if values else None)
+        self.scheduler.on_trial_end(trial.number, state)  # type: ignore[arg-type]
+        self.backend.touch(trial.number, finished=True)
+
+    # -- population size --
+    def _size(self, params: dict[str, Any], *, cap: int, time_left: float | None) -> int:
+        """Members for a population of the structure of ``params`` (the first trial's overrides): at most
+        ``cap``, and with a time budget no more than the sizer (:mod:`tunelab.search._sizing`) expects to fit
+        in its share of ``time_left``."""
+        if isinstance(self.scheduler, PbtScheduler):
+            # A PBT population is the unit of its search: members rank and copy one another, so shrinking it
+            # to fit the time left would leave too few to rank (one member never exploits). It keeps the
+            # configured size; the time budget is checked between populations, as always.
+            return cap
+        if time_left is None:
+            return cap
+        try:
+            spec = self.make_spec(params)
+        except TrainingError:
+            return 1  # the first trial fails at once; the next population starts right after
+        epochs = expected_epochs(self.scheduler, spec.train.epochs * len(self.folds))
+        return self.sizer.size(self._flops_of(spec), epochs=epochs, cap=cap, time_left=time_left)
+
+    def _flops_of(self, spec: Any) -> float:
+        key = repr(spec.model)
+        if key not in self._flops:
+            bundle = self.data.bundle(self.folds[0])
+            self._flops[key] = forward_flops(
+                spec.model, input_shape=tuple(bundle.input_shape), output_dim=_output_dim(bundle, spec)
+            )
+        return self._flops[key]
+
+
+def _complete(member: _Member) -> None:
+    """``member`` went through every fold: its trial completes with the mean, unless that is not finite."""
+    mean = statistics.fmean(member.fold_values)
+    if math.isfinite(mean):
+        member.state = TrialState.COMPLETE
+    else:
+        member.fail(f"the objective returned {mean!r}, which is not finite")
+
+
+def _withdraw_exploit(member: _Member, space: SearchSpace) -> None:
+    """Take the exploit just recorded off ``member``'s trial (it was not carried out): its recorded exploits
+    and current parameters are as before it."""
+    handle = member.handle
+    handle.exploits.pop()
+    handle.params = (
+        dict(handle.exploits[-1]["params"])
+        if handle.exploits
+        else space.overrides_from_params(member.trial.params)
+    )
+    handle.set_attr("pbt_exploits", handle.exploits)
 
 
 def _output_dim(bundle: Any, spec: Any) -> int:

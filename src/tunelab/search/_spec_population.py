@@ -11,12 +11,16 @@ size, epochs, loss, training seed (hence batch order and initial weights), augme
 its own: lr and its schedule (evaluated per member with :func:`~tunelab.train.lr_at`, plateau state
 included), weight decay (weights only, as :func:`~tunelab.train.penalized_parameters` decides), momentum,
 betas, eps, L1, label smoothing, gradient-clip norm, dropout rate, init scheme and early stopping.
+
+For population-based training, :meth:`exploit` copies one member over another and :meth:`set_member` gives a
+member new per-member values mid-training.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -134,6 +138,11 @@ class SpecPopulation:
     ``target_scale`` are what the single trainer gets from the data bundle. Members keep their slot order;
     :meth:`remove` drops members in place.
 
+    ``mutable``: per-member spec paths that may change later through :meth:`set_member` (PBT's). A population
+    is built with only the machinery its members use, so for ``model.dropout`` it then gets Dropout modules
+    (at rate 0 where a member has none: the same results) and for ``train.weight_decay`` the weights/others
+    optimizer groups, even when no member uses them yet.
+
     Per epoch: :meth:`train_epoch` (the trainer's permutation of the training rows, the learning rate of each
     member's schedule before every step), then :meth:`evaluate` (one batched pass: ``loss`` and
     ``val_<metric>`` per member), then :meth:`end_epoch` (early stopping and plateau state per member).
@@ -149,6 +158,7 @@ class SpecPopulation:
         task: str,
         n_classes: int | None = None,
         target_scale: tuple[Tensor, Tensor] | None = None,
+        mutable: Collection[str] = (),
     ) -> None:
         if not models or len(models) != len(trains):
             raise SpecError(
@@ -172,6 +182,7 @@ class SpecPopulation:
                 "amp (a shared gradient scaler) would couple members; train fused populations without amp."
             )
         self.task = task
+        self.models = list(models)
         self.trains = list(trains)
         self.n_classes = n_classes
         self.metrics = resolve_metrics(task, first.metrics)
@@ -179,17 +190,21 @@ class SpecPopulation:
         self.target_scale = (
             None if target_scale is None else tuple(t.to(self.device, torch.float32) for t in target_scale)
         )
+        built = _with_common_dropout(models, always="model.dropout" in mutable)
         population = Population.from_modules(
             [
                 build_model(spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed)
-                for spec, train in zip(_with_common_dropout(models), trains, strict=True)
+                for spec, train in zip(built, trains, strict=True)
             ],
             seed=first.seed,
         ).to(self.device)
+        # What set_member may change: Dropout modules exist; weight decay has its weights-only group.
+        self._dropout_modules = any(isinstance(m, MLPSpec | CNNSpec) and m.dropout > 0 for m in built)
+        self._decay_groups = "train.weight_decay" in mutable or any(t.weight_decay > 0 for t in trains)
         population.set_dropout_rate(torch.tensor([_dropout(spec) for spec in models], dtype=torch.float64))
         self.trainer = PopulationTrainer(
             population,
-            _make_optimizer(population, self.trains),
+            _make_optimizer(population, self.trains, grouped="train.weight_decay" in mutable),
             task="classification" if task == "classification" else "regression",
             label_smoothing=[t.label_smoothing for t in self.trains],
             l1=[t.l1 for t in self.trains],
@@ -201,6 +216,7 @@ class SpecPopulation:
         self.trackers = [_tracker(t) for t in self.trains]
         self.plateaus = [PlateauState() for _ in self.trains]
         self.epoch = 0
+        self._clock: Clock | None = None  # the last epoch's, for the rate set_member gives a member
 
     @property
     def n_members(self) -> int:
@@ -218,6 +234,7 @@ class SpecPopulation:
         n_rows = len(x)
         bounds = _batch_bounds(n_rows, n_rows if first.optimizer == "gd" else first.batch_size)
         clock = Clock(len(bounds), first.epochs)
+        self._clock = clock
         self.epoch += 1
         first_step = (self.epoch - 1) * clock.steps_per_epoch
         per_step = any(t.schedule.name in PER_STEP_SCHEDULES for t in self.trains)
@@ -304,9 +321,84 @@ class SpecPopulation:
         if not gone or not keep:
             return
         self.trainer.shrink(keep)
+        self.models = [self.models[k] for k in keep]
         self.trains = [self.trains[k] for k in keep]
         self.trackers = [self.trackers[k] for k in keep]
         self.plateaus = [self.plateaus[k] for k in keep]
+
+    # -- population-based training --
+    def exploit(self, src: int, dst: int) -> None:
+        """PBT's exploit: member ``dst`` becomes a copy of member ``src``: weights, buffers, optimizer state
+        and step counter, hyperparameters, early-stopping and plateau state, and configuration. The other
+        members are not touched. Follow with :meth:`set_member` to give ``dst`` its explored values."""
+        self.trainer.exploit(src, dst)
+        self.models[dst], self.trains[dst] = self.models[src], self.trains[src]
+        self.trackers[dst] = copy.deepcopy(self.trackers[src])
+        self.plateaus[dst] = self.plateaus[src]  # an immutable NamedTuple
+
+    def set_member(self, k: int, model: ModelSpec, train: TrainSpec) -> None:
+        """Give member ``k`` the per-member values of ``model`` and ``train`` from its next step on: lr and
+        its schedule, weight decay, momentum, betas, eps, L1, label smoothing, clip norm, dropout rate and the
+        early-stopping settings. Its weights, optimizer state, and early-stopping and plateau progress stay
+        as they are (after :meth:`exploit`, the source's). The structure must stay the population's.
+        """
+        if not 0 <= k < self.n_members:
+            raise SpecError(f"member index {k} is outside 0..{self.n_members - 1}")
+        reference = self.trains[k]  # shares these fields with every other member
+        for name in SHARED_TRAIN_FIELDS:
+            if getattr(train, name) != getattr(reference, name):
+                raise SpecError(
+                    f"member {k} cannot change train.{name} to {getattr(train, name)!r} during training: "
+                    f"members of one population share {', '.join(SHARED_TRAIN_FIELDS)} (the population "
+                    f"has {getattr(reference, name)!r})."
+                )
+        if _structure(model) != _structure(self.models[k]):
+            raise SpecError(
+                f"member {k} cannot change its model to {model!r} during training: only dropout and the "
+                "initialization (unused once trained) may differ from the population's structure."
+            )
+        if train.weight_decay > 0 and not self._decay_groups:
+            raise SpecError(
+                f"member {k} cannot take weight_decay {train.weight_decay:g}: no member decayed when this "
+                "population was built, so its optimizer would decay biases too; build it with "
+                "mutable=['train.weight_decay']."
+            )
+        rate = _dropout(model)
+        if rate > 0 and isinstance(model, MLPSpec | CNNSpec) and not self._dropout_modules:
+            raise SpecError(
+                f"member {k} cannot take dropout {rate:g}: no member had dropout when this population was "
+                "built, so it has no Dropout modules; build it with mutable=['model.dropout']."
+            )
+        self.trainer.set_hparams(
+            {
+                "lr": self._scheduled_lr(train, self.plateaus[k]),
+                "weight_decay": train.weight_decay,
+                **_optimizer_hparams(train, train.optimizer),
+                "label_smoothing": train.label_smoothing,
+                "l1": train.l1,
+                "clip_norm": math.inf if train.grad_clip is None else train.grad_clip,
+                "dropout": rate,
+            },
+            members=[k],
+        )
+        tracker = _tracker(train)
+        old = self.trackers[k]
+        if (tracker.monitor, tracker.mode) == (old.monitor, old.mode):
+            tracker.state = old.state  # the progress so far counts under the new patience
+        self.models[k], self.trains[k], self.trackers[k] = model, train, tracker
+
+    def _scheduled_lr(self, train: TrainSpec, plateau: PlateauState) -> float:
+        """The rate ``train``'s schedule gives at the population's next step (its base rate before any
+        epoch); :meth:`train_epoch` sets it again before that step."""
+        if self._clock is None:
+            return train.lr
+        step = self.epoch * self._clock.steps_per_epoch
+        return lr_at(train.schedule, train.lr, step, self._clock, n_reductions=plateau.n_reductions)
+
+
+def _structure(model: ModelSpec) -> dict[str, Any]:
+    """A model spec without its per-member fields (dropout, init): what members of a population share."""
+    return model.model_dump(exclude={"dropout", "init", "init_gain"})
 
 
 def _batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
@@ -329,10 +421,11 @@ def _dropout(spec: ModelSpec) -> float:
     return float(getattr(spec, "dropout", 0.0))
 
 
-def _with_common_dropout(models: Sequence[ModelSpec]) -> list[ModelSpec]:
+def _with_common_dropout(models: Sequence[ModelSpec], *, always: bool = False) -> list[ModelSpec]:
     """Models whose Dropout modules match: a rate of 0 builds no Dropout module, so when any member has
-    dropout, members without it get a placeholder rate (their real rate, 0, is set on the population)."""
-    if not any(_dropout(spec) > 0 for spec in models):
+    dropout (or ``always``), members without it get a placeholder rate (their real rate, 0, is set on the
+    population)."""
+    if not always and not any(_dropout(spec) > 0 for spec in models):
         return list(models)
     return [
         spec.model_copy(update={"dropout": _PLACEHOLDER_DROPOUT})
@@ -342,34 +435,41 @@ def _with_common_dropout(models: Sequence[ModelSpec]) -> list[ModelSpec]:
     ]
 
 
-def _make_optimizer(population: Population, trains: list[TrainSpec]) -> PopulationOptimizer:
+def _optimizer_hparams(train: TrainSpec, name: str) -> dict[str, float]:
+    """A member's hyperparameters of the population optimizer for ``name`` (other than lr and decay)."""
+    if name in ("gd", "sgd", "momentum", "nesterov"):
+        return {"momentum": train.momentum if name in ("momentum", "nesterov") else 0.0}
+    if name in ("adam", "adamw"):
+        return {"beta1": train.betas[0], "beta2": train.betas[1], "eps": train.eps}
+    return {"eps": train.eps}  # rmsprop, adagrad
+
+
+def _make_optimizer(
+    population: Population, trains: list[TrainSpec], *, grouped: bool = False
+) -> PopulationOptimizer:
     """The population optimizer for ``trains[0].optimizer`` with every member's hyperparameters, grouped as
-    the single trainer's ``make_optimizer`` groups parameters."""
+    the single trainer's ``make_optimizer`` groups parameters (``grouped``: in decayed and other parameters
+    even when no member decays yet)."""
     name = trains[0].optimizer
     K = len(trains)
     decay = [t.weight_decay for t in trains]
     hparams: dict[str, Any] = {"lr": [t.lr for t in trains]}
+    per_member = [_optimizer_hparams(t, name) for t in trains]
+    for key in per_member[0]:
+        hparams[key] = [values[key] for values in per_member]
     kind: type[PopulationOptimizer]
     extra: dict[str, Any] = {}
     if name in ("gd", "sgd", "momentum", "nesterov"):
         kind = PopSGD
-        hparams["momentum"] = [t.momentum if name in ("momentum", "nesterov") else 0.0 for t in trains]
         extra["nesterov"] = name == "nesterov"
     elif name in ("adam", "adamw"):
         kind = PopAdamW if name == "adamw" else PopAdam
-        hparams.update(
-            beta1=[t.betas[0] for t in trains],
-            beta2=[t.betas[1] for t in trains],
-            eps=[t.eps for t in trains],
-        )
     elif name == "rmsprop":
         kind = PopRMSprop
-        hparams["eps"] = [t.eps for t in trains]
     else:
         kind = PopAdagrad
-        hparams["eps"] = [t.eps for t in trains]
     params = [p for p in population.parameters() if p.requires_grad]
-    if not any(decay):
+    if not any(decay) and not grouped:
         return kind(params, n_members=K, weight_decay=0.0, **hparams, **extra)
     # Per member a weight is [K, ...] with at least two dims of its own, as penalized_parameters decides.
     weights = [p for p in params if p.dim() >= 3]

@@ -11,7 +11,7 @@ Example::
         model.hidden: {per_layer: _depth, int: [32, 512], log: true}
       metric: val_accuracy
       sampler: tpe
-      scheduler: {name: asha, min_epochs: 1, reduction_factor: 3}
+      scheduler: {name: asha, min_epochs: 1, reduction_factor: 3}   # or {name: pbt, perturbation_interval: 4}
       budget: 10m
       cv: 5
 
@@ -24,13 +24,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tunelab.errors import SpecError
+from tunelab.search._packing import structural_paths
 from tunelab.search._samplers import SAMPLER_NAMES
+from tunelab.search.schedulers import PbtScheduler
 from tunelab.search.space import SearchSpace
 
-__all__ = ["SchedulerSpec", "SearchSpec", "metric_direction", "parse_duration"]
+__all__ = ["SchedulerSpec", "SearchSpec", "metric_direction", "parse_duration", "pbt_mutable"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
@@ -71,14 +73,62 @@ def metric_direction(metric: str) -> Literal["minimize", "maximize"]:
 
 
 class SchedulerSpec(BaseModel):
-    """Early stopping of unpromising trials, with epochs as the resource."""
+    """Early stopping of unpromising trials, with epochs as the resource; or population-based training.
+
+    ``pbt``: the trials of a fused population train side by side; every ``perturbation_interval`` epochs a
+    member in the bottom ``quantile_fraction`` copies the weights of one in the top and trains on with that
+    member's hyperparameters perturbed (times 0.8 or 1.2, or redrawn with ``resample_probability``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["none", "median", "asha", "hyperband"] = "asha"
+    name: Literal["none", "median", "asha", "hyperband", "pbt"] = "asha"
     min_epochs: int = Field(default=1, ge=1, description="the first rung (ASHA / Hyperband) or grace period")
     reduction_factor: int = Field(default=3, ge=2, description="η: keep the top 1/η at each rung")
     n_startup_trials: int = Field(default=5, ge=0, description="median rule: trials before it may stop any")
+    perturbation_interval: int = Field(default=4, ge=1, description="PBT: epochs between exploit steps")
+    quantile_fraction: float = Field(
+        default=0.25, gt=0.0, le=0.5, description="PBT: the bottom share copies the top share"
+    )
+    resample_probability: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="PBT: chance a copied value is redrawn, not scaled"
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_the_chosen_scheduler(self) -> SchedulerSpec:
+        pbt_only = {"perturbation_interval", "quantile_fraction", "resample_probability"}
+        others = {"min_epochs", "reduction_factor", "n_startup_trials"}
+        # Set to other than the default (a dumped spec holds every field, so presence alone says nothing).
+        given = {
+            name for name, info in type(self).model_fields.items() if getattr(self, name) != info.default
+        }
+        if self.name != "pbt" and given & pbt_only:
+            raise ValueError(
+                f"{', '.join(sorted(given & pbt_only))} only apply to scheduler 'pbt', but the scheduler is "
+                f"'{self.name}'; remove them or set name: pbt"
+            )
+        if self.name == "pbt" and self.perturbation_interval < 2:
+            raise ValueError(
+                f"perturbation_interval {self.perturbation_interval} is too short: a population's members "
+                "report one after another and PBT ranks each against the others' latest values, so it needs "
+                "an epoch from every member between exploit steps; use 2 or more (the default is 4)"
+            )
+        if self.name == "pbt" and given & others:
+            raise ValueError(
+                f"{', '.join(sorted(given & others))} do not apply to scheduler 'pbt' (it stops no trial; it "
+                "copies and perturbs them); PBT's settings are perturbation_interval, quantile_fraction and "
+                "resample_probability"
+            )
+        return self
+
+
+def pbt_mutable(space: SearchSpace) -> list[str]:
+    """The parameters PBT may perturb in ``space``: those it would by default (float and choice parameters,
+    not per-layer, that nothing depends on) that are not structural. Structural parameters (layer widths,
+    batch size, optimizer...) are equal within a population and shape its tensors, so they cannot change
+    while weights are copied between members."""
+    structural = structural_paths(space)
+    return [path for path in PbtScheduler(space).mutable if path not in structural]
 
 
 class SearchSpec(BaseModel):
@@ -127,6 +177,42 @@ class SearchSpec(BaseModel):
         if value is not None:
             parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_pbt(self) -> SearchSpec:
+        """PBT copies weights between trials trained side by side, which rules some settings out."""
+        if self.scheduler.name != "pbt":
+            return self
+        how = "scheduler pbt copies weights between trials trained side by side as one fused population"
+        if self.fused == "off":
+            raise ValueError(
+                f"{how}, so it cannot run with search.fused 'off'; set search.fused to 'auto' (PBT then "
+                "fuses whatever the measurement says) or choose another scheduler (asha, hyperband, median, "
+                "none)"
+            )
+        if self.cv is not None:
+            raise ValueError(
+                f"{how}; with search.cv every fold trains from scratch, so copied weights could not carry "
+                "over between folds. Drop search.cv (holdout validation) or choose another scheduler"
+            )
+        if self.sampler == "grid":
+            raise ValueError(
+                f"{how}; the grid sampler fixes every parameter itself, so trials cannot be packed into "
+                "populations. Use another sampler (tpe, random, qmc...) or another scheduler"
+            )
+        if self.population_size is not None and self.population_size < 2:
+            raise ValueError(
+                f"{how}; a population of {self.population_size} has no other member to copy. Set "
+                "search.population_size to at least 2 (4 or more works best) or leave it out"
+            )
+        if self.space and not pbt_mutable(self.search_space()):
+            raise ValueError(
+                "scheduler pbt has nothing to perturb: it changes float and choice parameters that each "
+                "member trains with (train.lr, train.weight_decay, model.dropout...), and search.space has "
+                f"none (its parameters: {', '.join(sorted(self.space))}). Add one, or choose another "
+                "scheduler"
+            )
+        return self
 
     @property
     def budget_seconds(self) -> float | None:

@@ -58,13 +58,14 @@ def reevaluate(
     complete.sort(key=lambda t: float(t.value or 0.0), reverse=direction == "maximize")
     candidates: list[dict[str, Any]] = []
     for trial in complete[: search.top_k]:
-        params = space.overrides_from_params(trial.params)
+        params, pbt = final_params(trial, space)
         record: dict[str, Any] = {
             "trial": trial.number,
             "params": params,
             "search_value": trial.value,
             "scores": [],
             "best_epochs": list(trial.user_attrs.get("best_epochs", [])),
+            **pbt,
         }
         for offset in range(1, search.n_seeds + 1):
             for fold in folds:
@@ -89,6 +90,26 @@ def reevaluate(
     rest = [c for c in candidates if c["n"] == 0]
     scored.sort(key=lambda c: c["mean"], reverse=direction == "maximize")
     return scored + rest
+
+
+def final_params(trial: optuna.trial.FrozenTrial, space: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters ``trial`` ended with (nested overrides), and what a candidate record adds under PBT.
+
+    A trial's Optuna parameters are the values it started with. Under PBT a trial copies another's weights
+    and trains on with that trial's values perturbed; each exploit is in its user attribute ``pbt_exploits``,
+    so the values it ended with are the last one's. The record then also keeps ``initial_params``, the
+    number of exploits, and the epoch of the last one.
+    """
+    initial = space.overrides_from_params(trial.params)
+    exploits = trial.user_attrs.get("pbt_exploits") or []
+    if not exploits:
+        return initial, {}
+    last = exploits[-1]
+    return dict(last["params"]), {
+        "initial_params": initial,
+        "pbt_exploits": len(exploits),
+        "params_from": f"its exploit at epoch {last['epoch']} (copying trial {last['source']})",
+    }
 
 
 def _interval(scores: list[float]) -> dict[str, Any]:
@@ -180,7 +201,7 @@ def build_summary(
     except (RuntimeError, ValueError):
         importance = {}  # fewer than two complete trials, or a single-valued space
     validation = "holdout" if folds == [None] else f"{len(folds)}-fold cross-validation"
-    return {
+    summary: dict[str, Any] = {
         "name": spec.name,
         "task": refit["task"],
         "metric": metric,
@@ -214,3 +235,19 @@ def build_summary(
         "storage": storage_url,
         "export": "best/",
     }
+    if search.scheduler.name == "pbt":
+        cfg = search.scheduler
+        summary["protocol"]["pbt"] = (
+            f"population-based training: every {cfg.perturbation_interval} epochs the bottom "
+            f"{cfg.quantile_fraction:.0%} of a population copied the weights of a member of the top and "
+            "trained on with its hyperparameters perturbed. PBT's hyperparameter schedule is not replayed: "
+            "re-evaluation and the refit train each candidate from scratch with the values it ended with "
+            "(its final values; best_params), not the sequence of values it went through"
+        )
+    if "initial_params" in winner:
+        summary["best_params_are"] = (
+            f"the values trial {winner['trial']} ended with under PBT, from {winner['params_from']}; it "
+            "started from best_initial_params"
+        )
+        summary["best_initial_params"] = winner["initial_params"]
+    return summary
