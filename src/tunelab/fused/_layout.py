@@ -56,9 +56,13 @@ def member_dropout(x: Tensor, keep: Tensor, *, layout: Layout, generator: torch.
     else:
         keep_view = keep.view(-1, *([1] * (x.dim() - 1)))
     keep_view = keep_view.to(x.dtype)
-    mask = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) < keep_view
     scale = torch.where(keep_view > 0, 1.0 / keep_view, torch.zeros_like(keep_view))
-    return x * mask * scale
+    # One factor per element (0 or 1/keep), built in place in the random draws' buffer: the forward pass is
+    # one multiply, and autograd keeps one tensor for the backward pass (x * mask * scale kept two and
+    # multiplied twice each way; dropout was about a third of a fused MLP step).
+    factor = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    torch.lt(factor, keep_view, out=factor)
+    return x * factor.mul_(scale)
 
 
 class RandomSource:
