@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tunelab.errors import SpecError
 from tunelab.search.schedulers import Direction
 
-__all__ = ["StudyBackend", "WriteBehind", "open_backend"]
+__all__ = ["StudyBackend", "WriteBehind", "connect_storage", "open_backend"]
 
 INTERRUPTED = "interrupted: the trial was running when the previous run of this study stopped"
 
@@ -76,7 +76,7 @@ class _WriteBehindBackend(StudyBackend):
         sampler: optuna.samplers.BaseSampler,
     ) -> None:
         self._config = config
-        self._rdb = RDBStorage(config.url)
+        self._rdb = connect_storage(config.url)
         rdb_study = optuna.create_study(
             storage=self._rdb,
             study_name=study_name,
@@ -219,6 +219,32 @@ def _insert_trials(rdb: RDBStorage, study_id: int, trials: Sequence[FrozenTrial]
     return ids
 
 
+def connect_storage(url: str) -> RDBStorage:
+    """Optuna's database storage at ``url`` (tables created if new).
+
+    A database that cannot be opened (server down, wrong host or port, refused login, no such database, no
+    right to create tables, an SQLite file in a missing folder) is the user's to fix, so it is a
+    :class:`SpecError` naming the URL, password hidden, and the driver's reason, instead of SQLAlchemy's
+    traceback.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return RDBStorage(url)
+    except DBAPIError as err:
+        shown = make_url(url).render_as_string(hide_password=True)
+        reason = " ".join(str(err.orig).split())  # the driver's message, on one line
+        if not reason.endswith((".", "?", "!")):
+            reason += "."
+        raise SpecError(
+            f"cannot open the study storage {shown}: {reason} For a database server, check that it is "
+            "running and reachable at that host and port, and that the URL's user, password and database "
+            "exist (create the database first, e.g. `createdb NAME` for PostgreSQL); for SQLite, that the "
+            "file's folder exists and is writable."
+        ) from None
+
+
 def _check_directions(study: optuna.Study, directions: Sequence[Direction], name: str, where: str) -> None:
     wanted = [StudyDirection.MAXIMIZE if d == "maximize" else StudyDirection.MINIMIZE for d in directions]
     if list(study.directions) != wanted:
@@ -247,7 +273,7 @@ def open_backend(
             )
         if storage.enabled:
             return _WriteBehindBackend(storage, study_name=study_name, directions=directions, sampler=sampler)
-        storage = optuna.storages.get_storage(storage.url)
+        storage = optuna.storages.get_storage(connect_storage(storage.url))
     if storage is not None and not isinstance(storage, BaseStorage):
         raise SpecError(
             f"storage must be None (in memory), a URL such as 'sqlite:///study.db', a WriteBehind, or an "
