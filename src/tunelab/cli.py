@@ -146,6 +146,12 @@ def demo(
 def dashboard(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `tunelab tune` (its study.db).")],
     port: Annotated[int, typer.Option(help="Port to serve on, on 127.0.0.1.", min=1, max=65535)] = 8080,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="The study's full URL when it is not RUN_DIR/study.db (e.g. PostgreSQL, password included)."
+        ),
+    ] = None,
 ) -> None:
     """Open optuna-dashboard on RUN_DIR's study at http://127.0.0.1:PORT/ (this machine only)."""
     with user_errors():
@@ -158,7 +164,7 @@ def dashboard(
             )
 
         try:
-            serve_dashboard(run_dir, port=port, on_ready=ready)
+            serve_dashboard(run_dir, port=port, on_ready=ready, storage=storage)
         except KeyboardInterrupt:
             err_console.print("dashboard stopped.")
 
@@ -178,7 +184,11 @@ def tune(
     n_trials: Annotated[int | None, typer.Option("--trials", help="Number of trials.", min=1)] = None,
     cv: Annotated[int | None, typer.Option(help="K-fold cross-validation inside the search.", min=2)] = None,
     storage: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL of the study storage (default: RUN_DIR/study.db).")
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL of the study storage (default: RUN_DIR/study.db). Its password is not kept: "
+            "give the URL again to --resume, report and dashboard."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<name>).")
@@ -240,7 +250,7 @@ def tune(
         if tensorboard is not None:
             from tunelab.report import write_run_to_tensorboard
 
-            write_run_to_tensorboard(run_dir, tensorboard)
+            write_run_to_tensorboard(run_dir, tensorboard, storage=storage)
         if progress == "json" and not quiet:
             sys.stdout.write(json.dumps({"event": "summary", **result.summary}) + "\n")
         else:
@@ -256,12 +266,19 @@ def report(
     run_dir: Annotated[
         Path, typer.Argument(help="A run directory made by `tunelab tune` or `tunelab train`.")
     ],
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL of the study, password included, for a run tuned with --storage "
+            "(summary.json keeps it without the password)."
+        ),
+    ] = None,
 ) -> None:
     """(Re)generate RUN_DIR/report.html: a self-contained page with every plot, readable offline."""
     with user_errors():
         from tunelab.report import build_report
 
-        err_console.print(f"wrote {build_report(run_dir)}", highlight=False)
+        err_console.print(f"wrote {build_report(run_dir, storage=storage)}", highlight=False)
 
 
 def _tune_spec(

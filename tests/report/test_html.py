@@ -11,7 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 from plotly.offline import get_plotlyjs
+from typer.testing import CliRunner
 
+from tunelab.cli import app
 from tunelab.errors import DataError
 from tunelab.report._html import PLOT_IDS, build_report
 
@@ -136,3 +138,50 @@ def test_a_folder_without_a_finished_run_is_a_data_error(tmp_path: Path, missing
         run_dir.mkdir()
     with pytest.raises(DataError, match=r"summary\.json"):
         build_report(run_dir)
+
+
+def _moved_study(classification_run: Path, tmp_path: Path, recorded: str) -> tuple[Path, str]:
+    """A copy of the tuned run whose study.db lives elsewhere, its summary recording ``recorded`` as the
+    storage; returns the run directory and the URL of the moved study."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(classification_run, run_dir, ignore=shutil.ignore_patterns("study.db", "report.html"))
+    (tmp_path / "db").mkdir()
+    shutil.copy(classification_run / "study.db", tmp_path / "db" / "study.db")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["storage"] = recorded
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir, f"sqlite:///{tmp_path / 'db' / 'study.db'}"
+
+
+def test_a_hidden_password_asks_for_the_storage_and_storage_opens_the_study(
+    classification_run: Path, tmp_path: Path
+) -> None:
+    """summary.json keeps a --storage URL with its password hidden: the report cannot log in with it, so it
+    says to pass --storage, and reads the study from the URL given there."""
+    hidden = "postgresql+psycopg://someone:***@127.0.0.1:1/studies"
+    run_dir, url = _moved_study(classification_run, tmp_path, hidden)
+    with pytest.raises(DataError, match=r"password hidden") as caught:
+        build_report(run_dir)
+    assert hidden in str(caught.value)
+    assert "--storage URL" in str(caught.value)
+    page = build_report(run_dir, storage=url).read_text(encoding="utf-8")
+    assert plot_ids(page) == EXPECTED["classification"]
+
+    runner = CliRunner()
+    (run_dir / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"tunelab report {run_dir} --storage URL" in " ".join(result.output.split())
+    assert not (run_dir / "report.html").exists()
+    result = runner.invoke(app, ["report", str(run_dir), "--storage", url])
+    assert result.exit_code == 0, result.output
+    assert plot_ids((run_dir / "report.html").read_text(encoding="utf-8")) == EXPECTED["classification"]
+
+
+def test_a_storage_without_the_study_is_a_data_error(classification_run: Path, tmp_path: Path) -> None:
+    run_dir, _ = _moved_study(classification_run, tmp_path, "sqlite:////nowhere/study.db")
+    other = tmp_path / "other.db"
+    optuna.create_study(study_name="another-study", storage=f"sqlite:///{other}")
+    with pytest.raises(DataError, match=r"holds no study named 'iris-tune'"):
+        build_report(run_dir, storage=f"sqlite:///{other}")

@@ -6,9 +6,9 @@ database on it, so the tests cannot see each other's studies.
 
 from __future__ import annotations
 
-import gc
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +20,9 @@ from tests._postgres import PostgresServer, running_postgres
 from typer.testing import CliRunner
 
 from tunelab.cli import app
+from tunelab.errors import DataError
 
 runner = CliRunner()
-
-# Optuna builds a SQLAlchemy engine for every storage URL it is handed (tunelab's protocol loads the study by
-# URL several times) and never disposes of it, so each leaves a pooled psycopg connection open until the
-# garbage collector frees it, when psycopg warns (ResourceWarning; silent outside the tests). The warning is
-# expected here, and `_collect_leaked_connections` frees them before each test ends: none fails a later test.
-pytestmark = pytest.mark.filterwarnings("ignore:.*was deleted while still open:ResourceWarning")
 
 SPACE = {"train.lr": {"float": [1e-3, 1e-1], "log": True}, "model.dropout": {"float": [0.0, 0.3]}}
 
@@ -61,19 +56,49 @@ def tune(*args: str) -> tuple[int, str]:
 
 
 def trials_of(name: str, url: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
+    finally:
+        storage.engine.dispose()  # closes its connection: a connection left open fails the test
+
+
+def connections_to(url: str) -> int:
+    """How many sessions the server has open on ``url``'s database, besides the one asking.
+
+    A client that closes its connection ends its server process a moment later (asynchronously), so this
+    waits up to 10 s for the count to reach 0; a connection still open stays counted.
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    with psycopg.connect(
+        host=parsed.host, port=parsed.port, user=parsed.username, dbname="postgres", autocommit=True
+    ) as connection:
+        deadline = time.monotonic() + 10
+        while True:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (parsed.database,),
+            ).fetchone()
+            count = int(row[0]) if row else 0
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with a password (the test server trusts local logins, so it accepts any)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     with running_postgres() as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def _collect_leaked_connections() -> Iterator[None]:
-    yield
-    gc.collect()
 
 
 @pytest.fixture
@@ -104,6 +129,8 @@ def test_tune_stores_the_study_in_postgres(tmp_path, postgres_url):
     assert summary["trials"]["complete"] == 4
     assert summary["protocol"]["fusion"]["fused"] is True
     assert (out / "best" / "metadata.json").is_file()
+    # Every connection the run opened (search, selection, summary, report) is closed when it returns.
+    assert connections_to(postgres_url) == 0
 
 
 def test_two_workers_share_a_postgres_study(tmp_path, postgres_url):
@@ -122,6 +149,7 @@ def test_two_workers_share_a_postgres_study(tmp_path, postgres_url):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["protocol"]["workers"] == 2
     assert summary["trials"]["total"] == len(trials)
+    assert connections_to(postgres_url) == 0
 
 
 def test_resume_continues_a_postgres_study(tmp_path, postgres_url):
@@ -174,3 +202,105 @@ def test_missing_postgres_database_is_a_clear_error(tmp_path, postgres_server):
     assert f"cannot open the study storage {url}" in message
     assert 'database "no_such_database" does not exist' in message
     assert "createdb" in message
+
+
+def refused_url(port: int, password: str = "hunter2") -> str:
+    return f"postgresql+psycopg://someone:{password}@127.0.0.1:{port}/studies"
+
+
+def test_a_bad_storage_url_with_workers_fails_before_writing_anything(tmp_path, postgres_url):
+    """`--workers 2` used to open the storage only in the search, after spec.yaml was written to --out: a
+    traceback, and a corrected retry refused with 'already holds a study'."""
+    out = tmp_path / "run"
+    spec = spec_file(tmp_path, "pg-bad-url", 2, fused="off")
+    with socket.socket() as probe:  # a port nothing listens on: bound here, never listened on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        code, output = tune(str(spec), "--storage", refused_url(port), "--workers", "2", "--out", str(out))
+    assert code == 2, output
+    message = " ".join(output.split())
+    assert (
+        f"cannot open the study storage postgresql+psycopg://someone:***@127.0.0.1:{port}/studies" in message
+    )
+    assert "Connection refused" in message
+    assert "hunter2" not in message
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+    code, output = tune(str(spec), "--storage", postgres_url, "--out", str(out))  # the corrected retry
+    assert code == 0, output
+    assert len(trials_of("pg-bad-url", postgres_url)) == 2
+
+
+def test_the_password_is_kept_out_of_the_run_directory(tmp_path, postgres_url):
+    """The summary and storage.txt record the URL with its password hidden; `report` and `--resume` ask for
+    the full URL again, saying so, instead of failing to log in with the hidden one."""
+    url = with_password(postgres_url, "s3cret-pw")
+    hidden = url.replace(":s3cret-pw@", ":***@")
+    assert hidden != url
+    out = tmp_path / "run"
+    events = tmp_path / "tb"
+    code, output = tune(
+        str(spec_file(tmp_path, "pg-secret", 3, fused="off")),
+        *("--storage", url, "--out", str(out), "--tensorboard", str(events)),
+    )
+    assert code == 0, output
+    # --tensorboard read the study with the full URL too: one directory per trial and the refit's.
+    assert sorted(p.name for p in events.iterdir()) == ["final", "trial_0000", "trial_0001", "trial_0002"]
+    assert json.loads((out / "summary.json").read_text())["storage"] == hidden
+    assert (out / "storage.txt").read_text().strip() == hidden
+    leaks = [p.name for p in out.rglob("*") if p.is_file() and b"s3cret-pw" in p.read_bytes()]
+    assert leaks == []
+    # tune built its report with the full URL: the search's plots are there.
+    assert 'id="plot-history"' in (out / "report.html").read_text()
+
+    (out / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert hidden in message
+    assert "password hidden" in message
+    assert f"tunelab report {out} --storage URL" in message
+    assert not (out / "report.html").exists()
+
+    result = runner.invoke(app, ["report", str(out), "--storage", url])
+    assert result.exit_code == 0, result.output
+    assert 'id="plot-history"' in (out / "report.html").read_text()
+
+    # The dashboard, likewise: without --storage it says to give the full URL; with it, it serves the study.
+    from tunelab.report import make_dashboard_server
+
+    with pytest.raises(DataError, match=r"--storage URL"):
+        make_dashboard_server(out, port=0)
+    server = make_dashboard_server(out, port=0, storage=url)
+    server.server_close()
+
+    code, output = tune("--resume", "--out", str(out), "--trials", "4")
+    assert code == 2, output
+    message = " ".join(output.split())
+    assert f"stored in {hidden}" in message
+    assert f"tunelab tune --resume --out {out} --storage URL" in message
+    assert "with its password" in message
+    assert len(trials_of("pg-secret", url)) == 3  # nothing ran
+    assert connections_to(url) == 0
+
+
+def test_resume_names_a_recorded_storage_without_a_password(tmp_path):
+    """storage.txt records any --storage URL; one without a password is named in full, ready to paste. (An
+    SQLite file outside the run directory: the same path as a database server, without needing one.)"""
+    url = f"sqlite:///{tmp_path / 'elsewhere' / 'studies.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "run"
+    code, output = tune(
+        str(spec_file(tmp_path, "file-study", 2, fused="off")), "--storage", url, "--out", str(out)
+    )
+    assert code == 0, output
+    assert (out / "storage.txt").read_text().strip() == url
+    assert not (out / "study.db").exists()
+
+    code, output = tune("--resume", "--out", str(out), "--trials", "3")
+    assert code == 2, output
+    assert f"`tunelab tune --resume --out {out} --storage {url}`" in " ".join(output.split())
+
+    code, output = tune("--resume", "--out", str(out), "--storage", url, "--trials", "3")
+    assert code == 0, output
+    assert json.loads((out / "summary.json").read_text())["trials"]["total"] == 3

@@ -19,20 +19,24 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from tunelab.errors import DataError, MissingExtraError, SpecError
+from tunelab.search._storage import connect_storage, password_hidden
 
 __all__ = ["LOOPBACK_HOSTS", "make_dashboard_server", "serve_dashboard", "study_storage_url"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
-def study_storage_url(run_dir: str | Path) -> str:
-    """The storage URL of the study in ``run_dir``: its ``study.db`` (also while the study is running), else
-    the storage a finished run recorded in ``summary.json`` (``--storage postgresql://...``)."""
+def study_storage_url(run_dir: str | Path, *, storage: str | None = None) -> str:
+    """The storage URL of the study in ``run_dir``: ``storage`` when given, else its ``study.db`` (also while
+    the study is running), else the storage a finished run recorded in ``summary.json`` (``--storage
+    postgresql://...``), which must not be one whose password was hidden when it was recorded."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(
             f"'{run_dir}' is not a directory. Expected the run directory of `tunelab tune` (its --out)."
         )
+    if storage is not None:
+        return storage
     local = run_dir / "study.db"
     if local.is_file():
         return f"sqlite:///{local.resolve()}"
@@ -43,6 +47,11 @@ def study_storage_url(run_dir: str | Path) -> str:
         except (OSError, ValueError, AttributeError):
             recorded = None
         if isinstance(recorded, str) and recorded:
+            if password_hidden(recorded):
+                raise DataError(
+                    f"the study of '{run_dir}' is in {recorded}, whose password is not kept in the run "
+                    f"directory. Give the full URL: `tunelab dashboard {run_dir} --storage URL`."
+                )
             return recorded
     raise DataError(
         f"'{run_dir}' holds no study (no study.db, and no storage recorded in summary.json). Expected the "
@@ -57,8 +66,22 @@ class _QuietHandler(WSGIRequestHandler):
         return None
 
 
-def make_dashboard_server(run_dir: str | Path, *, port: int = 8080, host: str = "127.0.0.1") -> WSGIServer:
-    """A WSGI server for optuna-dashboard on ``run_dir``'s study, bound but not yet serving.
+class _DashboardServer(WSGIServer):
+    """wsgiref's server that also closes the study's database connections when it is closed."""
+
+    on_close: Callable[[], None] | None = None
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self.on_close is not None:
+            self.on_close()
+
+
+def make_dashboard_server(
+    run_dir: str | Path, *, port: int = 8080, host: str = "127.0.0.1", storage: str | None = None
+) -> WSGIServer:
+    """A WSGI server for optuna-dashboard on ``run_dir``'s study (or on ``storage``, the study's full URL),
+    bound but not yet serving.
 
     ``port=0`` picks a free port (read it back from ``server.server_port``). Call ``serve_forever()`` to
     serve and ``shutdown()`` (from another thread) then ``server_close()`` to stop.
@@ -71,30 +94,31 @@ def make_dashboard_server(run_dir: str | Path, *, port: int = 8080, host: str = 
         )
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise SpecError(f"--port must be a whole number from 1 to 65535 (0: any free port); got {port!r}.")
-    url = study_storage_url(run_dir)
+    url = study_storage_url(run_dir, storage=storage)
     try:
         import optuna_dashboard
     except ImportError:
         raise MissingExtraError("`tunelab dashboard` (optuna-dashboard)", "dashboard") from None
     import optuna
 
-    try:
-        storage = optuna.storages.get_storage(url)
-    except Exception as err:  # an unreachable or unreadable database: say which, and what to do
-        raise DataError(
-            f"cannot open the study storage {url}: {err}. Check that the file is readable, or that the "
-            "database server is running."
-        ) from err
-    app = optuna_dashboard.wsgi(storage)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise DataError(f"the study file {url.removeprefix('sqlite:///')} does not exist or is not a file.")
+    # A database that cannot be opened is a clear error naming the URL (password hidden) and what to check.
+    database = connect_storage(url)
+    opened = optuna.storages.get_storage(database)
+    app = optuna_dashboard.wsgi(opened)
     try:
         # One request at a time, as optuna-dashboard's own server does: its caches assume it, and wsgiref
         # closes every connection after its response, so a slow browser cannot hold the others up for long.
-        return make_server(host, port, app, handler_class=_QuietHandler)
+        server = make_server(host, port, app, server_class=_DashboardServer, handler_class=_QuietHandler)
     except OSError as err:
+        database.engine.dispose()
         raise SpecError(
             f"cannot listen on {host}:{port}: {err.strerror or err}. Choose another --port "
             "(the port is taken, or below 1024 without privileges)."
         ) from None
+    server.on_close = database.engine.dispose
+    return server
 
 
 def serve_dashboard(
@@ -103,12 +127,14 @@ def serve_dashboard(
     port: int = 8080,
     host: str = "127.0.0.1",
     on_ready: Callable[[str], None] | None = None,
+    storage: str | None = None,
 ) -> None:
     """Serve optuna-dashboard on ``run_dir``'s study at ``http://host:port/`` until Ctrl-C.
 
-    ``on_ready(url)`` is called once the server listens (the CLI prints the address there).
+    ``on_ready(url)`` is called once the server listens (the CLI prints the address there); ``storage``: the
+    study's full URL when it is not the run's ``study.db``.
     """
-    server = make_dashboard_server(run_dir, port=port, host=host)
+    server = make_dashboard_server(run_dir, port=port, host=host, storage=storage)
     # Serve on a worker thread and wait on this one: Ctrl-C then always reaches this thread. Served here, it
     # would often land inside a request, where wsgiref's handler catches every exception and serves on.
     worker = threading.Thread(target=server.serve_forever, name="tunelab-dashboard", daemon=True)

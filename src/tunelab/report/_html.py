@@ -50,7 +50,7 @@ class _Section:
     body: str  # HTML
 
 
-def build_report(run_dir: str | Path, *, path: str | Path | None = None) -> Path:
+def build_report(run_dir: str | Path, *, path: str | Path | None = None, storage: str | None = None) -> Path:
     """Write the run's HTML report (``run_dir/report.html`` unless ``path`` is given) and return its path.
 
     A tuned run gets the search (history, learning curves of every trial, importance, parallel coordinates,
@@ -58,9 +58,12 @@ def build_report(run_dir: str | Path, *, path: str | Path | None = None) -> Path
     95% intervals), the test predictions and the final model's training curves; a trained run gets its
     curves, metrics and test predictions. Raises :class:`~tunelab.errors.DataError` when ``run_dir`` holds
     no finished run.
+
+    ``storage`` is the study's database URL, password included: needed for a run tuned with ``--storage``
+    and no study.db beside it, since ``summary.json`` keeps that URL without its password.
     """
     run = load_run(run_dir)
-    study = load_study(run)
+    study = load_study(run, storage=storage)
     drafts = _tune_sections(run, study) if run.kind == "tune" else []  # None: nothing to draw
     drafts += _prediction_sections(run)
     drafts.append(

@@ -69,26 +69,50 @@ def load_run(run_dir: str | Path) -> RunData:
     )
 
 
-def load_study(run: RunData) -> optuna.Study | None:
-    """The run's Optuna study: ``study.db`` next to the summary first (the run may have moved), else the
-    storage URL recorded in the summary (PostgreSQL, ...). ``None`` for a train run or a missing study."""
-    import optuna
+def load_study(run: RunData, *, storage: str | None = None) -> optuna.Study | None:
+    """The run's Optuna study, as a copy in memory (the database connection is closed before it returns).
+
+    From ``storage`` when given (the full URL, password included), else ``study.db`` next to the summary (the
+    run may have moved), else the storage URL recorded in the summary (PostgreSQL, ...). ``None`` for a train
+    run or a missing study. The summary records a URL with its password hidden, so such a study needs
+    ``storage``: without it this raises :class:`DataError` saying so.
+    """
+    from tunelab.errors import TunelabError
+    from tunelab.search._storage import hide_password, password_hidden, study_snapshot
 
     if run.kind != "tune":
         return None
     name = run.summary.get("name")
     local = run.run_dir / "study.db"
-    url = f"sqlite:///{local.resolve()}" if local.is_file() else run.summary.get("storage")
+    if storage is not None:
+        url = storage
+    elif local.is_file():
+        url = f"sqlite:///{local.resolve()}"
+    else:
+        url = str(run.summary.get("storage") or "")
     if not url or not name:
         return None
-    try:
-        return optuna.load_study(study_name=str(name), storage=str(url))
-    except KeyError:  # no study of that name in the storage
-        return None
-    except Exception as err:  # a database that cannot be reached or read: say which, and what to do
+    if storage is None and password_hidden(url):
         raise DataError(
-            f"cannot open the study '{name}' at {url}: {err}. Check that the storage is reachable "
-            "(the database server is running, the file is readable) and build the report again."
+            f"the study of '{run.run_dir}' is stored in {url}, and summary.json records that URL with its "
+            "password hidden, so the report cannot open it. Pass the full URL, password included: "
+            f"`tunelab report {run.run_dir} --storage URL` (build_report(..., storage=URL) in Python)."
+        )
+    try:
+        return study_snapshot(url, str(name))
+    except KeyError:  # no study of that name in the storage
+        if storage is None:
+            return None  # the report does without the search's plots
+        raise DataError(
+            f"--storage {hide_password(url)} holds no study named '{name}' (the study of '{run.run_dir}'). "
+            "Pass the URL the run was tuned with (`tunelab tune --storage`)."
+        ) from None
+    except TunelabError:  # already says what failed and how to fix it (a database that cannot be opened)
+        raise
+    except Exception as err:  # a database that cannot be read: say which, and what to do
+        raise DataError(
+            f"cannot open the study '{name}' at {hide_password(url)}: {err}. Check that the storage is "
+            "reachable (the database server is running, the file is readable) and build the report again."
         ) from err
 
 

@@ -148,17 +148,20 @@ def write_history_to_tensorboard(epochs: Sequence[Mapping[str, Any]], log_dir: s
     return log_dir
 
 
-def write_run_to_tensorboard(run_dir: str | Path, log_dir: str | Path) -> list[Path]:
+def write_run_to_tensorboard(
+    run_dir: str | Path, log_dir: str | Path, *, storage: str | None = None
+) -> list[Path]:
     """A finished run directory as TensorBoard event files: for a ``tunelab tune`` run, one directory per
     trial (:func:`write_study_to_tensorboard`) and ``final/``, the refit's epochs; for a ``tunelab train``
-    run, ``train/``, its epochs. Returns the directories written."""
+    run, ``train/``, its epochs. Returns the directories written. ``storage``: the study's full URL when it
+    is not the run's ``study.db`` (the summary keeps it with the password hidden)."""
     from tunelab.report._rundata import load_run, load_study
 
     require_tensorboard()
     run = load_run(run_dir)
     log_dir = Path(log_dir)
     written: list[Path] = []
-    study = load_study(run)
+    study = load_study(run, storage=storage)
     if study is not None:
         written += write_study_to_tensorboard(study, log_dir, metric=str(run.summary.get("metric", "value")))
     if run.epochs:

@@ -18,9 +18,10 @@ one process per study (it owns the trial numbering); for several workers sharing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,19 @@ from optuna.trial import FrozenTrial, TrialState
 from tunelab.errors import SpecError
 from tunelab.search.schedulers import Direction
 
-__all__ = ["StudyBackend", "WriteBehind", "connect_storage", "open_backend"]
+__all__ = [
+    "StudyBackend",
+    "WriteBehind",
+    "connect_storage",
+    "connected_storage",
+    "hide_password",
+    "open_backend",
+    "opened_study",
+    "password_hidden",
+    "study_snapshot",
+]
 
+HIDDEN_PASSWORD = "***"  # what SQLAlchemy's render_as_string(hide_password=True) writes instead
 INTERRUPTED = "interrupted: the trial was running when the previous run of this study stopped"
 
 
@@ -49,12 +61,25 @@ class WriteBehind:
 
 
 class StudyBackend:
-    """The Optuna study the loop asks and tells, plus the bookkeeping that keeps a database copy current."""
+    """The Optuna study the loop asks and tells, plus the bookkeeping that keeps a database copy current.
 
-    def __init__(self, study: optuna.Study, *, retried: Sequence[int] = (), shared: bool = False) -> None:
+    ``owned`` is a database storage this backend opened from a URL, so :meth:`close` closes its connections
+    (Optuna never does: an engine left to the garbage collector keeps a database connection open until then).
+    A storage object the caller passed in is the caller's to close.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        retried: Sequence[int] = (),
+        shared: bool = False,
+        owned: RDBStorage | None = None,
+    ) -> None:
         self.study = study
         self.retried = list(retried)  # numbers of interrupted trials enqueued again
         self.shared = shared  # other processes may write to the same storage
+        self._owned = owned
 
     def touch(self, number: int, *, finished: bool = False) -> None:
         """Trial ``number`` changed (created, reported, or ``finished``)."""
@@ -63,7 +88,22 @@ class StudyBackend:
         """Write every change so far to durable storage."""
 
     def close(self) -> None:
-        self.flush()
+        """Write every change, then close the connections of an owned database.
+
+        ``study`` stays readable afterwards (the loop summarizes it): when it lived in that database, it is
+        replaced by a copy in memory of the study as it is now, so reading it opens no new connection.
+        """
+        try:
+            self.flush()
+            if self._owned is not None:
+                with contextlib.suppress(
+                    Exception
+                ):  # the database failed: keep the live study, and its error
+                    self.study = _in_memory_copy(self.study)
+        finally:
+            if self._owned is not None:
+                self._owned.engine.dispose()
+                self._owned = None
 
 
 class _WriteBehindBackend(StudyBackend):
@@ -77,6 +117,16 @@ class _WriteBehindBackend(StudyBackend):
     ) -> None:
         self._config = config
         self._rdb = connect_storage(config.url)
+        try:
+            self._open(study_name, directions, sampler)
+        except BaseException:
+            self._rdb.engine.dispose()
+            raise
+
+    def _open(
+        self, study_name: str, directions: Sequence[Direction], sampler: optuna.samplers.BaseSampler
+    ) -> None:
+        config = self._config
         rdb_study = optuna.create_study(
             storage=self._rdb,
             study_name=study_name,
@@ -84,7 +134,7 @@ class _WriteBehindBackend(StudyBackend):
             sampler=optuna.samplers.RandomSampler(seed=0),  # never asked; avoids building a default TPE
             load_if_exists=True,
         )
-        _check_directions(rdb_study, directions, study_name, config.url)
+        _check_directions(rdb_study, directions, study_name, hide_password(config.url))
         self._rdb_study_id = rdb_study._study_id
         stale = [t for t in self._rdb.get_all_trials(self._rdb_study_id) if t.state == TrialState.RUNNING]
         for trial in stale:
@@ -114,6 +164,13 @@ class _WriteBehindBackend(StudyBackend):
             or time.monotonic() - self._last_flush >= self._config.flush_interval_s
         ):
             self.flush()
+
+    def close(self) -> None:
+        """Write the last changes, then close the database's connections; the study stays in memory."""
+        try:
+            self.flush()
+        finally:
+            self._rdb.engine.dispose()
 
     def flush(self) -> None:
         storage = self.study._storage
@@ -227,22 +284,104 @@ def connect_storage(url: str) -> RDBStorage:
     :class:`SpecError` naming the URL, password hidden, and the driver's reason, instead of SQLAlchemy's
     traceback.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     try:
         return RDBStorage(url)
+    except (ArgumentError, ImportError) as err:  # an unknown dialect (postgres://), a driver not installed
+        raise SpecError(
+            f"cannot open the study storage {_shown(url)}: {_sentence(str(err))} Check the URL's scheme "
+            "(dialect+driver, e.g. sqlite:///study.db or postgresql+psycopg://user:password@host/db) and "
+            "that its driver is installed (pip install 'tunelab[postgres]' for PostgreSQL)."
+        ) from None
     except DBAPIError as err:
-        shown = make_url(url).render_as_string(hide_password=True)
-        reason = " ".join(str(err.orig).split())  # the driver's message, on one line
-        if not reason.endswith((".", "?", "!")):
-            reason += "."
+        shown = _shown(url)
+        reason = _sentence(str(err.orig))  # the driver's message
         raise SpecError(
             f"cannot open the study storage {shown}: {reason} For a database server, check that it is "
             "running and reachable at that host and port, and that the URL's user, password and database "
             "exist (create the database first, e.g. `createdb NAME` for PostgreSQL); for SQLite, that the "
             "file's folder exists and is writable."
         ) from None
+
+
+def hide_password(url: str) -> str:
+    """``url`` with its password, if it has one, shown as ``***``: the form to print or write to a file.
+
+    A URL without a password comes back unchanged (character for character: SQLite paths are not re-quoted).
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def _shown(url: str) -> str:
+    """``url`` to print: password hidden, or only its scheme when SQLAlchemy cannot parse it."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return hide_password(url)
+    except ArgumentError:
+        return url.split("://", 1)[0] + "://..." if "://" in url else url
+
+
+def _sentence(message: str) -> str:
+    """``message`` on one line, ending in a full stop."""
+    message = " ".join(message.split())
+    return message if message.endswith((".", "?", "!")) else message + "."
+
+
+def password_hidden(url: str) -> bool:
+    """Whether ``url`` is one :func:`hide_password` wrote (its password is ``***``), so cannot log in."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password == HIDDEN_PASSWORD
+    except ArgumentError:
+        return False
+
+
+@contextlib.contextmanager
+def connected_storage(url: str) -> Iterator[RDBStorage]:
+    """Optuna's storage at ``url`` (:func:`connect_storage`), its database connections closed on exit.
+
+    Optuna never closes the engine of a storage it builds from a URL, so each ``optuna.load_study(url)``
+    would leave a connection open (to a database server, until the garbage collector runs).
+    """
+    storage = connect_storage(url)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
+
+
+@contextlib.contextmanager
+def opened_study(url: str, name: str) -> Iterator[optuna.Study]:
+    """The study ``name`` at ``url``, to read and write inside the ``with`` block; closed on exit.
+
+    Raises ``KeyError`` when the storage holds no study of that name (as ``optuna.load_study`` does).
+    """
+    with connected_storage(url) as storage:
+        yield optuna.load_study(study_name=name, storage=storage)
+
+
+def study_snapshot(url: str, name: str) -> optuna.Study:
+    """A copy in memory of the study ``name`` at ``url`` as it is now, its database connection closed: for
+    reading a finished study (selection, summary, report) without holding a connection open.
+
+    Raises ``KeyError`` when the storage holds no study of that name.
+    """
+    with opened_study(url, name) as study:
+        return _in_memory_copy(study)
+
+
+def _in_memory_copy(study: optuna.Study) -> optuna.Study:
+    """``study`` (directions, attributes, trials with their numbers) copied to Optuna's in-memory storage."""
+    memory = InMemoryStorage()
+    optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=memory)
+    return optuna.load_study(study_name=study.study_name, storage=memory)
 
 
 def _check_directions(study: optuna.Study, directions: Sequence[Direction], name: str, where: str) -> None:
@@ -273,7 +412,20 @@ def open_backend(
             )
         if storage.enabled:
             return _WriteBehindBackend(storage, study_name=study_name, directions=directions, sampler=sampler)
-        storage = optuna.storages.get_storage(connect_storage(storage.url))
+        owned = connect_storage(storage.url)
+        try:
+            study = optuna.create_study(
+                storage=owned,
+                study_name=study_name,
+                directions=list(directions),
+                sampler=sampler,
+                load_if_exists=True,
+            )
+            _check_directions(study, directions, study_name, hide_password(storage.url))
+        except BaseException:
+            owned.engine.dispose()
+            raise
+        return StudyBackend(study, shared=True, owned=owned)
     if storage is not None and not isinstance(storage, BaseStorage):
         raise SpecError(
             f"storage must be None (in memory), a URL such as 'sqlite:///study.db', a WriteBehind, or an "

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from tunelab.data import load_dataset
 from tunelab.errors import SpecError, TrainingError
 from tunelab.search import (
@@ -18,6 +16,7 @@ from tunelab.search import (
     StudySummary,
     metric_direction,
 )
+from tunelab.search._storage import connect_storage, hide_password, password_hidden, study_snapshot
 from tunelab.spec import ExperimentSpec
 from tunelab.tune._search import make_plan, run_search
 from tunelab.tune._select import build_summary, json_safe, reevaluate, refit_winner
@@ -91,7 +90,8 @@ def tune_experiment(
             "see the fail reasons with `optuna` on the run's study.db. Widen the budget, or narrow the "
             "search space to values that train (smaller learning rates, for example)."
         )
-    study = optuna.load_study(study_name=spec.name, storage=storage_url)
+    # Selection and the summary only read the study: a copy in memory, with no connection held meanwhile.
+    study = study_snapshot(storage_url, spec.name)
     budget_s = search.budget_seconds
     deadline = None if budget_s is None else started + budget_s
     space = search.search_space()
@@ -117,7 +117,7 @@ def tune_experiment(
     (run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2), encoding="utf-8")
     from tunelab.report import build_report
 
-    say(f"report: {build_report(run_dir)}")
+    say(f"report: {build_report(run_dir, storage=storage)}")
     return TuneResult(run_dir, summary, study_summary, extra={"trainer": refit["trainer"]})
 
 
@@ -141,11 +141,27 @@ def _check_storage_url(url: str | None) -> None:
             from tunelab.errors import MissingExtraError
 
             raise MissingExtraError("PostgreSQL storage", "postgres")
+    # Open it now, before any file is written or data loaded, so a wrong URL (server down, wrong port or
+    # password, no such database) is a clear error on every path (worker processes included), not a
+    # traceback after a half-made run directory.
+    connect_storage(url).engine.dispose()
 
 
 def _open_run_dir(run_dir: Path, spec: ExperimentSpec, *, resume: bool, storage: str | None) -> Path:
     has_study = (run_dir / "spec.yaml").exists() and (storage is not None or (run_dir / "study.db").exists())
+    recorded = _recorded_storage(run_dir)
     if resume:
+        if not has_study and recorded is not None and (run_dir / "spec.yaml").exists():
+            again = (
+                "URL`, URL being that same URL with its password (tunelab does not keep passwords)."
+                if password_hidden(recorded)
+                else f"{recorded}`."
+            )
+            raise SpecError(
+                f"the study in '{run_dir}' is stored in {recorded} (recorded in {STORAGE_FILE} there), "
+                "not in a study.db beside it, so --resume needs that storage again: resume with "
+                f"`tunelab tune --resume --out {run_dir} --storage {again}"
+            )
         if not has_study:
             raise SpecError(
                 f"there is no study to resume in '{run_dir}' (expected spec.yaml and study.db there). "
@@ -164,4 +180,17 @@ def _open_run_dir(run_dir: Path, spec: ExperimentSpec, *, resume: bool, storage:
     except OSError as err:
         raise SpecError(f"cannot create run directory '{run_dir}': {err}. Choose a writable --out.") from None
     (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    if storage is not None:
+        (run_dir / STORAGE_FILE).write_text(hide_password(storage) + "\n", encoding="utf-8")
     return run_dir
+
+
+STORAGE_FILE = "storage.txt"  # the --storage URL of a run, password hidden, for `--resume` to name it
+
+
+def _recorded_storage(run_dir: Path) -> str | None:
+    """The --storage URL the run in ``run_dir`` was created with (password hidden), or None."""
+    try:
+        return (run_dir / STORAGE_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from tunelab.data import n_splits
 from tunelab.errors import SpecError
 from tunelab.search import (
@@ -107,8 +105,9 @@ def run_search(plan: Plan, evaluator: Evaluator, say: Any, *, worker: int = 0) -
         search.sampler, seed=plan.spec.seed + worker, space=space, constant_liar=plan.workers > 1
     )
     if plan.workers > 1:
-        # Several processes write to the storage: every change goes straight to it.
-        storage: Any = optuna.storages.get_storage(plan.storage_url)
+        # Several processes write to the storage: every change goes straight to it (and the study loop
+        # closes the database connections it opens for this when it ends).
+        storage: Any = WriteBehind(plan.storage_url, enabled=False)
     elif plan.storage_url.startswith("sqlite:///"):
         storage = WriteBehind(plan.storage_url, flush_every=1, flush_interval_s=0.0)
     else:

@@ -20,6 +20,7 @@ from tunelab.search import (
     SearchSpec,
     StudySummary,
 )
+from tunelab.search._storage import hide_password
 from tunelab.spec import ExperimentSpec
 from tunelab.train import Trainer
 from tunelab.tune._trials import Evaluator, trial_spec
@@ -232,7 +233,7 @@ def build_summary(
             else "no refit: the winner as trained on the training part",
             "test": "the test part, set aside first, evaluated once after the refit",
         },
-        "storage": storage_url,
+        "storage": hide_password(storage_url),  # a summary is shared; a database password is not
         "export": "best/",
     }
     if search.scheduler.name == "pbt":

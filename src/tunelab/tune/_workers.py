@@ -11,6 +11,7 @@ from tunelab.errors import TrainingError
 from tunelab.search import (
     StudySummary,
 )
+from tunelab.search._storage import connected_storage, opened_study, study_snapshot
 from tunelab.tune._search import Plan, run_search
 from tunelab.tune._trials import Evaluator, Events
 
@@ -22,12 +23,13 @@ def search_in_workers(plan: Plan, evaluator: Evaluator, say: Any) -> StudySummar
 
     threads = max(1, (os.cpu_count() or 1) // plan.workers)
     # Create the study before the workers start, so none of them races to create it.
-    optuna.create_study(
-        storage=plan.storage_url,
-        study_name=plan.spec.name,
-        direction=plan.direction,  # type: ignore[arg-type]
-        load_if_exists=True,
-    )
+    with connected_storage(plan.storage_url) as storage:
+        optuna.create_study(
+            storage=storage,
+            study_name=plan.spec.name,
+            direction=plan.direction,  # type: ignore[arg-type]
+            load_if_exists=True,
+        )
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=_worker_main, args=(plan, index, threads), daemon=False)
@@ -45,13 +47,14 @@ def search_in_workers(plan: Plan, evaluator: Evaluator, say: Any) -> StudySummar
             process.join()
     failed = [p.exitcode for p in processes if p.exitcode != 0]
     if failed:
+        local = plan.storage_url == f"sqlite:///{(plan.run_dir / 'study.db').resolve()}"
         raise TrainingError(
             f"{len(failed)} of {plan.workers - 1} worker processes failed (exit codes {failed}); the "
             "trials they finished are stored. Continue with `tunelab tune --resume --out "
-            f"{plan.run_dir}`."
+            f"{plan.run_dir}" + ("`." if local else " --storage URL` (the same storage URL).")
         )
     # The study as all workers left it.
-    return _counts(optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url), summary)
+    return _counts(study_snapshot(plan.storage_url, plan.spec.name), summary)
 
 
 def _worker_main(plan: Plan, index: int, threads: int) -> None:
@@ -84,8 +87,8 @@ def retry_interrupted(storage_url: str, name: str) -> None:
     """Trials left RUNNING by a killed run: mark them failed and queue their parameters again."""
     from optuna.trial import TrialState
 
-    study = optuna.load_study(study_name=name, storage=storage_url)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    with opened_study(storage_url, name) as study:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
