@@ -9,6 +9,7 @@ import pytest
 
 from tunelab.errors import SpecError
 from tunelab.search import SAMPLER_NAMES, SearchSpace, make_sampler
+from tunelab.search._bounded_tpe import DEFAULT_MAX_HISTORY, BoundedTPESampler
 
 SPACE = SearchSpace.from_dict(
     {
@@ -77,6 +78,18 @@ def test_tpe_models_conditional_spaces_jointly():
     assert make_sampler("tpe", seed=0, space=conditional)._group is True
     assert make_sampler("tpe", seed=0, space=SPACE)._group is False
     assert make_sampler("tpe", seed=0, constant_liar=True)._constant_liar is True
+
+
+@pytest.mark.parametrize("name", ["tpe", "motpe"])
+def test_tpe_models_a_bounded_view_of_long_histories(name):
+    sampler = make_sampler(name, seed=0, space=SPACE, multi_objective=name == "motpe")
+    assert isinstance(sampler, BoundedTPESampler)
+    assert sampler.max_history == DEFAULT_MAX_HISTORY
+    # the model must start: the view is never smaller than the random start
+    assert (
+        make_sampler(name, seed=0, n_startup_trials=DEFAULT_MAX_HISTORY + 50).max_history
+        == DEFAULT_MAX_HISTORY + 50
+    )
 
 
 @pytest.mark.parametrize(

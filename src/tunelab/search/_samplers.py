@@ -33,7 +33,11 @@ def make_sampler(
 
     - ``tpe`` (default): multivariate TPE; ``group=True`` when the space is conditional (or unknown), so
       parameters that appear together are modelled together. ``constant_liar`` when trials run in parallel:
-      running trials count as bad results, so parallel workers do not all propose the same point.
+      running trials count as bad results, so parallel workers do not all propose the same point. Past 100
+      finished trials TPE models a bounded view of the history (the full history's good trials and the most
+      recent others), so the cost of an ask stops growing with the length of the study
+      (:class:`~tunelab.search._bounded_tpe.BoundedTPESampler`; ``bench/tpe_quality.py`` compares it with
+      full-history TPE).
     - ``gp``: Gaussian-process Bayesian optimization (best for small budgets of continuous parameters).
     - ``cmaes``: CMA-ES (continuous parameters).
     - ``random``, ``qmc`` (scrambled Sobol), ``grid`` (needs ``space`` with finite values everywhere).
@@ -63,7 +67,11 @@ def make_sampler(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         if name in ("tpe", "motpe"):
-            return optuna.samplers.TPESampler(
+            # Imported here: it builds on Optuna's TPE internals, so an Optuna that moved them breaks TPE
+            # (loudly) without breaking the other samplers.
+            from tunelab.search._bounded_tpe import BoundedTPESampler
+
+            return BoundedTPESampler(
                 seed=seed,
                 multivariate=True,
                 group=space is None or space.is_conditional,
