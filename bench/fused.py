@@ -8,6 +8,7 @@ convention) / the fp32 matmul peak measured in the same run with a large torch.m
 
     python bench/fused.py            # the full grid
     python bench/fused.py --quick    # a short run; one JSON line per case
+    python bench/fused.py --quick --case mlp-784-256-10 --K 16   # one case, one population size
 """
 
 from __future__ import annotations
@@ -163,22 +164,40 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
     )
+    parser.add_argument(
+        "--case",
+        choices=sorted(CASES),
+        action="append",
+        help="run only this case (repeatable; default: every case, then the single tight loop)",
+    )
+    parser.add_argument("--K", type=int, action="append", help="run only these population sizes (repeatable)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="alternating repeats per case, best kept (default 2 / 3)"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     n_steps, repeats = (6, 2) if args.quick else (20, 3)
+    if args.repeats is not None:
+        repeats = args.repeats
     grid = {
         "mlp-784-64-10": [1, 4, 16, 64],
         "mlp-784-256-10": [1, 4, 16, 64],
         "cnn-16-32": [4, 16] if args.quick else [1, 4, 16],
         "lstm-28x28-64": [4, 16] if args.quick else [1, 4, 16],
     }
+    if args.case:
+        grid = {name: Ks for name, Ks in grid.items() if name in args.case}
+    if args.K:
+        grid = dict.fromkeys(grid, args.K)
     # The peak is re-measured before every case and the best kept: a busy CPU can only lower a measurement.
     peak = matmul_peak(1.0 if args.quick else 3.0)
     for name, Ks in grid.items():
         for K in Ks:
             peak = max(peak, matmul_peak(0.3))
             print(json.dumps(run_case(name, K, n_steps=n_steps, repeats=repeats, peak=peak)), flush=True)
+    if args.case or args.K:
+        return
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH * 8, 1, 28, 28, generator=generator)
     y = torch.randint(0, 10, (BATCH * 8,), generator=generator)

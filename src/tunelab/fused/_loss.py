@@ -75,5 +75,8 @@ def clip_grad_norm_per_member(params: Iterable[Tensor], max_norm: Tensor) -> Ten
     per_param = torch.stack([torch.linalg.vector_norm(g.reshape(K, -1), dim=1) for g in grads], dim=1)
     norms = torch.linalg.vector_norm(per_param, dim=1)
     coefficient = (max_norm.to(norms.dtype) / (norms + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(grads, [coefficient.view(-1, *([1] * (g.dim() - 1))) for g in grads])
+    # A factor of exactly 1 leaves a gradient bit for bit as it is, so when no member is over its bound
+    # (the usual case) the pass that would rewrite every gradient is skipped; NaN factors still multiply.
+    if bool((coefficient != 1.0).any()):
+        torch._foreach_mul_(grads, [coefficient.view(-1, *([1] * (g.dim() - 1))) for g in grads])
     return norms

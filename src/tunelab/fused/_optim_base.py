@@ -15,6 +15,8 @@ __all__ = ["HyperparameterValue", "Implementation", "PopulationOptimizer"]
 
 HyperparameterValue = float | Sequence[float] | Tensor
 Implementation = Literal["auto", "foreach", "fused"]
+# One member's slices for the fused kernels: its parameters, its state by name, its step (a float32 scalar).
+_MemberSlices = tuple[list[Tensor], dict[str, list[Tensor]], Tensor]
 
 
 class PopulationOptimizer:
@@ -75,6 +77,7 @@ class PopulationOptimizer:
                 self.set_hparam(name, hparams[name])
         self.step_count = torch.zeros(n_members, dtype=torch.long, device=device)
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
+        self._slices_cache: tuple[tuple[object, ...], list[_MemberSlices], Tensor] | None = None
         fused_available = (
             self.fused_kernel is not None
             and hasattr(torch, self.fused_kernel)
@@ -159,28 +162,69 @@ class PopulationOptimizer:
         self._update(params, grads, states, lr=lr, step=self.step_count.clamp(min=1).to(torch.float64))
 
     def _fused_step(self, indices: list[int], active: Tensor) -> None:
-        """One fused-kernel call per live member on its slices; dead members are skipped altogether."""
+        """One fused-kernel call per live member on its slices; dead members are skipped altogether.
+
+        The member slices of the parameters, the state and the step counters are cut once and reused while
+        those tensors keep their storage (see :meth:`_member_slices`); only the gradients, new at every
+        backward, are sliced per step. This keeps the Python work of a step to a few calls per member.
+        """
         K = self.n_members
         self.step_count += active.to(self.step_count.dtype)
-        member_steps = self.step_count.to(torch.float32).unbind(0)  # the kernels read each tensor's step
-        hparams = {name: value.tolist() for name, value in self.hparams.items()}
-        params = [self.params[i].view(K, -1).unbind(0) for i in indices]
+        live = [k for k, is_alive in enumerate(active.tolist()) if is_alive]
+        if not live:
+            return
+        members, steps = self._member_slices(indices)
+        steps.copy_(self.step_count)  # the kernels read each member's step from these float32 scalars
+        columns = {name: value.tolist() for name, value in self.hparams.items()}
         grads = [self.params[i].grad.reshape(K, -1).unbind(0) for i in indices]  # type: ignore[union-attr]
-        states: dict[str, list[tuple[Tensor, ...]]] = {}
+        for k in live:
+            params, states, step = members[k]
+            self._fused_member_step(
+                params,
+                [rows[k] for rows in grads],
+                states,
+                {name: values[k] for name, values in columns.items()},
+                step,
+            )
+
+    def _member_slices(self, indices: list[int]) -> tuple[list[_MemberSlices], Tensor]:
+        """Per member: its ``[M]`` slice of each parameter in ``indices`` and of each state tensor, and its
+        step as a float32 scalar view of the returned ``[K]`` buffer; cached.
+
+        The cache is keyed by the storage addresses of those tensors: :meth:`select_` (here or on the
+        population, whose parameters get new storage) or new state changes them and the slices are cut again.
+        A cached slice keeps its storage alive, so an address cannot be reused by another tensor meanwhile.
+        """
+        K = self.n_members
         for name, init in self.state_names.items():
             for i in indices:
                 if name not in self.state[i]:
                     self.state[i][name] = self._initial_state(self.params[i], init)
-            states[name] = [self.state[i][name].view(K, -1).unbind(0) for i in indices]
-        for k, is_alive in enumerate(active.tolist()):
-            if is_alive:
-                self._fused_member_step(
-                    [p[k] for p in params],
-                    [g[k] for g in grads],
-                    {name: [s[k] for s in tensors] for name, tensors in states.items()},
-                    {name: values[k] for name, values in hparams.items()},
-                    member_steps[k],
-                )
+        key = (
+            K,
+            tuple(indices),
+            tuple((self.params[i].data_ptr(), self.params[i].numel()) for i in indices),
+            tuple(self.state[i][name].data_ptr() for name in self.state_names for i in indices),
+        )
+        cached = self._slices_cache
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        params = [self.params[i].detach().view(K, -1).unbind(0) for i in indices]
+        states = {
+            name: [self.state[i][name].view(K, -1).unbind(0) for i in indices] for name in self.state_names
+        }
+        steps = torch.zeros(K, dtype=torch.float32, device=self.step_count.device)
+        step_views = steps.unbind(0)
+        members: list[_MemberSlices] = [
+            (
+                [rows[k] for rows in params],
+                {name: [rows[k] for rows in tensors] for name, tensors in states.items()},
+                step_views[k],
+            )
+            for k in range(K)
+        ]
+        self._slices_cache = (key, members, steps)
+        return members, steps
 
     def _fused_member_step(
         self,
@@ -217,6 +261,7 @@ class PopulationOptimizer:
         """Keep members ``index`` (in that order): hyperparameters, step counters and state; call it together
         with ``population.select_(index)``."""
         index = index.to(self.step_count.device)
+        self._slices_cache = None  # release the old state's storage now; the next step cuts new slices
         self.hparams = {name: value.index_select(0, index) for name, value in self.hparams.items()}
         self.step_count = self.step_count.index_select(0, index)
         for state in self.state:
