@@ -13,6 +13,8 @@ What a careful practitioner writes by hand around Optuna:
 - **Parallelism**: two worker processes on one ``JournalStorage`` (file backend), each with
   ``torch.set_num_threads(1)``: two single-thread trials side by side train more samples per second than one
   two-thread trial on this CPU (FUSED.md).
+- **Denormals flushed to zero** (``torch.set_flush_denormal(True)`` first thing in each worker): on this CPU
+  arithmetic on denormal floats, which training produces, is many times slower.
 
 The budget is wall time from just before the workers are started, so process start-up, ``import torch``
 and reading the data count. Optuna checks ``timeout`` only between trials; the training loop also checks the
@@ -253,6 +255,9 @@ def _storage(journal: Path) -> optuna.storages.BaseStorage:
 
 
 def _worker(worker: int, journal: str, deadline: float, max_epochs: int, seed: int, weights_dir: str) -> None:
+    # Denormal floats flushed to zero before any torch work, as tunelab does (tunelab.train.flush_denormals):
+    # without it some trials' epochs ran several times slower on this CPU.
+    torch.set_flush_denormal(True)
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_split(seed=seed)

@@ -295,6 +295,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    # tunelab's side runs in this process: flush denormals before any torch work, as the `tunelab` command
+    # does (the baseline's workers do the same).
+    torch.set_flush_denormal(True)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

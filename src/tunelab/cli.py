@@ -486,6 +486,9 @@ def _fmt(value: Any) -> str:
 
 def main() -> None:
     """Console-script entry point."""
+    from tunelab.train import flush_denormals
+
+    flush_denormals()  # before any torch work, so that torch's worker threads inherit it
     app()
 
 

@@ -12,6 +12,7 @@ from tunelab.search import (
     StudySummary,
 )
 from tunelab.search._storage import connected_storage, opened_study, study_snapshot
+from tunelab.train import flush_denormals
 from tunelab.tune._search import Plan, run_search
 from tunelab.tune._trials import Evaluator, Events
 
@@ -58,6 +59,7 @@ def search_in_workers(plan: Plan, evaluator: Evaluator, say: Any) -> StudySummar
 
 
 def _worker_main(plan: Plan, index: int, threads: int) -> None:
+    flush_denormals()  # a fresh process: before any torch work (see tunelab.train.flush_denormals)
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     evaluator = Evaluator(plan.spec, plan.data_spec)
