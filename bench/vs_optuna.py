@@ -84,7 +84,7 @@ def tunelab_spec(budget_s: float, *, max_epochs: int, seed: int) -> dict[str, An
             },
             "metric": "val_accuracy",
             "sampler": "tpe",
-            "scheduler": {"name": "asha", "min_epochs": 1, "reduction_factor": 3},
+            "scheduler": {"name": "hyperband", "min_epochs": 1, "reduction_factor": 3},
             "budget": budget_s,
         },
     }
