@@ -69,7 +69,10 @@ def _ask_tell(sampler: optuna.samplers.BaseSampler, n: int, *, objective=_bowl, 
 
 def test_view_is_bounded_and_holds_the_best_trials(views):
     _ask_tell(BoundedTPESampler(seed=0, multivariate=True, max_history=30, n_startup_trials=5), 90)
-    assert len(views) == 90 - 31  # one bounded ask per trial from the 32nd (31 finished before it)
+    assert len(views) == 90 - 5  # every ask after the startup trials models a view
+    # Up to the bound the view is the whole history; from the 32nd ask (31 finished before it) it is bounded.
+    assert [len(good) + len(others) for good, others, _ in views[: 31 - 5]] == list(range(5, 31))
+    views[:] = views[31 - 5 :]
     for good, others, finished in views:
         assert len(good) + len(others) == 30
         best = sorted(finished, key=lambda t: t.value)[: default_gamma(len(finished))]
@@ -156,7 +159,8 @@ def test_multi_objective_view_holds_the_first_front(views):
     sampler._max_history = 24  # a short bound for a short test
     _, proposals = _ask_tell(sampler, 60, objective=two, directions=("minimize", "minimize"))
     assert all(PLANE["x"].contains(p["x"]) and p["n"] in range(-3, 4) for p in proposals)
-    assert len(views) == 60 - 25
+    assert len(views) == 60 - 5  # every ask after the startup trials; bounded from the 26th
+    views[:] = views[25 - 5 :]
     for good, view, finished in views:
         assert good is None  # Optuna's own split (non-domination ranks) on the view
         assert len(view) == 24

@@ -42,7 +42,7 @@ from tunelab.search._packing import Packer
 from tunelab.search._sizing import PopulationSizer, expected_epochs, forward_flops
 from tunelab.search._spec_population import SpecPopulation
 from tunelab.search._storage import StudyBackend, WriteBehind, open_backend
-from tunelab.search._study import StudySummary, _Budget, _check_budget, _replay, _summarize
+from tunelab.search._study import StudySummary, _Budget, _check_budget, _replay, _summarize, tell
 from tunelab.search.schedulers import BaseScheduler, Decision, Direction, Exploit, PbtScheduler
 from tunelab.search.space import SearchSpace
 
@@ -406,7 +406,7 @@ class _PopulationLoop:
         elif member.state != TrialState.PRUNED:
             member.state = TrialState.FAIL
             trial.set_user_attr("fail_reason", member.fail_reason or "unknown")
-        self.study.tell(trial, values, state=member.state)
+        tell(self.study, trial, values, state=member.state)
         member.told = True
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(member.state, "failed")
         self.events.trial_finished(trial.number, state, values[0] if values else None)
