@@ -167,13 +167,13 @@ class SpecPopulation:
             )
         first = trains[0]
         for index, train in enumerate(trains[1:], start=1):
-            for name in SHARED_TRAIN_FIELDS:
-                if getattr(train, name) != getattr(first, name):
-                    raise SpecError(
-                        f"member {index} has train.{name}={getattr(train, name)!r} but member 0 has "
-                        f"{getattr(first, name)!r}; members of one population share "
-                        f"{', '.join(SHARED_TRAIN_FIELDS)}."
-                    )
+            name = _unshared_field(train, first)
+            if name is not None:
+                raise SpecError(
+                    f"member {index} has train.{name}={getattr(train, name)!r} but member 0 has "
+                    f"{getattr(first, name)!r}; members of one population share "
+                    f"{', '.join(SHARED_TRAIN_FIELDS)}."
+                )
         reason = fusible_loss_reason(task, first.loss)
         if reason is not None:
             raise SpecError(f"cannot train this configuration as a population: {reason}.")
@@ -345,13 +345,13 @@ class SpecPopulation:
         if not 0 <= k < self.n_members:
             raise SpecError(f"member index {k} is outside 0..{self.n_members - 1}")
         reference = self.trains[k]  # shares these fields with every other member
-        for name in SHARED_TRAIN_FIELDS:
-            if getattr(train, name) != getattr(reference, name):
-                raise SpecError(
-                    f"member {k} cannot change train.{name} to {getattr(train, name)!r} during training: "
-                    f"members of one population share {', '.join(SHARED_TRAIN_FIELDS)} (the population "
-                    f"has {getattr(reference, name)!r})."
-                )
+        name = _unshared_field(train, reference)
+        if name is not None:
+            raise SpecError(
+                f"member {k} cannot change train.{name} to {getattr(train, name)!r} during training: "
+                f"members of one population share {', '.join(SHARED_TRAIN_FIELDS)} (the population "
+                f"has {getattr(reference, name)!r})."
+            )
         if _structure(model) != _structure(self.models[k]):
             raise SpecError(
                 f"member {k} cannot change its model to {model!r} during training: only dropout and the "
@@ -399,6 +399,11 @@ class SpecPopulation:
 def _structure(model: ModelSpec) -> dict[str, Any]:
     """A model spec without its per-member fields (dropout, init): what members of a population share."""
     return model.model_dump(exclude={"dropout", "init", "init_gain"})
+
+
+def _unshared_field(train: TrainSpec, reference: TrainSpec) -> str | None:
+    """The first of :data:`SHARED_TRAIN_FIELDS` on which ``train`` differs from ``reference``, or None."""
+    return next((n for n in SHARED_TRAIN_FIELDS if getattr(train, n) != getattr(reference, n)), None)
 
 
 def _batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
