@@ -17,17 +17,17 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
-from tunelab.search import SearchSpace, _bounded_tpe, make_sampler, run_study
+from tunelab.search import SearchSpace, _parzen, make_sampler, run_study
 from tunelab.search._bounded_tpe import (
     DEFAULT_MAX_HISTORY,
     BoundedTPESampler,
-    _FastParzenEstimator,
     _History,
     _IncrementalGroups,
     _IncrementalIntersection,
     _NewTrials,
     good_group_size,
 )
+from tunelab.search._parzen import _FastParzenEstimator
 
 PLANE = SearchSpace.from_dict(
     {"x": {"float": [-5.0, 5.0]}, "y": {"float": [-5.0, 5.0]}, "n": {"int": [-3, 3]}}
@@ -255,7 +255,7 @@ def test_intersection_space_matches_optunas_when_a_range_changes():
 
 
 def test_fails_loudly_when_optunas_estimator_changes(monkeypatch):
-    monkeypatch.setattr(_bounded_tpe, "_ESTIMATORS_CHECKED", set())
+    monkeypatch.setattr(_parzen, "_ESTIMATORS_CHECKED", set())
     monkeypatch.setattr(_ParzenEstimator, "log_pdf", lambda self, samples: np.zeros(16))
     with pytest.raises(RuntimeError, match="Parzen estimator no longer matches tunelab's vectorized copy"):
         BoundedTPESampler(seed=0)
