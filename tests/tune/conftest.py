@@ -45,27 +45,28 @@ def messy_digits(seed: int = 0) -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
+def held_back_split(
+    frame: pd.DataFrame, n_held: int, target: str, train_csv: Path, new_csv: Path
+) -> tuple[Path, Path, pd.DataFrame, pd.DataFrame]:
+    """The first ``n_held`` rows held back: (train CSV, held-back CSV without the target, train frame,
+    held-back frame with the target)."""
+    held, train = frame.iloc[:n_held], frame.iloc[n_held:]
+    train.to_csv(train_csv, index=False)
+    held.drop(columns=target).to_csv(new_csv, index=False)
+    return train_csv, new_csv, train, held
+
+
 @pytest.fixture
 def digits_table_split(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame, pd.DataFrame]:
-    """Digits as a messy table: (train CSV, held-back CSV without target, train frame, held-back frame)."""
-    frame = messy_digits()
-    held = frame.iloc[:360]
-    train = frame.iloc[360:]
-    train_csv = tmp_path / "digits_table.csv"
-    new_csv = tmp_path / "digits_new_rows.csv"
-    train.to_csv(train_csv, index=False)
-    held.drop(columns="digit").to_csv(new_csv, index=False)
-    return train_csv, new_csv, train, held
+    """Digits as a messy table, 360 rows held back (see :func:`held_back_split`)."""
+    return held_back_split(
+        messy_digits(), 360, "digit", tmp_path / "digits_table.csv", tmp_path / "digits_new_rows.csv"
+    )
 
 
 @pytest.fixture
 def table_split(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame, pd.DataFrame]:
-    """(train CSV, held-back CSV without the target, train frame, held-back frame with the target)."""
-    frame = messy_breast_cancer()
-    held = frame.iloc[:114]
-    train = frame.iloc[114:]
-    train_csv = tmp_path / "table.csv"
-    new_csv = tmp_path / "new_rows.csv"
-    train.to_csv(train_csv, index=False)
-    held.drop(columns="diagnosis").to_csv(new_csv, index=False)
-    return train_csv, new_csv, train, held
+    """Breast cancer as a messy table, 114 rows held back (see :func:`held_back_split`)."""
+    return held_back_split(
+        messy_breast_cancer(), 114, "diagnosis", tmp_path / "table.csv", tmp_path / "new_rows.csv"
+    )
