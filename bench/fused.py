@@ -9,6 +9,7 @@ convention) / the fp32 matmul peak measured in the same run with a large torch.m
     python bench/fused.py            # the full grid
     python bench/fused.py --quick    # a short run; one JSON line per case
     python bench/fused.py --quick --case mlp-784-256-10 --K 16   # one case, one population size
+    python bench/fused.py --device cuda   # on a GPU: timings synchronize the device; K up to 256
 """
 
 from __future__ import annotations
@@ -66,17 +67,26 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], float]] = {
 }
 
 
-def matmul_peak(seconds: float) -> float:
-    """fp32 FLOP/s of a large square matmul (best of a few runs)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a host clock read after it covers that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(seconds: float, device: torch.device) -> float:
+    """fp32 FLOP/s of a large square matmul (best of a few runs; on CUDA without TF32, torch's default)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
+    sync(device)
     best = 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
         for _ in range(4):
             a @ b
-        best = max(best, 4 * 2 * 2048**3 / (time.perf_counter() - start))
+        sync(device)
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - start))
     return best
 
 
@@ -85,10 +95,12 @@ def time_fused(models: list[nn.Module], x: Tensor, y: Tensor, n_steps: int) -> f
     population = Population.from_modules(models)
     trainer = PopulationTrainer(population, PopAdam(population.parameters(), n_members=len(models), lr=1e-3))
     trainer.train_step(x[:BATCH], y[:BATCH])
+    sync(x.device)
     start = time.perf_counter()
     for step in range(n_steps):
         index = slice(step * BATCH % (x.shape[0] - BATCH), None)
         trainer.train_step(x[index][:BATCH], y[index][:BATCH])
+    sync(x.device)
     return (time.perf_counter() - start) / n_steps
 
 
@@ -99,47 +111,53 @@ def time_sequential(models: list[nn.Module], x: Tensor, y: Tensor, n_steps: int)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         for step in range(n_steps + 1):
             if step == 1:  # the first step warms up
+                sync(x.device)
                 start = time.perf_counter()
             index = slice(step * BATCH % (x.shape[0] - BATCH), None)
             optimizer.zero_grad()
             F.cross_entropy(model(x[index][:BATCH]), y[index][:BATCH]).backward()
             optimizer.step()
+        sync(x.device)
         total += time.perf_counter() - start
     return total / n_steps
 
 
 def time_single_tight_loop(hidden: int, x: Tensor, y: Tensor, n_steps: int) -> float:
     """Seconds per step of one 784-hidden-10 MLP written out by hand: raw tensors, addmm, fused Adam."""
-    w1 = (torch.randn(784, hidden) / 28).requires_grad_()
-    b1 = torch.zeros(hidden, requires_grad=True)
-    w2 = (torch.randn(hidden, 10) / hidden**0.5).requires_grad_()
-    b2 = torch.zeros(10, requires_grad=True)
+    device = x.device
+    w1 = (torch.randn(784, hidden, device=device) / 28).requires_grad_()
+    b1 = torch.zeros(hidden, device=device, requires_grad=True)
+    w2 = (torch.randn(hidden, 10, device=device) / hidden**0.5).requires_grad_()
+    b2 = torch.zeros(10, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([w1, b1, w2, b2], lr=1e-3, fused=True)
     flat = x.flatten(1)
     for step in range(n_steps + 1):
         if step == 1:
+            sync(device)
             start = time.perf_counter()
         index = slice(step * BATCH % (x.shape[0] - BATCH), None)
         xb, yb = flat[index][:BATCH], y[index][:BATCH]
         optimizer.zero_grad()
         F.cross_entropy(torch.addmm(b2, torch.relu(torch.addmm(b1, xb, w1)), w2), yb).backward()
         optimizer.step()
+    sync(device)
     return (time.perf_counter() - start) / n_steps
 
 
-def run_case(name: str, n_members: int, *, n_steps: int, repeats: int, peak: float) -> dict[str, object]:
+def run_case(
+    name: str, n_members: int, *, n_steps: int, repeats: int, peak: float, device: torch.device
+) -> dict[str, object]:
     factory, shape, flops = CASES[name]
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH * 8, *shape, generator=generator)
-    y = torch.randint(0, 10, (BATCH * 8,), generator=generator)
+    x, y = batches(shape, device)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        models = [factory() for _ in range(n_members)]
+        models = [factory().to(device) for _ in range(n_members)]
     fused, sequential = float("inf"), float("inf")
     for _ in range(repeats):  # alternate, keep the best: other processes may share the CPU
         fused = min(fused, time_fused(models, x, y, n_steps))
         sequential = min(
-            sequential, time_sequential([factory() for _ in range(n_members)], x, y, max(2, n_steps // 2))
+            sequential,
+            time_sequential([factory().to(device) for _ in range(n_members)], x, y, max(2, n_steps // 2)),
         )
     fused_rate, sequential_rate = n_members * BATCH / fused, n_members * BATCH / sequential
     return {
@@ -153,7 +171,16 @@ def run_case(name: str, n_members: int, *, n_steps: int, repeats: int, peak: flo
         "mfu": round(fused_rate * 3 * flops / peak, 3),
         "sequential_mfu": round(sequential_rate * 3 * flops / peak, 3),
         "peak_gflops": round(peak / 1e9, 1),
+        "device": device.type,
     }
+
+
+def batches(shape: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Eight batches of synthetic inputs of ``shape`` and class labels, on ``device``."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH * 8, *shape, generator=generator)
+    y = torch.randint(0, 10, (BATCH * 8,), generator=generator)
+    return x.to(device), y.to(device)
 
 
 def main() -> None:
@@ -174,15 +201,18 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=None, help="alternating repeats per case, best kept (default 2 / 3)"
     )
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     n_steps, repeats = (6, 2) if args.quick else (20, 3)
     if args.repeats is not None:
         repeats = args.repeats
+    mlp_Ks = [1, 4, 16, 64, 256] if device.type == "cuda" else [1, 4, 16, 64]
     grid = {
-        "mlp-784-64-10": [1, 4, 16, 64],
-        "mlp-784-256-10": [1, 4, 16, 64],
+        "mlp-784-64-10": mlp_Ks,
+        "mlp-784-256-10": mlp_Ks,
         "cnn-16-32": [4, 16] if args.quick else [1, 4, 16],
         "lstm-28x28-64": [4, 16] if args.quick else [1, 4, 16],
     }
@@ -191,16 +221,15 @@ def main() -> None:
     if args.K:
         grid = dict.fromkeys(grid, args.K)
     # The peak is re-measured before every case and the best kept: a busy CPU can only lower a measurement.
-    peak = matmul_peak(1.0 if args.quick else 3.0)
+    peak = matmul_peak(1.0 if args.quick else 3.0, device)
     for name, Ks in grid.items():
         for K in Ks:
-            peak = max(peak, matmul_peak(0.3))
-            print(json.dumps(run_case(name, K, n_steps=n_steps, repeats=repeats, peak=peak)), flush=True)
+            peak = max(peak, matmul_peak(0.3, device))
+            result = run_case(name, K, n_steps=n_steps, repeats=repeats, peak=peak, device=device)
+            print(json.dumps(result), flush=True)
     if args.case or args.K:
         return
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH * 8, 1, 28, 28, generator=generator)
-    y = torch.randint(0, 10, (BATCH * 8,), generator=generator)
+    x, y = batches((1, 28, 28), device)
     single = min(time_single_tight_loop(256, x, y, 4 * n_steps) for _ in range(repeats))
     rate = BATCH / single
     print(
@@ -214,6 +243,7 @@ def main() -> None:
                 "speedup": 1.0,
                 "mfu": round(rate * 3 * CASES["mlp-784-256-10"][2] / peak, 3),
                 "peak_gflops": round(peak / 1e9, 1),
+                "device": device.type,
             }
         ),
         flush=True,

@@ -142,37 +142,40 @@ def assert_members_match(population: Population, alone: list[nn.Module], *, atol
 @pytest.mark.parametrize("kind", MODELS)
 def test_member_trained_in_population_matches_training_alone(kind, case, build_model, data_for):
     """Default implementation: torch's fused kernel per member where one exists (SGD, Adam(W), Adagrad)."""
-    _check_equivalence(kind, case, "auto", build_model, data_for)
+    check_equivalence(kind, case, "auto", build_model, data_for)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("kind", ["mlp", "gru_2layer_mean"])
 def test_vectorized_foreach_optimizers_match_training_alone(kind, case, build_model, data_for):
     """The [K, M] tensor-op implementation, with per-member [K, 1] hyperparameters."""
-    _check_equivalence(kind, case, "foreach", build_model, data_for)
+    check_equivalence(kind, case, "foreach", build_model, data_for)
 
 
-def _check_equivalence(kind, case, implementation, build_model, data_for):
+def check_equivalence(kind, case, implementation, build_model, data_for, *, device="cpu", atol=1e-5):
+    """Train K members of ``kind`` with optimizer ``case`` as one population and each alone (on ``device``);
+    every member's weights must match its lone twin's."""
     pop_cls, torch_cls, hparams, flags = CASES[case]
-    x, y = data_for(kind, n=24)
-    models = [build_model(kind, seed=k) for k in range(K)]
+    x, y = (tensor.to(device) for tensor in data_for(kind, n=24))
+    models = [build_model(kind, seed=k).to(device) for k in range(K)]
     population = Population.from_modules(models)
     optimizer = pop_cls(
         population.parameters(), n_members=K, implementation=implementation, **hparams, **flags
     )
-    expected = "foreach" if implementation == "foreach" or pop_cls is PopRMSprop else "fused"
-    assert optimizer.implementation == expected
+    if implementation == "auto":  # a fused kernel per member on the CPU where torch has one
+        implementation = "fused" if device == "cpu" and pop_cls is not PopRMSprop else "foreach"
+    assert optimizer.implementation == implementation
     PopulationTrainer(population, optimizer).fit(x, y, n_epochs=2, batch_size=8, seed=5)
 
-    alone = [build_model(kind, seed=k) for k in range(K)]
+    alone = [build_model(kind, seed=k).to(device) for k in range(K)]
     for k, model in enumerate(alone):
         member_hparams = {name: values[k] for name, values in hparams.items()}
         torch_optimizer = torch_cls(model.parameters(), **torch_kwargs(member_hparams), **flags)
         train_alone(model, torch_optimizer, x, y, seed=5, n_epochs=2, batch_size=8)
     # The population really trained: members moved away from their initial weights.
-    initial = build_model(kind, seed=0).state_dict()
+    initial = build_model(kind, seed=0).to(device).state_dict()
     assert any(not torch.allclose(initial[n], v) for n, v in population.member(0).state_dict().items())
-    assert_members_match(population, alone)
+    assert_members_match(population, alone, atol=atol)
 
 
 def test_per_member_label_smoothing_l1_and_clipping_match_torch(build_model, data_for):

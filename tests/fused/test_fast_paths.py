@@ -1,8 +1,9 @@
 """Shortcuts of a training step give exactly the results of the long way round.
 
 The fused optimizers cut each member's slices of the parameters and state once and reuse them (they must
-follow tensors that get new storage), and per-member clipping skips rewriting the gradients when no member
-is over its bound (a factor of 1 changes nothing).
+follow tensors that get new storage), per-member clipping skips rewriting the gradients when no member
+is over its bound (a factor of 1 changes nothing), and whether a step needs L1, clipping, label smoothing,
+weight decay or momentum at all is read from a cache that must follow every change of those values.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tunelab.fused import (
     clip_grad_norm_per_member,
     member_loss,
 )
+from tunelab.fused._hostflags import HostFlags
 
 FUSED_CASES = {
     "sgd_momentum": (PopSGD, {"lr": [0.1, 0.05, 0.2], "momentum": [0.9, 0.0, 0.5]}),
@@ -115,3 +117,64 @@ def test_clipping_skips_rewriting_unclipped_gradients_with_the_same_result(max_n
             if max_norm[k] >= 1.0:  # far above these gradients' norms
                 assert torch.equal(p.grad[k], old[k])
     assert bool((norms > 1e-3).all())  # the small bounds really clip
+
+
+def test_host_flags_are_recomputed_after_in_place_writes_and_replacement():
+    flags, calls = HostFlags(), []
+
+    def count_any(tensor):
+        calls.append(1)
+        return tensor.any()
+
+    values = torch.zeros(3)
+    assert flags.get("l1", values, count_any) is False
+    assert flags.get("l1", values, count_any) is False
+    assert len(calls) == 1  # unchanged: from the cache
+    values[1] = 0.5
+    assert flags.get("l1", values, count_any) is True
+    replaced = torch.zeros(3)
+    assert flags.get("l1", replaced, count_any) is False
+    assert len(calls) == 3
+
+
+def test_switching_regularization_on_mid_training_takes_effect_at_the_next_step(build_model, data_for):
+    """Each flag is read on the first steps, then its values change in place: the next step must be the
+    one computed with no cached flags at all."""
+    x, y = data_for("mlp", n=16)
+    changes = {
+        "l1": [0.0, 1e-2],
+        "clip_norm": [math.inf, 1e-3],
+        "label_smoothing": [0.2, 0.0],
+        "weight_decay": [0.0, 0.1],
+        "momentum": [0.9, 0.0],
+    }
+
+    def trainer_for(values):
+        population = Population.from_modules([build_model("mlp", seed=k) for k in range(2)])
+        optimizer = PopSGD(population.parameters(), n_members=2, lr=0.05)
+        trainer = PopulationTrainer(population, optimizer)
+        trainer.set_hparams(values)
+        return trainer, population
+
+    switched, switched_population = trainer_for({})
+    for _ in range(2):
+        switched.train_step(x, y)
+    switched.set_hparams(changes)
+    switched.train_step(x, y)
+
+    reference, reference_population = trainer_for({})
+    for _ in range(2):
+        reference.train_step(x, y)
+    reference.set_hparams(changes)
+    reference._flags = HostFlags()  # nothing cached: every flag is read afresh from the new values
+    reference.optimizer._flags = HostFlags()
+    reference.train_step(x, y)
+    for k in range(2):
+        for name, value in reference_population.member(k).state_dict().items():
+            assert torch.equal(switched_population.member(k).state_dict()[name], value), (k, name)
+
+    # And the third step really differed from a step without the changes.
+    plain, plain_population = trainer_for({})
+    for _ in range(3):
+        plain.train_step(x, y)
+    assert not torch.equal(plain_population.member(0)[0].weight, switched_population.member(0)[0].weight)

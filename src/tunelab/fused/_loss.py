@@ -77,6 +77,7 @@ def clip_grad_norm_per_member(params: Iterable[Tensor], max_norm: Tensor) -> Ten
     coefficient = (max_norm.to(norms.dtype) / (norms + 1e-6)).clamp(max=1.0)
     # A factor of exactly 1 leaves a gradient bit for bit as it is, so when no member is over its bound
     # (the usual case) the pass that would rewrite every gradient is skipped; NaN factors still multiply.
-    if bool((coefficient != 1.0).any()):
+    # (On a GPU the check would wait for the device: there the multiply always runs.)
+    if coefficient.device.type != "cpu" or bool((coefficient != 1.0).any()):
         torch._foreach_mul_(grads, [coefficient.view(-1, *([1] * (g.dim() - 1))) for g in grads])
     return norms

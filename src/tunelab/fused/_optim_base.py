@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from tunelab.errors import SpecError
+from tunelab.fused._hostflags import HostFlags
 
 __all__ = ["HyperparameterValue", "Implementation", "PopulationOptimizer"]
 
@@ -76,6 +77,7 @@ class PopulationOptimizer:
             if name in hparams:
                 self.set_hparam(name, hparams[name])
         self.step_count = torch.zeros(n_members, dtype=torch.long, device=device)
+        self._flags = HostFlags()
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
         self._slices_cache: tuple[tuple[object, ...], list[_MemberSlices], Tensor] | None = None
         fused_available = (
@@ -92,7 +94,10 @@ class PopulationOptimizer:
                 "(float32/float64 on cpu/cuda "
                 "needed); use implementation='foreach' or 'auto'"
             )
-        self.implementation = "fused" if implementation == "auto" and fused_available else implementation
+        # auto: on the CPU one fused kernel per member (one memory pass each) beats the [K, M] tensor ops;
+        # on a GPU those ops are a few launches for the whole population, where K kernels would be K launches.
+        auto_fused = fused_available and device.type == "cpu"
+        self.implementation = "fused" if implementation == "auto" and auto_fused else implementation
         if self.implementation == "auto":
             self.implementation = "foreach"
 
@@ -120,7 +125,7 @@ class PopulationOptimizer:
         """``grad + weight_decay * param`` per member (torch's coupled L2); the grads as they are when no
         member decays."""
         decay = self.hparams["weight_decay"]
-        if not bool(decay.any()):
+        if not self._flags.any("weight_decay", decay):
             return grads
         return list(torch._foreach_addcmul(grads, params, self._lists(decay, params)))
 
@@ -142,7 +147,9 @@ class PopulationOptimizer:
             return
         params = [self.params[i].view(K, -1) for i in indices]
         grads = [self.params[i].grad.reshape(K, -1) for i in indices]  # type: ignore[union-attr]
-        if alive is not None and not bool(alive.all()):
+        # On the CPU the check is free and spares a pass over the gradients; on a GPU it would wait for the
+        # device, so there the replacement always runs (a member's own gradient is kept bit for bit).
+        if alive is not None and (alive.device.type != "cpu" or not bool(alive.all())):
             # A dead member's gradient may be NaN: replace it, so no NaN reaches the (shared) update
             # arithmetic.
             keep = alive.view(-1, 1)

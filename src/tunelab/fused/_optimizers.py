@@ -77,7 +77,7 @@ class PopSGD(PopulationOptimizer):
         step: Tensor,
     ) -> None:
         grads = self._with_l2(grads, params)
-        if self.nesterov or bool(self.hparams["momentum"].any()):
+        if self.nesterov or self._flags.any("momentum", self.hparams["momentum"]):
             momentum = self._lists(self.hparams["momentum"], params)
             buffers = states["momentum_buffer"]
             torch._foreach_mul_(buffers, momentum)
@@ -140,7 +140,7 @@ class PopAdam(PopulationOptimizer):
     ) -> None:
         h = self.hparams
         if self.decoupled_weight_decay:
-            if bool(h["weight_decay"].any()):
+            if self._flags.any("weight_decay", h["weight_decay"]):
                 torch._foreach_mul_(params, self._lists(1 - lr * h["weight_decay"], params))
         else:
             grads = self._with_l2(grads, params)
@@ -223,7 +223,7 @@ class PopRMSprop(PopulationOptimizer):
         else:
             avg = list(torch._foreach_sqrt(square_avg))
         torch._foreach_add_(avg, self._lists(h["eps"], params))
-        if bool(h["momentum"].any()):
+        if self._flags.any("momentum", h["momentum"]):
             buffers = states["momentum_buffer"]
             torch._foreach_mul_(buffers, self._lists(h["momentum"], params))
             torch._foreach_addcdiv_(buffers, grads, avg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 from typing import Literal, cast
 
@@ -166,6 +167,10 @@ class Population(BasePopulation):
             layers.append(_linear(head, K, "stacked"))
             paths = ["rnn", None, "head"]
         population = cls(layers, paths, meta_template(modules[0]), n_members=K, random=random)
+        # Layers without a template tensor (dropout rates) are built on the CPU: follow the members' device.
+        first = next(itertools.chain(modules[0].parameters(), modules[0].buffers()), None)
+        if first is not None:
+            population.to(first.device)
         for k, module in enumerate(modules):
             population.load_member(k, module)
         population.train(modules[0].training)

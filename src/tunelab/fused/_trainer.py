@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from tunelab.errors import DataError, SpecError
 from tunelab.fused._base import BasePopulation
+from tunelab.fused._hostflags import HostFlags
 from tunelab.fused._loss import Task, clip_grad_norm_per_member, l1_penalty, member_accuracy, member_loss
 from tunelab.fused._optim_base import HyperparameterValue, PopulationOptimizer
 from tunelab.fused._population import Population
@@ -63,6 +64,7 @@ class PopulationTrainer:
         self.alive = torch.ones(K, dtype=torch.bool, device=device)
         self.diverged_at_step = torch.full((K,), -1, dtype=torch.long, device=device)
         self.n_steps = 0
+        self._flags = HostFlags()
 
     @property
     def n_members(self) -> int:
@@ -114,14 +116,17 @@ class PopulationTrainer:
         population, optimizer, reg = self.population, self.optimizer, self.regularization
         population.train()
         optimizer.zero_grad()
+        flags = self._flags
         smoothing = reg["label_smoothing"] if self.task == "classification" else None
+        if smoothing is not None and not flags.any("label_smoothing", smoothing):
+            smoothing = None
         losses = member_loss(population(x), y, task=self.task, label_smoothing=smoothing)
-        if bool(reg["l1"].any()):
+        if flags.any("l1", reg["l1"]):
             losses = losses + l1_penalty(optimizer.params, reg["l1"])
         self._mark_dead(torch.isfinite(losses.detach()))
         # where(), not a product: 0 * NaN would be NaN and reach every member through the sum.
         torch.where(self.alive, losses, torch.zeros_like(losses)).sum().backward()
-        if not bool(torch.isinf(reg["clip_norm"]).all()):
+        if flags.get("clip_norm", reg["clip_norm"], lambda clip: torch.isfinite(clip).any()):
             norms = clip_grad_norm_per_member(optimizer.params, reg["clip_norm"])
             self._mark_dead(torch.isfinite(norms))
         optimizer.step(alive=self.alive)
@@ -129,10 +134,9 @@ class PopulationTrainer:
         return torch.where(self.alive, losses.detach(), torch.full_like(losses, float("nan")))
 
     def _mark_dead(self, finite: Tensor) -> None:
-        newly_dead = self.alive & ~finite
-        if bool(newly_dead.any()):
-            self.diverged_at_step[newly_dead] = self.n_steps
-            self.alive &= finite
+        """Members not ``finite`` die at this step; no host sync (see ``_hostflags``)."""
+        self.diverged_at_step.masked_fill_(self.alive & ~finite, self.n_steps)
+        self.alive &= finite
 
     def fit_epoch(self, x: Tensor, y: Tensor, *, batch_size: int, generator: torch.Generator) -> Tensor:
         """One pass over ``(x, y)`` in minibatches sliced from a permutation drawn from ``generator``.
