@@ -93,6 +93,28 @@ def test_below_the_bound_proposals_match_optunas_tpe():
     )
 
 
+def test_startup_trials_are_counted_again_for_each_study(monkeypatch):
+    """The sampler remembers that a study's startup trials are done; a second study with the same sampler
+    starts with random trials again, as Optuna's TPE does."""
+    sampler = BoundedTPESampler(seed=0, multivariate=True, n_startup_trials=3)
+    modelled: list[int] = []
+    original = BoundedTPESampler._sample
+
+    def spy(self, study, trial, search_space):
+        modelled.append(trial.number)
+        return original(self, study, trial, search_space)
+
+    monkeypatch.setattr(BoundedTPESampler, "_sample", spy)
+    space = {"x": optuna.distributions.FloatDistribution(-1.0, 1.0)}
+    for _ in range(2):
+        modelled.clear()
+        study = optuna.create_study(sampler=sampler)
+        for _ in range(6):
+            trial = study.ask(space)
+            study.tell(trial, trial.params["x"] ** 2)
+        assert modelled == [3, 4, 5]
+
+
 def test_same_seed_same_proposals_past_the_bound():
     def run(seed: int) -> list[dict]:
         return _ask_tell(

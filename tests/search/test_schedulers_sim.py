@@ -271,6 +271,75 @@ def test_hyperband_trials_compete_only_within_their_bracket():
             assert dict(sub.decisions(trial))[level] is (Decision.PROMOTE if continues else Decision.STOP)
 
 
+# -- results that arrive together (a fused population's members end an epoch at once) ----------------------
+
+
+@given(
+    scores=st.lists(st.floats(-100, 100), min_size=1, max_size=12),
+    earlier=st.lists(st.floats(-100, 100), max_size=8),
+    eta=st.integers(2, 4),
+)
+def test_results_that_arrive_together_are_ranked_together(scores, earlier, eta):
+    """At a rung, a group's results are all recorded before the cut: the best max(1, n // eta) of everything
+    recorded there (earlier results included) continue, whatever order the group lists them in."""
+    for order in (list(range(len(scores))), list(reversed(range(len(scores))))):
+        scheduler = AshaScheduler(max_resource=9, reduction_factor=eta)
+        for i, score in enumerate(earlier):
+            scheduler.on_report(1000 + i, 1, score)
+        decisions = scheduler.on_reports([(i, 1, scores[i]) for i in order])
+        everything = sorted([*earlier, *scores])
+        cutoff = everything[n_continuing(len(everything), eta) - 1]
+        for i, decision in zip(order, decisions, strict=True):
+            assert decision is (Decision.PROMOTE if scores[i] <= cutoff else Decision.STOP)
+
+
+def test_a_group_at_the_first_rung_keeps_its_top_third_not_its_first_reporters():
+    """One by one, the first of eight to report continues whatever its value (it is the best so far); ranked
+    together, exactly the best two of the eight continue (8 // 3)."""
+    values = [5.0, 4.0, 9.0, 1.0, 7.0, 2.0, 8.0, 6.0]  # minimize: trials 3 and 5 are the best
+    one_by_one = AshaScheduler(max_resource=9)
+    alone = [one_by_one.on_report(i, 1, v) for i, v in enumerate(values)]
+    assert alone[0] is Decision.PROMOTE
+    together = AshaScheduler(max_resource=9).on_reports([(i, 1, v) for i, v in enumerate(values)])
+    assert [i for i, d in enumerate(together) if d is Decision.PROMOTE] == [3, 5]
+    # A later group is cut against everything recorded at the rung: of the 16 results the best 5 (1, 1.5, 2,
+    # 2.5, 4) continue, so from the later group 1.5 and 2.5.
+    scheduler = AshaScheduler(max_resource=9)
+    scheduler.on_reports([(i, 1, v) for i, v in enumerate(values)])
+    later = scheduler.on_reports([(10 + i, 1, v + 0.5) for i, v in enumerate(values)])
+    assert [10 + i for i, d in enumerate(later) if d is Decision.PROMOTE] == [13, 15]
+    # Between rungs, and for a trial already stopped, the answers are those of on_report.
+    assert scheduler.on_reports([(3, 2, 0.0), (0, 2, 0.0)]) == [Decision.CONTINUE, Decision.STOP]
+
+
+def test_hyperband_ranks_a_group_within_each_bracket():
+    scheduler = HyperbandScheduler(max_resource=27)
+    trials = list(range(16))
+    values = {t: float((t * 7) % 16) for t in trials}
+    decisions = dict(zip(trials, scheduler.on_reports([(t, 1, values[t]) for t in trials]), strict=True))
+    reference = HyperbandScheduler(max_resource=27)
+    for s, bracket in enumerate(reference.brackets):
+        members = [t for t in trials if scheduler.bracket_of(t) == s]
+        if not members:
+            continue
+        expected = bracket.report_many([(t, 1, values[t]) for t in members])
+        assert [decisions[t] for t in members] == expected
+        if 1 in bracket.levels:  # only bracket 0 has a rung at epoch 1
+            kept = sorted(members, key=values.__getitem__)[: n_continuing(len(members), 3)]
+            assert {t for t in members if decisions[t] is Decision.PROMOTE} == set(kept)
+        else:
+            assert all(decisions[t] is Decision.CONTINUE for t in members)
+
+
+def test_schedulers_without_a_group_rule_answer_each_report_in_turn():
+    values = [3.0, 1.0, 2.0, 5.0]
+    for make in (lambda: MedianStoppingScheduler(n_startup_trials=1, grace_epochs=1), NoScheduler):
+        one_by_one, together = make(), make()
+        for epoch in (1, 2):
+            expected = [one_by_one.on_report(i, epoch, v) for i, v in enumerate(values)]
+            assert together.on_reports([(i, epoch, v) for i, v in enumerate(values)]) == expected
+
+
 # -- median stopping -----------------------------------------------------------------------------------------
 
 

@@ -32,6 +32,9 @@ called; each is checked when a sampler is built, so that an Optuna that changes 
 - ``_parzen_estimator_cls`` (Optuna's comment calls it overridable): Optuna's Parzen estimator, vectorized
   over parameters and evaluated with scipy.special (:mod:`tunelab.search._parzen`). Checked against Optuna's
   own once per process.
+- ``TPESampler._sample_relative(study, trial, search_space)``: Optuna counts the finished trials at every
+  ask to know whether the startup trials are done (a pass over the whole history); finished trials never
+  go back, so once the count has reached ``n_startup_trials`` for a study it is not taken again.
 - the search-space inference (``IntersectionSearchSpace``, and the parameter groups of ``group=True``),
   updated with new trials only: Optuna's deep-copies the space at every ask, and its groups re-read every
   trial at every ask (about 10 ms at 1,000 trials).
@@ -83,6 +86,7 @@ _TPE_ATTRIBUTES = (
 )
 _TPE_METHODS = {
     "_sample": ["self", "study", "trial", "search_space"],
+    "_sample_relative": ["self", "study", "trial", "search_space"],
     "_get_internal_repr": ["self", "trials", "search_space", "study"],
     "_compute_acquisition_func": ["self", "samples", "mpe_below", "mpe_above"],
     "_compare": ["samples", "acquisition_func_vals"],
@@ -149,12 +153,28 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
             self._group_decomposed_search_space = _IncrementalGroups()
         self._max_history = max(max_history, tpe.get("n_startup_trials", 10))
         self._history: _History | None = None
+        self._started: optuna.Study | None = None  # the study whose startup trials are known to be done
         self._lock = threading.Lock()
 
     @property
     def max_history(self) -> int:
         """Finished trials TPE models at most."""
         return self._max_history
+
+    def _sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        """Optuna's: random (``{}``) until ``n_startup_trials`` trials finished, then :meth:`_sample`."""
+        if not search_space:
+            return {}
+        if self._started is not study:
+            if (
+                len(study._get_trials(deepcopy=False, states=_FINISHED, use_cache=True))
+                < self._n_startup_trials
+            ):
+                return {}
+            self._started = study  # finished trials stay finished: the count is not taken again
+        return self._sample(study, trial, search_space)
 
     def _sample(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -173,6 +193,9 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
             observed_above, search_space, self._parzen_estimator_parameters
         )
         samples = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        # Both log-densities in one pass; Optuna's acquisition function then reads them.
+        if isinstance(mpe_below, _FastParzenEstimator) and isinstance(mpe_above, _FastParzenEstimator):
+            _FastParzenEstimator.prepare_log_pdfs([mpe_below, mpe_above], samples)
         best = optuna.samplers.TPESampler._compare(
             samples, self._compute_acquisition_func(samples, mpe_below, mpe_above)
         )
@@ -221,6 +244,7 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
         state = self.__dict__.copy()
         del state["_lock"]
         state["_history"] = None
+        state["_started"] = None
         state["_search_space"] = _IncrementalIntersection()
         if self._group:
             state["_group_decomposed_search_space"] = _IncrementalGroups()

@@ -50,8 +50,11 @@ class TrialHandle:
         original = self._trial.user_attrs.get("retry_of")
         return int(original) if original is not None else None
 
-    def report(self, epoch: int, value: float) -> SchedulerDecision:
-        """Record ``value`` (the metric) after ``epoch`` (1-based, increasing) and ask the scheduler."""
+    def report(
+        self, epoch: int, value: float, *, decision: SchedulerDecision | None = None
+    ) -> SchedulerDecision:
+        """Record ``value`` (the metric) after ``epoch`` (1-based, increasing) and ask the scheduler, unless
+        ``decision`` is the scheduler's answer already (taken with others' through ``on_reports``)."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= self.last_epoch:
             raise SpecError(
                 f"trial {self.number}: report() needs increasing epochs (1, 2, ...); got {epoch!r} after "
@@ -65,7 +68,8 @@ class TrialHandle:
             self._after_report()
         if self.stopped:
             return Decision.STOP
-        decision = self._scheduler.on_report(self.number, epoch, value)
+        if decision is None:
+            decision = self._scheduler.on_report(self.number, epoch, value)
         if decision is Decision.STOP:
             self.stopped = True
         elif isinstance(decision, Exploit):

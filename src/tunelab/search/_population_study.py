@@ -315,11 +315,27 @@ class _PopulationLoop:
                     member.fail(_diverged(population, k, epoch))
                     done.append(k)
                     self._finish(member)
-            for k in self._report_order(logs, alive):
+            order = self._report_order(logs, alive)
+            values = {k: self._value(logs[k]) for k in order}
+            # The members end the epoch together: ranked together at a rung (PBT ranks them one by one).
+            together = None
+            if not isinstance(self.scheduler, PbtScheduler):
+                together = dict(
+                    zip(
+                        order,
+                        self.scheduler.on_reports(
+                            [(slots[k].trial.number, offset + epoch, values[k]) for k in order]
+                        ),
+                        strict=True,
+                    )
+                )
+            for k in order:
                 member = slots[k]
-                value = self._value(logs[k])
+                value = values[k]
                 member.values[epoch] = value
-                decision = member.handle.report(offset + epoch, value)
+                decision = member.handle.report(
+                    offset + epoch, value, decision=None if together is None else together[k]
+                )
                 self.events.trial_reported(member.trial.number, offset + epoch, value)
                 ends = early_stops[k] or epoch == n_epochs
                 if isinstance(decision, Exploit):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tunelab.errors import SpecError
 from tunelab.search.schedulers._base import (
     BaseScheduler,
@@ -58,3 +60,7 @@ class AshaScheduler(BaseScheduler):
 
     def on_report(self, trial_id: int, epoch: int, value: float) -> SchedulerDecision:
         return self.rungs.report(trial_id, epoch, self.score(value))
+
+    def on_reports(self, reports: Sequence[tuple[int, int, float]]) -> list[SchedulerDecision]:
+        """Results that arrived together are ranked together (``RungSystem.report_many``)."""
+        return list(self.rungs.report_many([(t, e, self.score(v)) for t, e, v in reports]))

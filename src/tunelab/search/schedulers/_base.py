@@ -8,6 +8,11 @@ resource
    that multi-fidelity schedulers count), returning a :class:`Decision` or, from PBT, an :class:`Exploit`;
 3. ``on_trial_end(trial_id, status)`` once, when the trial completed, was stopped (``pruned``) or failed.
 
+Trials that finish an epoch together (the members of a fused population) may report through
+``on_reports([(trial_id, epoch, value), ...])`` instead, one decision each, in order. By default that is
+``on_report`` on each in turn; the rung schedulers (ASHA, Hyperband) record every result at a rung before
+deciding, so results that arrive together are ranked together rather than in the order they are listed.
+
 Schedulers only decide: they never train, copy weights or touch storage, so the same scheduler drives an
 in-process loop, a fused population, worker processes or a simulated clock in tests.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -95,6 +100,10 @@ class BaseScheduler:
     def on_report(self, trial_id: int, epoch: int, value: float) -> SchedulerDecision:
         """The trial finished ``epoch`` (1-based) with metric ``value``; decide what it does next."""
         raise NotImplementedError
+
+    def on_reports(self, reports: Sequence[tuple[int, int, float]]) -> list[SchedulerDecision]:
+        """Several trials finished an epoch at once: ``(trial_id, epoch, value)`` each; a decision each."""
+        return [self.on_report(trial_id, epoch, value) for trial_id, epoch, value in reports]
 
     def on_trial_end(self, trial_id: int, status: TrialStatus) -> None:
         """The trial ended: ``complete``, ``pruned`` (stopped by a decision) or ``failed``."""

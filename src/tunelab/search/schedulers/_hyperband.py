@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tunelab.search.schedulers._asha import check_resources
-from tunelab.search.schedulers._base import BaseScheduler, Direction, SchedulerDecision
+from tunelab.search.schedulers._base import BaseScheduler, Decision, Direction, SchedulerDecision
 from tunelab.search.schedulers._rungs import RungSystem, rung_levels
 
 __all__ = ["HyperbandScheduler", "bracket_sizes", "smooth_weighted_cycle"]
@@ -82,3 +84,15 @@ class HyperbandScheduler(BaseScheduler):
 
     def on_report(self, trial_id: int, epoch: int, value: float) -> SchedulerDecision:
         return self.brackets[self.bracket_of(trial_id)].report(trial_id, epoch, self.score(value))
+
+    def on_reports(self, reports: Sequence[tuple[int, int, float]]) -> list[SchedulerDecision]:
+        """Results that arrived together are ranked together within each bracket."""
+        decisions: list[SchedulerDecision] = [Decision.CONTINUE] * len(reports)
+        by_bracket: dict[int, list[int]] = {}
+        for index, (trial_id, _, _) in enumerate(reports):
+            by_bracket.setdefault(self.bracket_of(trial_id), []).append(index)
+        for bracket, indices in by_bracket.items():
+            batch = [(reports[i][0], reports[i][1], self.score(reports[i][2])) for i in indices]
+            for i, decision in zip(indices, self.brackets[bracket].report_many(batch), strict=True):
+                decisions[i] = decision
+        return decisions

@@ -8,6 +8,9 @@ Definitions (Li et al., "A System for Massively Parallel Hyperparameter Tuning",
   With fewer than ``eta`` results nobody can be in the top 1/eta yet, and a trial cannot be paused here, so
   the rule becomes "continue iff best so far" (Optuna's SuccessiveHalvingPruner makes the same choice). Ties
   continue.
+- results that arrive together (:meth:`RungSystem.report_many`: a fused population's members end an epoch
+  at the same moment) are all recorded at the rung before any of them is decided, so ``n`` counts every one
+  of them: synchronous successive halving within the group, ASHA's rule against the results before it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,36 @@ class RungSystem:
     def scores_at(self, rung: int) -> list[float]:
         """Scores recorded at rung index ``rung``, best first."""
         return list(self._sorted_scores[rung])
+
+    def report_many(self, reports: list[tuple[int, int, float]]) -> list[Decision]:
+        """``(trial_id, epoch, score)`` results that arrived together; a decision each, in order.
+
+        Rung by rung (lowest first), every result crossing it is recorded before the cut is taken, and a
+        result that fails a rung is not recorded at the rungs above it (as in :meth:`report`).
+        """
+        decisions: list[Decision] = []
+        crossing: dict[int, list[int]] = {}  # rung -> indices into reports
+        for index, (trial_id, epoch, _) in enumerate(reports):
+            if trial_id in self._stopped:
+                decisions.append(Decision.STOP)
+                continue
+            last = self._last_epoch.get(trial_id, 0)
+            self._last_epoch[trial_id] = max(last, epoch)
+            crossed = [k for k, level in enumerate(self.levels) if last < level <= epoch]
+            decisions.append(Decision.PROMOTE if crossed else Decision.CONTINUE)
+            for k in crossed:
+                crossing.setdefault(k, []).append(index)
+        for k in sorted(crossing):
+            entrants = [i for i in crossing[k] if decisions[i] is not Decision.STOP]
+            scores = self._sorted_scores[k]
+            for i in entrants:
+                bisect.insort(scores, reports[i][2])
+            cutoff = scores[n_continuing(len(scores), self.reduction_factor) - 1] if entrants else 0.0
+            for i in entrants:
+                if reports[i][2] > cutoff:
+                    self._stopped.add(reports[i][0])
+                    decisions[i] = Decision.STOP
+        return decisions
 
     def report(self, trial_id: int, epoch: int, score: float) -> Decision:
         """Record ``score`` at every rung the trial crossed since its last report and decide."""
