@@ -40,8 +40,14 @@ def test_member_trained_in_a_cuda_population_matches_training_alone_on_cuda(
     kind, case, build_model, data_for
 ):
     """Batched kernels (bmm, grouped convolutions) sum in another order than K separate ones: fp32 rounding
-    apart, a member is its lone twin. On CUDA ``auto`` picks the [K, M] foreach optimizer."""
-    check_equivalence(kind, case, "auto", build_model, data_for, device="cuda", atol=1e-4)
+    apart, a member is its lone twin. On CUDA ``auto`` picks the [K, M] foreach optimizer.
+
+    The lone recurrent models run PyTorch's own fp32 cells, not cuDNN's: cuDNN's LSTM/GRU kernels are not
+    plain fp32 arithmetic (on an H100, a bidirectional 2-layer LSTM after two epochs of RMSprop differed from
+    its population twin by up to 0.075 with cuDNN, by 9e-7 without; Adam 0.015 and 6e-8)."""
+    recurrent = kind not in ("mlp", "cnn")
+    with torch.backends.cudnn.flags(enabled=not recurrent):
+        check_equivalence(kind, case, "auto", build_model, data_for, device="cuda", atol=1e-4)
 
 
 @pytest.mark.parametrize("case", ["sgd_nesterov", "adam", "adagrad"])

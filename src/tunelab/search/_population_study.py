@@ -120,6 +120,7 @@ def run_population_study(
     target: float | None = None,
     events: StudyEvents | None = None,
     flop_rate: float | None = None,
+    seed: int | None = None,
 ) -> StudySummary:
     """Run the study in fused populations of up to ``population_size`` trials; see the module docstring.
 
@@ -132,6 +133,7 @@ def run_population_study(
     With ``timeout_s``, each population is sized to its structure's cost and the time left
     (:mod:`tunelab.search._sizing`; ``population_size`` is then the largest it may be); ``flop_rate``, the
     training rate in FLOP/s measured by the fusion probe, sizes the populations before the first is measured.
+    ``seed`` seeds the random structures of the first populations under TPE (:class:`Packer`).
     """
     _check_budget(n_trials, "n_trials", kind=int)
     _check_budget(timeout_s, "timeout_s", kind=float)
@@ -169,6 +171,7 @@ def run_population_study(
         folds=list(folds),
         events=events or _NoEvents(),
         flop_rate=flop_rate,
+        seed=seed,
     )
     try:
         _replay(backend.study, space, scheduler)
@@ -192,13 +195,14 @@ class _PopulationLoop:
         folds: list[int | None],
         events: StudyEvents,
         flop_rate: float | None,
+        seed: int | None = None,
     ) -> None:
         self.make_spec, self.data, self.space = make_spec, data, space
         self.backend, self.study, self.scheduler = backend, backend.study, scheduler
         self.metric, self.folds, self.events = metric, folds, events
         # Trials reach the storage when they finish (one write each), not at every report: a population
         # reports K values per epoch. A killed population's trials are simply absent, and run again.
-        self.packer = Packer(self.study, space)
+        self.packer = Packer(self.study, space, seed=seed)
         first = data.bundle(folds[0])
         self.sizer = PopulationSizer(rows=len(first.X_train), flop_rate=flop_rate)
         self._flops: dict[str, float] = {}  # forward FLOPs per sample, by model spec

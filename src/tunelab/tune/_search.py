@@ -153,6 +153,7 @@ def run_search(plan: Plan, evaluator: Evaluator, say: Any, *, worker: int = 0) -
                 folds=plan.folds,
                 events=say,
                 flop_rate=fusion.flop_rate,
+                seed=plan.spec.seed,
                 **loop,
             )
     return run_study(
