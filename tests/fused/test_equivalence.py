@@ -135,7 +135,13 @@ def assert_members_match(population: Population, alone: list[nn.Module], *, atol
         theirs = reference.state_dict()
         assert ours.keys() == theirs.keys()
         for name, value in theirs.items():
-            torch.testing.assert_close(ours[name], value, atol=atol, rtol=1e-4, msg=f"member {k}, {name}")
+            torch.testing.assert_close(
+                ours[name],
+                value,
+                atol=atol,
+                rtol=1e-4,
+                msg=lambda m, k=k, name=name: f"member {k}, {name}: {m}",
+            )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -152,12 +158,15 @@ def test_vectorized_foreach_optimizers_match_training_alone(kind, case, build_mo
     check_equivalence(kind, case, "foreach", build_model, data_for)
 
 
-def check_equivalence(kind, case, implementation, build_model, data_for, *, device="cpu", atol=1e-5):
-    """Train K members of ``kind`` with optimizer ``case`` as one population and each alone (on ``device``);
-    every member's weights must match its lone twin's."""
+def check_equivalence(
+    kind, case, implementation, build_model, data_for, *, device="cpu", dtype=torch.float32, atol=1e-5
+):
+    """Train K members of ``kind`` with optimizer ``case`` as one population and each alone (on ``device``,
+    in ``dtype``); every member's weights must match its lone twin's."""
     pop_cls, torch_cls, hparams, flags = CASES[case]
-    x, y = (tensor.to(device) for tensor in data_for(kind, n=24))
-    models = [build_model(kind, seed=k).to(device) for k in range(K)]
+    x, y = data_for(kind, n=24)
+    x, y = x.to(device, dtype), y.to(device)
+    models = [build_model(kind, seed=k).to(device, dtype) for k in range(K)]
     population = Population.from_modules(models)
     optimizer = pop_cls(
         population.parameters(), n_members=K, implementation=implementation, **hparams, **flags
@@ -167,13 +176,13 @@ def check_equivalence(kind, case, implementation, build_model, data_for, *, devi
     assert optimizer.implementation == implementation
     PopulationTrainer(population, optimizer).fit(x, y, n_epochs=2, batch_size=8, seed=5)
 
-    alone = [build_model(kind, seed=k).to(device) for k in range(K)]
+    alone = [build_model(kind, seed=k).to(device, dtype) for k in range(K)]
     for k, model in enumerate(alone):
         member_hparams = {name: values[k] for name, values in hparams.items()}
         torch_optimizer = torch_cls(model.parameters(), **torch_kwargs(member_hparams), **flags)
         train_alone(model, torch_optimizer, x, y, seed=5, n_epochs=2, batch_size=8)
     # The population really trained: members moved away from their initial weights.
-    initial = build_model(kind, seed=0).to(device).state_dict()
+    initial = build_model(kind, seed=0).to(device, dtype).state_dict()
     assert any(not torch.allclose(initial[n], v) for n, v in population.member(0).state_dict().items())
     assert_members_match(population, alone, atol=atol)
 
