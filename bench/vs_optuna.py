@@ -10,8 +10,10 @@ momentum 0.9; at most 10 epochs; validation accuracy is the metric.
   two single-thread worker processes on one Optuna journal file. Its whole budget is search; the best
   trial's own weights are then tested once (after the budget, not counted).
 - **tunelab**: ``tune_experiment`` with the same space, TPE and Hyperband (min 1 epoch, η = 3) and the same
-  budget, which tunelab splits itself: 80% search, then the top 3 re-trained with 2 fresh seeds, a refit on
-  train + validation, one test evaluation and the export, all inside the budget (the refit may run past it).
+  budget, with ``--workers 2`` (``--tunelab-workers``; each single-thread process packs and trains its own
+  fused populations, as the baseline runs two single-thread trials). tunelab splits the budget itself: 80%
+  search, then the top 3 re-trained with 2 fresh seeds, a refit on train + validation, one test evaluation
+  and the export, all inside the budget (the refit may run past it).
 
 Both clocks start just before the side begins (process start-up and reading the data count). For each side
 the JSON holds every finished trial (start, end, state, value, epochs, params) and the best-so-far validation
@@ -90,7 +92,9 @@ def tunelab_spec(budget_s: float, *, max_epochs: int, seed: int) -> dict[str, An
     }
 
 
-def run_tunelab(budget_s: float, *, work_dir: Path, max_epochs: int, seed: int) -> dict[str, Any]:
+def run_tunelab(
+    budget_s: float, *, work_dir: Path, max_epochs: int, seed: int, workers: int = 2
+) -> dict[str, Any]:
     """Run ``tune_experiment`` on the workload; the same record shape as ``run_baseline``."""
     # Imported here: the baseline's spawned workers re-import this module and must not pay for tunelab.
     from tunelab.errors import TrainingError
@@ -104,7 +108,9 @@ def run_tunelab(budget_s: float, *, work_dir: Path, max_epochs: int, seed: int) 
     summary: dict[str, Any] | None = None
     error = None
     try:
-        summary = tune_experiment(spec, out_dir=out_dir, log=_logger("tunelab", started)).summary
+        summary = tune_experiment(
+            spec, out_dir=out_dir, workers=workers, log=_logger("tunelab", started)
+        ).summary
     except TrainingError as err:  # no trial completed within the budget
         error = str(err)
     finished = time.time()
@@ -311,6 +317,13 @@ def main() -> None:
     parser.add_argument(
         "--plot", type=Path, default=None, metavar="JSON", help="only draw JSON (a past run) as a PNG"
     )
+    parser.add_argument(
+        "--tunelab-workers",
+        type=int,
+        default=2,
+        help="tunelab's --workers (default 2: one single-thread process per core, each training its own "
+        "fused populations; 1: one process with two threads, as before the third session)",
+    )
     args = parser.parse_args()
     if args.plot is not None:
         print(f"wrote {plot_result(args.plot)}")
@@ -330,7 +343,9 @@ def main() -> None:
         "baseline": lambda: run_baseline(
             budget_s, work_dir=work_dir / "baseline", max_epochs=max_epochs, seed=args.seed
         ),
-        "tunelab": lambda: run_tunelab(budget_s, work_dir=work_dir, max_epochs=max_epochs, seed=args.seed),
+        "tunelab": lambda: run_tunelab(
+            budget_s, work_dir=work_dir, max_epochs=max_epochs, seed=args.seed, workers=args.tunelab_workers
+        ),
     }
     order = list(SIDES) if args.order == "baseline-first" else list(SIDES)[::-1]
     sides: dict[str, dict[str, Any]] = {}

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from tunelab.search import AshaScheduler, NoScheduler, SearchSpace, make_sampler
 from tunelab.search._fusion import decide
-from tunelab.search._packing import Packer, pack_key, structural_paths
+from tunelab.search._packing import pack_key, structural_paths
 from tunelab.search._population_study import run_population_study
 from tunelab.spec import ExperimentSpec, parse_spec
 from tunelab.tune._trials import Evaluator, trial_spec
@@ -244,42 +244,3 @@ def test_a_time_budget_sizes_the_population_by_its_cost(tmp_path, base, flop_rat
     first = trials[0].user_attrs["population"]
     assert sum(t.user_attrs["population"] == first for t in trials) == first_size
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
-
-
-def test_under_tpe_packs_draw_their_structure_at_random_until_enough_structures_are_seen():
-    """Pack members share a structure, so TPE's random startup trials alone would cover one or two; the first
-    trial of a pack draws at random (the packer's seeded RandomSampler) while the study holds fewer than
-    half of TPE's n_startup_trials (10) distinct structures, and from TPE once it holds five."""
-    space = SearchSpace.from_dict(
-        {
-            "train.batch_size": {"choice": [16, 32, 64, 128, 256, 512, 1024]},
-            "train.lr": {"float": [1e-4, 1e-1], "log": True},
-        }
-    )
-    sampler = make_sampler("tpe", seed=0, space=space)
-    study = optuna.create_study(sampler=sampler)
-    packer = Packer(study, space, seed=1)
-    assert packer.structure_startup == 5
-    random_draws: list[str] = []
-    original = packer._random.sample_independent
-
-    def counted(study, trial, name, distribution):
-        random_draws.append(name)
-        return original(study, trial, name, distribution)
-
-    packer._random.sample_independent = counted  # type: ignore[method-assign]
-    history = []
-    for _ in range(10):
-        seen, before = packer._structures_seen(), len(random_draws)
-        pack = packer.next_pack(3)
-        assert len({p["train"]["batch_size"] for _, p in pack}) == 1  # one structure per pack
-        for trial, params in pack:
-            study.tell(trial, params["train"]["lr"])
-        history.append((seen, len(random_draws) > before))
-    assert [drawn for _, drawn in history] == [seen < 5 for seen, _ in history]
-    assert packer._structures_seen() >= 5
-    assert any(not drawn for _, drawn in history)  # TPE took over
-    assert study.sampler is sampler  # the study's own sampler is back after every random draw
-    # Other samplers keep their own order: a grid is never interrupted by random draws.
-    grid = optuna.create_study(sampler=optuna.samplers.GridSampler({"train.lr": [0.1, 0.01]}))
-    assert Packer(grid, space).structure_startup == 0

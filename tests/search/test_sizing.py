@@ -38,7 +38,7 @@ def test_forward_flops_of_an_mlp_are_its_matmuls_and_other_models_are_counted():
 def test_sizer_fits_members_in_a_share_of_the_time_left():
     sizer = PopulationSizer(rows=1000, flop_rate=1e9)
     per_member = 3 * 1e5 * 1000 * 2.0  # FLOPs per member: 3 x forward x rows x epochs = 6e8
-    fits = int(POPULATION_SHARE * 100.0 * 1e9 // per_member)  # 20 in an eighth of 100 s
+    fits = int(POPULATION_SHARE * 100.0 * 1e9 // per_member)  # 41 in a quarter of 100 s
     assert sizer.size(1e5, epochs=2.0, cap=64, time_left=100.0) == fits
     assert sizer.size(1e5, epochs=2.0, cap=8, time_left=100.0) == 8  # never above the cap
     assert sizer.size(1e8, epochs=2.0, cap=8, time_left=100.0) == 1  # an expensive structure alone

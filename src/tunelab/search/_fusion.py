@@ -59,7 +59,6 @@ def choose_fusion(
     bundle: Any,
     *,
     make_spec: Callable[[dict[str, Any]], Any],
-    workers: int = 1,
     seed: int = 0,
 ) -> FusionDecision:
     """Decide how a search (``search``: a ``SearchSpec``) trains its trials on ``bundle`` (a ``DataBundle``).
@@ -78,7 +77,6 @@ def choose_fusion(
         model=spec.model,
         train=spec.train,
         task=bundle.task,
-        workers=workers,
         sampler=search.sampler,
     )
     if blocker is not None and mode == "on":
@@ -137,7 +135,7 @@ def _describe(spec: Any) -> str:
 
 
 def fusion_blocker(
-    *, mode: FusedMode, model: ModelSpec, train: TrainSpec, task: str, workers: int, sampler: str
+    *, mode: FusedMode, model: ModelSpec, train: TrainSpec, task: str, sampler: str
 ) -> str | None:
     """Why this search cannot (``on``) or should not (``auto``) run fused populations; None when it may."""
     family = getattr(model, "type", "custom")
@@ -148,8 +146,6 @@ def fusion_blocker(
         )
     if family == "custom":
         return "a custom model's structure is unknown to the population layers"
-    if workers > 1:
-        return f"{workers} worker processes: fused populations run in one search process"
     if sampler == "grid":
         return "the grid sampler chooses every parameter itself, so trials cannot be packed by structure"
     if train.amp:

@@ -9,12 +9,11 @@ Optuna trial: storage, resume and the dashboard see nothing unusual.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
-from optuna.samplers import RandomSampler, TPESampler
+from optuna.samplers import PartialFixedSampler
 from optuna.trial import TrialState
 
 from tunelab.search.space import SearchSpace
@@ -95,31 +94,19 @@ class Packer:
     are asked first, as Optuna always does; a pack takes the next waiting trial only while its fixed
     parameters have the pack's structure, and ends early otherwise, so that trial starts the next pack.
 
-    Structural startup: TPE proposes at random until ``n_startup_trials`` trials finished, so that its model
-    starts from varied observations; but the members of a pack share their structure, so those random trials
-    would cover only one or two structures, and TPE would go on to model every later structure from those.
-    With a TPE sampler, the first trial of a pack therefore draws at random (Optuna's ``RandomSampler``,
-    seeded) while the study holds fewer than ``structure_startup`` distinct structures (default: half of
-    TPE's ``n_startup_trials``). Other samplers (grid, QMC, CMA-ES...) keep their own order.
+    ``shared``: other processes ask the same storage (``--workers N``). A trial enqueued for this pack could
+    then be taken by another process's ask, so the pack's other members are asked through Optuna's
+    ``PartialFixedSampler`` around the study's sampler instead (the structure fixed, this process's own).
+    A waiting trial of another structure that an ask takes anyway (another process may take the one this
+    one looked at) ends the pack and starts the next one.
     """
 
-    def __init__(
-        self,
-        study: optuna.Study,
-        space: SearchSpace,
-        *,
-        structure_startup: int | None = None,
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, *, shared: bool = False) -> None:
         self.study = study
         self.space = space
         self.structural = structural_paths(space)
-        sampler = study.sampler
-        if structure_startup is None:
-            n_startup = getattr(sampler, "_n_startup_trials", 0)
-            structure_startup = math.ceil(n_startup / 2) if isinstance(sampler, TPESampler) else 0
-        self.structure_startup = structure_startup
-        self._random = RandomSampler(seed=seed)
+        self.shared = shared
+        self._next_first: tuple[optuna.Trial, dict[str, Any]] | None = None
 
     def next_pack(
         self, size: int | Callable[[dict[str, Any]], int]
@@ -127,39 +114,38 @@ class Packer:
         """Up to ``size`` new trials with their nested override dicts; the first one sampled in full, the
         others with its structural values fixed. ``size`` may be a function of the first trial's overrides
         (a population's size can depend on its structure's cost)."""
-        pack = [self._ask(at_random=self._structures_seen() < self.structure_startup)]
+        first, self._next_first = self._next_first, None
+        pack = [first or self._ask()]
         key = pack_key(pack[0][0].params, self.space, self.structural)
         if callable(size):
             size = size(pack[0][1])
         while len(pack) < size:
             waiting = self._next_waiting()
-            if waiting is None:
-                self.study.enqueue_trial(dict(key), skip_if_exists=False)
-            elif pack_key(waiting, self.space, self.structural) != key:
+            if waiting is not None and pack_key(waiting, self.space, self.structural) != key:
                 break
-            pack.append(self._ask())
+            if waiting is not None or not self.shared:
+                if waiting is None:
+                    self.study.enqueue_trial(dict(key), skip_if_exists=False)
+                member = self._ask()
+            else:
+                member = self._ask(fixed=dict(key))
+            if pack_key(member[0].params, self.space, self.structural) != key:
+                self._next_first = member  # a waiting trial of another structure: it starts the next pack
+                break
+            pack.append(member)
         return pack
 
-    def _ask(self, *, at_random: bool = False) -> tuple[optuna.Trial, dict[str, Any]]:
-        if not at_random:
+    def _ask(self, *, fixed: dict[str, Any] | None = None) -> tuple[optuna.Trial, dict[str, Any]]:
+        if fixed is None:
             trial = self.study.ask()
             return trial, self.space.sample(trial)
-        sampler, self.study.sampler = self.study.sampler, self._random
+        sampler = self.study.sampler
+        self.study.sampler = PartialFixedSampler(fixed, sampler)
         try:
             trial = self.study.ask()
             return trial, self.space.sample(trial)
         finally:
             self.study.sampler = sampler
-
-    def _structures_seen(self) -> int:
-        """Distinct structures among the study's trials so far (waiting ones aside)."""
-        if self.structure_startup <= 0:
-            return 0
-        trials = self.study.get_trials(deepcopy=False)
-        keys = {
-            pack_key(t.params, self.space, self.structural) for t in trials if t.state != TrialState.WAITING
-        }
-        return len(keys)
 
     def _next_waiting(self) -> dict[str, Any] | None:
         """The fixed parameters of the trial ``study.ask()`` would take next, if one is waiting."""

@@ -120,7 +120,7 @@ def run_population_study(
     target: float | None = None,
     events: StudyEvents | None = None,
     flop_rate: float | None = None,
-    seed: int | None = None,
+    shared_storage: bool = False,
 ) -> StudySummary:
     """Run the study in fused populations of up to ``population_size`` trials; see the module docstring.
 
@@ -133,7 +133,8 @@ def run_population_study(
     With ``timeout_s``, each population is sized to its structure's cost and the time left
     (:mod:`tunelab.search._sizing`; ``population_size`` is then the largest it may be); ``flop_rate``, the
     training rate in FLOP/s measured by the fusion probe, sizes the populations before the first is measured.
-    ``seed`` seeds the random structures of the first populations under TPE (:class:`Packer`).
+    ``shared_storage``: other processes run populations on the same study (``--workers N``; see
+    :class:`~tunelab.search._packing.Packer`).
     """
     _check_budget(n_trials, "n_trials", kind=int)
     _check_budget(timeout_s, "timeout_s", kind=float)
@@ -171,10 +172,10 @@ def run_population_study(
         folds=list(folds),
         events=events or _NoEvents(),
         flop_rate=flop_rate,
-        seed=seed,
+        shared_storage=shared_storage,
     )
     try:
-        _replay(backend.study, space, scheduler)
+        _replay(backend.study, space, scheduler, loop.seen)
         budget = _Budget(n_trials, timeout_s, max_total_epochs, target, direction, started)
         stop_reason = loop.run(budget, population_size)
     finally:
@@ -195,14 +196,16 @@ class _PopulationLoop:
         folds: list[int | None],
         events: StudyEvents,
         flop_rate: float | None,
-        seed: int | None = None,
+        shared_storage: bool = False,
     ) -> None:
         self.make_spec, self.data, self.space = make_spec, data, space
         self.backend, self.study, self.scheduler = backend, backend.study, scheduler
         self.metric, self.folds, self.events = metric, folds, events
         # Trials reach the storage when they finish (one write each), not at every report: a population
         # reports K values per epoch. A killed population's trials are simply absent, and run again.
-        self.packer = Packer(self.study, space, seed=seed)
+        self.packer = Packer(self.study, space, shared=shared_storage)
+        self.shared = shared_storage
+        self.seen: set[int] = set()  # trials the scheduler knows: started here, or replayed from the storage
         first = data.bundle(folds[0])
         self.sizer = PopulationSizer(rows=len(first.X_train), flop_rate=flop_rate)
         self._flops: dict[str, float] = {}  # forward FLOPs per sample, by model spec
@@ -217,6 +220,15 @@ class _PopulationLoop:
         if any(t.state == TrialState.COMPLETE and budget.reached_target(t.values[0]) for t in finished):
             return "target"
         while True:
+            if self.shared:
+                # Other processes train populations on this study too: the scheduler ranks their trials as
+                # well, and the budgets count every process's trials.
+                _replay(self.study, self.space, self.scheduler, self.seen)
+                finished = self.study.get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+                )
+                n_finished = len(finished)
+                n_epochs = sum(max(t.intermediate_values, default=0) for t in finished)
             spent = budget.spent(n_finished, n_epochs)
             if spent is not None:
                 return spent
@@ -257,6 +269,7 @@ class _PopulationLoop:
     def _start(self, pack: list[tuple[optuna.Trial, dict[str, Any]]]) -> list[_Member]:
         members = []
         for trial, params in pack:
+            self.seen.add(trial.number)
             handle = TrialHandle(trial, params, scheduler=self.scheduler)
             # The population a trial trained in: the number of its first trial.
             handle.set_attr("population", pack[0][0].number)

@@ -23,9 +23,7 @@ from tunelab.search.schedulers import AshaScheduler, BaseScheduler, HyperbandSch
 
 __all__ = ["POPULATION_SHARE", "PopulationSizer", "expected_epochs", "forward_flops"]
 
-# Of the time left, for one population: an eighth leaves room for eight or more structures over a budget (with
-# a quarter, the Fashion-MNIST benchmark's first population of one structure took a quarter of the search).
-POPULATION_SHARE = 0.125
+POPULATION_SHARE = 0.25  # of the time left, for one population
 # Modules whose forward pass is a matmul (counted exactly) or negligible next to one; any other module with
 # parameters (convolutions, recurrent layers...) is counted by torch's FLOP counter.
 _LINEAR = (nn.Linear,)

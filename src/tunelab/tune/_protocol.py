@@ -57,11 +57,6 @@ def tune_experiment(
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise SpecError(f"--workers must be a whole number from 1 to 64; got {workers!r}.")
-    if workers > 1 and search.fused == "on":
-        raise SpecError(
-            "search.fused is 'on', but fused populations train in one search process; "
-            "use --workers 1, or set search.fused to 'auto' or 'off'."
-        )
     _check_storage_url(storage)
     run_dir = _open_run_dir(Path(out_dir), spec, resume=resume, storage=storage)
     storage_url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"

@@ -127,35 +127,36 @@ def run_search(plan: Plan, evaluator: Evaluator, say: Any, *, worker: int = 0) -
         "max_total_epochs": search.max_total_epochs,
         "target": search.target,
     }
-    if plan.workers == 1:
-        # Fused populations where they apply and pay (see tunelab.search._fusion); the summary says which.
-        # PBT copies weights between trials trained side by side: fused whatever the measurement says.
-        choose = _pbt_fusion if search.scheduler.name == "pbt" else choose_fusion
-        fusion = choose(
-            search,
-            evaluator.bundle(plan.folds[0]),
-            make_spec=lambda p: trial_spec(plan.spec, p),
-            seed=plan.spec.seed,
-        )
+    # Fused populations where they apply and pay (see tunelab.search._fusion); the summary says which. With
+    # several workers each process decides and runs its own populations on the shared storage.
+    # PBT copies weights between trials trained side by side: fused whatever the measurement says.
+    choose = _pbt_fusion if search.scheduler.name == "pbt" else choose_fusion
+    fusion = choose(
+        search,
+        evaluator.bundle(plan.folds[0]),
+        make_spec=lambda p: trial_spec(plan.spec, p),
+        seed=plan.spec.seed,
+    )
+    if worker == 0:
         plan.fusion = fusion.to_dict()
-        say(
-            f"fused populations of {fusion.population_size}: {fusion.reason}"
-            if fusion.fused
-            else f"sequential trials: {fusion.reason}"
+    say(
+        f"fused populations of {fusion.population_size}: {fusion.reason}"
+        if fusion.fused
+        else f"sequential trials: {fusion.reason}"
+    )
+    if fusion.fused:
+        return run_population_study(
+            lambda p: trial_spec(plan.spec, p),
+            evaluator,
+            space,
+            population_size=fusion.population_size,
+            metric=plan.metric,
+            folds=plan.folds,
+            events=say,
+            flop_rate=fusion.flop_rate,
+            shared_storage=plan.workers > 1,
+            **loop,
         )
-        if fusion.fused:
-            return run_population_study(
-                lambda p: trial_spec(plan.spec, p),
-                evaluator,
-                space,
-                population_size=fusion.population_size,
-                metric=plan.metric,
-                folds=plan.folds,
-                events=say,
-                flop_rate=fusion.flop_rate,
-                seed=plan.spec.seed,
-                **loop,
-            )
     return run_study(
         Objective(plan.spec, evaluator, plan.folds, plan.metric, plan.direction, plan.run_dir, say),
         space,
@@ -177,7 +178,6 @@ def _pbt_fusion(
         model=sampled.model,
         train=sampled.train,
         task=bundle.task,
-        workers=1,  # several workers are refused before the search (_check_pbt)
         sampler=search.sampler,
     )
     if blocker is not None:
