@@ -25,7 +25,6 @@ from tunelab.search._bounded_tpe import (
     _IncrementalGroups,
     _IncrementalIntersection,
     _NewTrials,
-    _shared_by_pack,
     good_group_size,
 )
 from tunelab.search._parzen import _FastParzenEstimator
@@ -394,38 +393,3 @@ def test_pruned_trials_fill_the_good_group_when_few_complete():
         pruned, key=lambda t: (-max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)])
     )
     assert {t.number for t in ranked[:2]} <= chosen
-
-
-def test_members_of_one_population_share_one_observations_weight():
-    parameters = BoundedTPESampler()._parzen_estimator_parameters
-    packs = np.array([5.0, 5.0, 5.0, 7.0, 8.0])
-    np.testing.assert_allclose(_shared_by_pack(None, packs, parameters), [1 / 3, 1 / 3, 1 / 3, 1, 1])
-    np.testing.assert_allclose(_shared_by_pack(np.full(5, 2.0), packs, parameters), [2 / 3] * 3 + [2, 2])
-    assert _shared_by_pack(None, np.array([1.0, 2.0, 3.0]), parameters) is None  # nobody shares: unchanged
-    # Past 25 observations TPE's own weights (a ramp by age) are divided the same way.
-    many = np.repeat(np.arange(10.0), 3)
-    shared = _shared_by_pack(None, many, parameters)
-    np.testing.assert_allclose(shared, default_weights(30) / 3)
-
-
-def test_the_sampler_reads_each_trials_population_from_its_user_attributes():
-    """Trials of a fused population carry the number of its first trial (``population``); the good and the
-    other group's observations come with them, in trial order, so the estimators can share weights."""
-    space = {"x": FloatDistribution(-1.0, 1.0)}
-    study = optuna.create_study()
-    for number in range(12):
-        trial = study.ask(space)
-        if number < 8:
-            trial.set_user_attr("population", 4 * (number // 4))  # two populations of four
-        study.tell(trial, trial.params["x"] ** 2)
-    sampler = BoundedTPESampler(seed=0, multivariate=True, n_startup_trials=3)
-    asked = study.ask()
-    (good, good_packs), (others, other_packs) = sampler._observe_view(
-        study, study._storage.get_trial(asked._trial_id), space
-    )
-    packs = {t.number: t.user_attrs.get("population", t.number) for t in study.trials if t.values}
-    values = {t.number: t.params["x"] for t in study.trials if t.values}
-    for group, group_packs in ((good, good_packs), (others, other_packs)):
-        numbers = [n for x in group["x"] for n, v in values.items() if v == x]
-        assert [packs[n] for n in numbers] == list(group_packs)
-    assert len(good_packs) + len(other_packs) == 12

@@ -15,13 +15,6 @@ history, ``max_history`` trials (plus the running ones, for the constant liar):
   as the "bad" density. (Keeping a uniform sample of older trials instead of some recent ones, weighted as
   the full history would weigh them, or the next-best trials, searched worse in ``bench/tpe_quality.py``.)
 
-Trials trained side by side in one fused population (user attribute ``population``: the number of the
-population's first trial) were not drawn independently: the sampler proposed the first and the others only
-varied its per-member values, with the structure fixed. Counted as separate observations, a population of K
-makes its structure look K times as well supported, and TPE keeps proposing it. So the members of one
-population found in the same group (good or other) share one observation's weight: each gets TPE's default
-weight divided by how many of its population are in that group. Studies without populations are unchanged.
-
 Up to ``max_history`` finished trials the view is the whole history, so proposals are Optuna's TPE's, from
 the same random draws (only the arithmetic differs, beyond the 7th digit); the indexed arrays below serve
 those asks too (Optuna's own path cost about 3 ms an ask there).
@@ -64,7 +57,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tunelab.search._parzen import _check_estimator, _FastParzenEstimator
 
 try:  # Optuna's private TPE internals (see the module docstring)
-    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
+    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
     from optuna.samplers._tpe.sampler import _split_trials
     from optuna.search_space import IntersectionSearchSpace
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
@@ -189,17 +182,15 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
         observed = self._observe_view(study, trial, search_space)
         if observed is None:
             return super()._sample(study, trial, search_space)
-        (observed_below, packs_below), (observed_above, packs_above) = observed
+        observed_below, observed_above = observed
         weights_below = None
         if study._is_multi_objective():  # as Optuna: the good trials of several objectives weigh the same
-            weights_below = np.ones(len(packs_below))
-        weights_below = _shared_by_pack(weights_below, packs_below, self._parzen_estimator_parameters)
-        weights_above = _shared_by_pack(None, packs_above, self._parzen_estimator_parameters)
+            weights_below = np.ones(len(next(iter(observed_below.values()))) if observed_below else 0)
         mpe_below = self._parzen_estimator_cls(
             observed_below, search_space, self._parzen_estimator_parameters, weights_below
         )
         mpe_above = self._parzen_estimator_cls(
-            observed_above, search_space, self._parzen_estimator_parameters, weights_above
+            observed_above, search_space, self._parzen_estimator_parameters
         )
         samples = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
         # Both log-densities in one pass; Optuna's acquisition function then reads them.
@@ -212,9 +203,9 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
 
     def _observe_view(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> tuple[tuple[dict[str, np.ndarray], np.ndarray], tuple[dict[str, np.ndarray], np.ndarray]] | None:
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
         """The internal parameter values of the good and the other trials of the view (the whole history
-        while the study holds at most ``max_history`` finished trials), each with its trials' populations."""
+        while the study holds at most ``max_history`` finished trials)."""
         liar = self._constant_liar
         # As Optuna: with the constant liar, trials are read afresh (other workers may have started some).
         trials = study._get_trials(deepcopy=False, use_cache=not liar)
@@ -236,12 +227,12 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
                     view.others, search_space, extra=self._params_of(running, study)
                 )
             # Optuna's own split and parameter reading, on the view (several objectives, or a good group
-            # that needs pruned or infeasible trials, or parameters whose distribution changed); every
-            # trial counts as its own observation there.
+            # that needs pruned or infeasible trials, or parameters whose distribution changed).
             rows = np.concatenate([view.good, view.others])
             below, above = _split_trials(study, history.trials_at(rows) + running, n_good)
-            return _unpacked(self._get_internal_repr(below, search_space, study)), _unpacked(
-                self._get_internal_repr(above, search_space, study)
+            return (
+                self._get_internal_repr(below, search_space, study),
+                self._get_internal_repr(above, search_space, study),
             )
 
     def _params_of(self, running: list[FrozenTrial], study: optuna.Study) -> list[tuple[int, dict[str, Any]]]:
@@ -378,7 +369,6 @@ class _History:
         self.trials: list[FrozenTrial] = []
         self.new_trials = _NewTrials(study)
         self._numbers = _Growing(np.float64)
-        self._packs = _Growing(np.float64)  # the trial's fused population (its first trial), else its number
         self._complete = _Growing(np.bool_)  # feasible and complete
         self._losses = _Growing(np.float64, width=len(self._signs))
         self._n_dominating = _Growing(np.int64)  # several objectives: complete trials dominating each
@@ -396,7 +386,6 @@ class _History:
         row = len(self.trials)
         self.trials.append(trial)
         self._numbers.append(trial.number)
-        self._packs.append(trial.user_attrs.get("population", trial.number))
         complete = trial.state == TrialState.COMPLETE and not any(v > 0 for v in trial.constraints.values())
         self._complete.append(complete)
         losses = np.asarray(trial.values, dtype=np.float64) * self._signs if complete else np.nan
@@ -480,15 +469,13 @@ class _History:
         search_space: dict[str, BaseDistribution],
         *,
         extra: Sequence[tuple[int, dict[str, Any]]] = (),
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    ) -> dict[str, np.ndarray]:
         """Internal parameter values of the trials at ``rows`` that have every parameter of the space, as
-        Optuna's ``_get_internal_repr`` reads them, and each one's population (its own number if it trained
-        alone); ``extra``: more trials, as (number, parameters), each its own population. In the order of
-        trial numbers."""
+        Optuna's ``_get_internal_repr`` reads them; ``extra``: more trials, as (number, parameters). In the
+        order of trial numbers."""
         values = np.stack([self._params[name].view()[rows] for name in search_space])  # (params, rows)
         keep = ~np.isnan(values).any(axis=0)
         values, numbers = values[:, keep], self._numbers.view()[rows][keep]
-        packs = self._packs.view()[rows][keep]
         more = [
             (number, [dist.to_internal_repr(params[name]) for name, dist in search_space.items()])
             for number, params in extra
@@ -496,33 +483,8 @@ class _History:
         ]
         if more:
             numbers = np.concatenate([numbers, [number for number, _ in more]])
-            packs = np.concatenate([packs, [number for number, _ in more]])
             values = np.concatenate([values, np.array([v for _, v in more]).T], axis=1)
-        order = np.argsort(numbers, kind="stable")
-        return dict(zip(search_space, values[:, order], strict=True)), packs[order]
-
-
-def _unpacked(observations: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Observations whose trials each count alone (distinct population ids)."""
-    n = len(next(iter(observations.values()))) if observations else 0
-    return observations, -1.0 - np.arange(n, dtype=np.float64)
-
-
-def _shared_by_pack(
-    weights: np.ndarray | None, packs: np.ndarray, parameters: _ParzenEstimatorParameters
-) -> np.ndarray | None:
-    """Observation weights in which the members of one population share one observation's weight: TPE's
-    weights (``weights``, or the estimator's own weights function) divided by how many of the group's
-    observations come from the same population. None, the estimator's default, when no two share one."""
-    n = len(packs)
-    if n == 0:
-        return weights
-    _, where, counts = np.unique(packs, return_inverse=True, return_counts=True)
-    if counts.max() == 1:
-        return weights
-    if weights is None:
-        weights = _FastParzenEstimator._call_weights_func(parameters.weights, n)
-    return np.asarray(weights, dtype=np.float64) / counts[where]
+        return dict(zip(search_space, values[:, np.argsort(numbers, kind="stable")], strict=True))
 
 
 class _Growing:
