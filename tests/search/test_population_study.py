@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from tunelab.search import AshaScheduler, NoScheduler, SearchSpace, make_sampler
 from tunelab.search._fusion import decide
-from tunelab.search._packing import pack_key, structural_paths
+from tunelab.search._packing import Packer, pack_key, structural_paths
 from tunelab.search._population_study import run_population_study
 from tunelab.spec import ExperimentSpec, parse_spec
 from tunelab.tune._trials import Evaluator, trial_spec
@@ -244,3 +244,44 @@ def test_a_time_budget_sizes_the_population_by_its_cost(tmp_path, base, flop_rat
     first = trials[0].user_attrs["population"]
     assert sum(t.user_attrs["population"] == first for t in trials) == first_size
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+
+
+def test_a_packer_on_a_shared_storage_fixes_the_structure_without_enqueueing(monkeypatch):
+    """With other processes asking the same study, a pack's other members are asked through Optuna's
+    PartialFixedSampler: nothing is enqueued that another process could take. A waiting trial of another
+    structure that an ask takes anyway ends the pack and starts the next one."""
+    space = SearchSpace.from_dict(
+        {"train.batch_size": {"choice": [16, 32, 64]}, "train.lr": {"float": [1e-4, 1e-1], "log": True}}
+    )
+    study = optuna.create_study(sampler=make_sampler("tpe", seed=0, space=space))
+    packer = Packer(study, space, shared=True)
+    enqueued = []
+    monkeypatch.setattr(study, "enqueue_trial", lambda *a, **k: enqueued.append(a))
+    pack = packer.next_pack(3)
+    assert len(pack) == 3
+    assert len({params["train"]["batch_size"] for _, params in pack}) == 1
+    assert len({params["train"]["lr"] for _, params in pack}) == 3  # per-member values still sampled
+    assert enqueued == []
+    assert not isinstance(study.sampler, optuna.samplers.PartialFixedSampler)  # the study's own is back
+    # Another process queues a trial of another structure right after this packer looked at the queue
+    # (its retry of an interrupted trial, say): the member ask takes it anyway.
+    structure = pack[0][1]["train"]["batch_size"]
+    other = next(b for b in (16, 32, 64) if b != structure)
+    monkeypatch.undo()
+    looked = []
+
+    def look_then_race():
+        if not looked:
+            study.enqueue_trial({"train.batch_size": other, "train.lr": 0.01})
+        looked.append(1)
+        return None
+
+    packer._next_waiting = look_then_race  # type: ignore[method-assign]
+    study.enqueue_trial({"train.batch_size": structure, "train.lr": 0.02})  # this pack's first member
+    cut = packer.next_pack(3)
+    assert [params["train"]["batch_size"] for _, params in cut] == [structure]  # ended at the stranger
+    stranger = packer._next_first
+    assert stranger is not None
+    assert stranger[1]["train"]["batch_size"] == other
+    nxt = packer.next_pack(1)  # which starts the next pack, with its own structure
+    assert nxt[0] is stranger

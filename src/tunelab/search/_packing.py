@@ -9,6 +9,7 @@ Optuna trial: storage, resume and the dashboard see nothing unusual.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -140,7 +141,9 @@ class Packer:
             trial = self.study.ask()
             return trial, self.space.sample(trial)
         sampler = self.study.sampler
-        self.study.sampler = PartialFixedSampler(fixed, sampler)
+        with warnings.catch_warnings():  # experimental in Optuna since 2.4, and stable there since
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.sampler = PartialFixedSampler(fixed, sampler)
         try:
             trial = self.study.ask()
             return trial, self.space.sample(trial)
