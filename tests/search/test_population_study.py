@@ -285,3 +285,48 @@ def test_a_packer_on_a_shared_storage_fixes_the_structure_without_enqueueing(mon
     assert stranger[1]["train"]["batch_size"] == other
     nxt = packer.next_pack(1)  # which starts the next pack, with its own structure
     assert nxt[0] is stranger
+
+
+def test_pack_structures_come_from_one_observation_per_population():
+    """Under TPE a pack's structure is proposed by a model of the structural parameters fit on the study's
+    populations, each once, with its best member's result (a pruned member with its last reported value)."""
+    space = SearchSpace.from_dict(
+        {"train.batch_size": {"choice": [16, 32, 64]}, "train.lr": {"float": [1e-4, 1e-1], "log": True}}
+    )
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed=0, space=space))
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    batch = optuna.distributions.CategoricalDistribution([16, 32, 64])
+    members = [  # population, batch size, lr, state, value (complete) or reports (pruned)
+        (0, 32, 1e-3, TrialState.COMPLETE, 0.80),
+        (0, 32, 2e-3, TrialState.COMPLETE, 0.85),
+        (0, 32, 3e-3, TrialState.PRUNED, {1: 0.60}),
+        (3, 64, 1e-3, TrialState.PRUNED, {1: 0.70, 3: 0.75}),
+        (3, 64, 5e-3, TrialState.PRUNED, {1: 0.50}),
+        (5, 16, 1e-3, TrialState.FAIL, None),
+    ]
+    for population, batch_size, rate, state, result in members:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"train.batch_size": batch_size, "train.lr": rate},
+                distributions={"train.batch_size": batch, "train.lr": lr},
+                state=state,
+                value=result if state == TrialState.COMPLETE else None,
+                intermediate_values=result if state == TrialState.PRUNED else None,
+                user_attrs={"population": population},
+            )
+        )
+    packer = Packer(study, space, seed=1)
+    assert packer.structures is not None
+    observed = sorted(
+        (t.params["train.batch_size"], t.value, set(t.params)) for t in packer.structures.observations()
+    )
+    assert observed == [(32, 0.85, {"train.batch_size"}), (64, 0.75, {"train.batch_size"})]
+    # The pack takes the model's structure; its members vary their own values; nothing is enqueued.
+    proposed = packer.structures.propose()
+    assert set(proposed) == {"train.batch_size"}
+    pack = packer.next_pack(3)
+    assert len({params["train"]["batch_size"] for _, params in pack}) == 1
+    assert len({params["train"]["lr"] for _, params in pack}) == 3
+    assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    # Other samplers (random, grid...) keep packing by their own first proposal.
+    assert Packer(optuna.create_study(sampler=optuna.samplers.RandomSampler()), space).structures is None
