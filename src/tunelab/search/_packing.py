@@ -9,7 +9,6 @@ Optuna trial: storage, resume and the dashboard see nothing unusual.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -103,19 +102,12 @@ class Packer:
     one looked at) ends the pack and starts the next one.
     """
 
-    def __init__(
-        self, study: optuna.Study, space: SearchSpace, *, shared: bool = False, seed: int | None = None
-    ) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, *, shared: bool = False) -> None:
         self.study = study
         self.space = space
         self.structural = structural_paths(space)
         self.shared = shared
         self._next_first: tuple[optuna.Trial, dict[str, Any]] | None = None
-        self.structures = (
-            StructureModel(study, space, self.structural, seed=seed)
-            if isinstance(study.sampler, optuna.samplers.TPESampler) and self.structural
-            else None
-        )
 
     def next_pack(
         self, size: int | Callable[[dict[str, Any]], int]
@@ -124,8 +116,6 @@ class Packer:
         others with its structural values fixed. ``size`` may be a function of the first trial's overrides
         (a population's size can depend on its structure's cost)."""
         first, self._next_first = self._next_first, None
-        if first is None and self.structures is not None and self._next_waiting() is None:
-            first = self._ask(fixed=self.structures.propose())
         pack = [first or self._ask()]
         key = pack_key(pack[0][0].params, self.space, self.structural)
         if callable(size):
@@ -134,7 +124,7 @@ class Packer:
             waiting = self._next_waiting()
             if waiting is not None and pack_key(waiting, self.space, self.structural) != key:
                 break
-            if waiting is not None or not (self.shared or self.structures is not None):
+            if waiting is not None or not self.shared:
                 if waiting is None:
                     self.study.enqueue_trial(dict(key), skip_if_exists=False)
                 member = self._ask()
@@ -167,77 +157,3 @@ class Packer:
             return None
         # enqueue_trial keeps a trial's parameters in this system attribute, and ask() takes the oldest.
         return dict(min(waiting, key=lambda t: t.number).system_attrs.get("fixed_params", {}))
-
-
-class StructureModel:
-    """Proposes a pack's structure with TPE fit on one observation per population.
-
-    The members of a population are not independent draws of its structure: the sampler chose it once, and
-    the others only varied their per-member values. Counted trial by trial, a population of K makes its
-    structure look K times as well supported, and TPE keeps proposing the structures packed first (a
-    benchmark had 70 of 74 trials on one first-layer width). So a pack's structure comes from a TPE model of
-    the structural parameters alone, fit on the study's populations, each once, with its best member's
-    result (a pruned member counts with its last reported value); the members' own values then come from the
-    study's sampler with the structure fixed. The model is rebuilt from the study before each proposal, so
-    it serves resumed studies and several processes alike; its first ``n_startup`` proposals are random.
-    """
-
-    def __init__(
-        self,
-        study: optuna.Study,
-        space: SearchSpace,
-        structural: frozenset[str],
-        *,
-        seed: int | None = None,
-        n_startup: int = 4,
-    ) -> None:
-        self.study, self.space, self.structural = study, space, structural
-        self.seed = 0 if seed is None else seed
-        self.n_startup = n_startup
-        self._asked = 0
-
-    def observations(self) -> list[optuna.trial.FrozenTrial]:
-        """One finished trial per population: its structural parameters and its best member's value."""
-        direction = self.study.direction
-        best: dict[int, tuple[float, optuna.trial.FrozenTrial]] = {}
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if trial.state == TrialState.COMPLETE:
-                value = trial.value
-            elif trial.intermediate_values:
-                value = trial.intermediate_values[max(trial.intermediate_values)]
-            else:
-                continue
-            if value is None or math.isnan(value):
-                continue
-            population = int(trial.user_attrs.get("population", trial.number))
-            held = best.get(population)
-            better = held is None or (
-                value > held[0] if direction == optuna.study.StudyDirection.MAXIMIZE else value < held[0]
-            )
-            if better:
-                best[population] = (value, trial)
-        observed = []
-        for value, trial in best.values():
-            names = [n for n in trial.params if _path_of(n, self.space) in self.structural]
-            observed.append(
-                optuna.trial.create_trial(
-                    params={n: trial.params[n] for n in names},
-                    distributions={n: trial.distributions[n] for n in names},
-                    value=value,
-                )
-            )
-        return observed
-
-    def propose(self) -> dict[str, Any]:
-        """The structural parameters (flat Optuna names) for the next pack."""
-        with warnings.catch_warnings():  # multivariate TPE: experimental in Optuna, chosen deliberately
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(
-                seed=self.seed * 100_003 + self._asked, multivariate=True, n_startup_trials=self.n_startup
-            )
-        self._asked += 1
-        model = optuna.create_study(direction=self.study.direction, sampler=sampler)
-        model.add_trials(self.observations())
-        trial = model.ask()
-        self.space.sample(trial)
-        return {n: v for n, v in trial.params.items() if _path_of(n, self.space) in self.structural}

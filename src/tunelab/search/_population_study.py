@@ -121,7 +121,6 @@ def run_population_study(
     events: StudyEvents | None = None,
     flop_rate: float | None = None,
     shared_storage: bool = False,
-    seed: int | None = None,
 ) -> StudySummary:
     """Run the study in fused populations of up to ``population_size`` trials; see the module docstring.
 
@@ -135,7 +134,7 @@ def run_population_study(
     (:mod:`tunelab.search._sizing`; ``population_size`` is then the largest it may be); ``flop_rate``, the
     training rate in FLOP/s measured by the fusion probe, sizes the populations before the first is measured.
     ``shared_storage``: other processes run populations on the same study (``--workers N``; see
-    :class:`~tunelab.search._packing.Packer`). ``seed`` seeds the packs' structure model under TPE.
+    :class:`~tunelab.search._packing.Packer`).
     """
     _check_budget(n_trials, "n_trials", kind=int)
     _check_budget(timeout_s, "timeout_s", kind=float)
@@ -174,7 +173,6 @@ def run_population_study(
         events=events or _NoEvents(),
         flop_rate=flop_rate,
         shared_storage=shared_storage,
-        seed=seed,
     )
     try:
         _replay(backend.study, space, scheduler, loop.seen)
@@ -199,14 +197,13 @@ class _PopulationLoop:
         events: StudyEvents,
         flop_rate: float | None,
         shared_storage: bool = False,
-        seed: int | None = None,
     ) -> None:
         self.make_spec, self.data, self.space = make_spec, data, space
         self.backend, self.study, self.scheduler = backend, backend.study, scheduler
         self.metric, self.folds, self.events = metric, folds, events
         # Trials reach the storage when they finish (one write each), not at every report: a population
         # reports K values per epoch. A killed population's trials are simply absent, and run again.
-        self.packer = Packer(self.study, space, shared=shared_storage, seed=seed)
+        self.packer = Packer(self.study, space, shared=shared_storage)
         self.shared = shared_storage
         self.seen: set[int] = set()  # trials the scheduler knows: started here, or replayed from the storage
         first = data.bundle(folds[0])
