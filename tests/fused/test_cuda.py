@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from tests.fused.test_equivalence import CASES, K, check_equivalence
+from tests.fused.test_functional import check_functional_population
 from typer.testing import CliRunner
 
 from tunelab.cli import app
@@ -135,3 +136,9 @@ def test_a_fused_study_runs_on_cuda_end_to_end(tmp_path):
     assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 16
     assert summary["best_value"] > 0.9
     assert summary["test_metrics"]["accuracy"] > 0.9
+
+
+def test_a_users_module_trains_as_a_functional_population_on_cuda():
+    """The torch.func path (stack_module_state, functional_call, vmap) on CUDA: the same check as the CPU's
+    in test_functional.py (written after this session's GPU lease ended: not yet run on a GPU)."""
+    check_functional_population("cuda")

@@ -154,3 +154,45 @@ def test_fuse_picks_the_path_or_says_why_not(build_model, data_for):
     assert isinstance(fuse([Residual(), Residual()], example_input=torch.randn(4, 6)), FunctionalPopulation)
     with pytest.raises(SpecError, match="Train them with K = 1"):
         fuse([DataDependent(), DataDependent()], example_input=torch.randn(4, 6))
+
+
+def check_functional_population(device: str) -> None:
+    """On ``device``, in float64: each member's forward is its module's, training matches each module trained
+    alone, exported members stay on the device, and per-member dropout draws from the population's own
+    generator there, leaving the global RNG of that device untouched."""
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device)
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(1)).to(device)
+    models = [_seeded(Residual, k).to(device, torch.float64) for k in range(3)]
+    population = FunctionalPopulation(models)
+    for k in range(3):
+        torch.testing.assert_close(population(x)[k], models[k](x))
+    lrs = [1e-2, 3e-3, 3e-2]
+    PopulationTrainer(population, PopAdam(population.parameters(), n_members=3, lr=lrs)).fit(
+        x, y, n_epochs=3, batch_size=8
+    )
+    for k in range(3):
+        model = _seeded(Residual, k).to(device, torch.float64)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lrs[k])
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            order = torch.randperm(16, generator=generator).to(device)
+            for start in (0, 8):
+                index = order[start : start + 8]
+                optimizer.zero_grad()
+                F.cross_entropy(model(x[index]), y[index]).backward()
+                optimizer.step()
+        exported = population.member(k).state_dict()
+        for name, value in model.state_dict().items():
+            assert exported[name].device == value.device
+            torch.testing.assert_close(exported[name], value, atol=1e-9, rtol=1e-7, msg=name)
+    dropping = FunctionalPopulation([Residual(dropout=0.5).to(device) for _ in range(2)], seed=3)
+    dropping.load_member(1, dropping.member(0))  # identical weights: only the dropout masks can differ
+    rng_state = torch.cuda.get_rng_state if device == "cuda" else torch.get_rng_state
+    before = rng_state()
+    out = dropping(x.float())
+    assert not torch.equal(out[0], out[1])
+    assert torch.equal(rng_state(), before)
+
+
+def test_functional_population_on_the_cpu_in_float64():
+    check_functional_population("cpu")
