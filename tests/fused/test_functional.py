@@ -62,6 +62,20 @@ def _seeded(factory, seed):
         return factory()
 
 
+def _train_alone(model: nn.Module, x: Tensor, y: Tensor, *, lr: float) -> nn.Module:
+    """Three epochs of Adam in batches of 8, in the order PopulationTrainer.fit(seed=0) draws them."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        for start in range(0, len(x), 8):
+            index = order[start : start + 8]
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[index]), y[index]).backward()
+            optimizer.step()
+    return model
+
+
 def test_functional_population_matches_each_module_forward_and_training():
     x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(1))
@@ -73,16 +87,7 @@ def test_functional_population_matches_each_module_forward_and_training():
         x, y, n_epochs=3, batch_size=8
     )
     for k in range(3):
-        model = _seeded(Residual, k)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lrs[k])
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(3):
-            order = torch.randperm(16, generator=generator)
-            for start in (0, 8):
-                index = order[start : start + 8]
-                optimizer.zero_grad()
-                F.cross_entropy(model(x[index]), y[index]).backward()
-                optimizer.step()
+        model = _train_alone(_seeded(Residual, k), x, y, lr=lrs[k])
         exported = population.member(k).state_dict()
         for name, value in model.state_dict().items():
             torch.testing.assert_close(exported[name], value, atol=1e-5, rtol=1e-4, msg=name)
@@ -171,16 +176,7 @@ def check_functional_population(device: str) -> None:
         x, y, n_epochs=3, batch_size=8
     )
     for k in range(3):
-        model = _seeded(Residual, k).to(device, torch.float64)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lrs[k])
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(3):
-            order = torch.randperm(16, generator=generator).to(device)
-            for start in (0, 8):
-                index = order[start : start + 8]
-                optimizer.zero_grad()
-                F.cross_entropy(model(x[index]), y[index]).backward()
-                optimizer.step()
+        model = _train_alone(_seeded(Residual, k).to(device, torch.float64), x, y, lr=lrs[k])
         exported = population.member(k).state_dict()
         for name, value in model.state_dict().items():
             assert exported[name].device == value.device

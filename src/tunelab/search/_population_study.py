@@ -334,24 +334,18 @@ class _PopulationLoop:
                     self._finish(member)
             order = self._report_order(logs, alive)
             values = {k: self._value(logs[k]) for k in order}
-            # The members end the epoch together: ranked together at a rung (PBT ranks them one by one).
+            # The members end the epoch together: ranked together at a rung. PBT is asked member by member
+            # instead, each after the exploits of those that reported before it were carried out.
             together = None
             if not isinstance(self.scheduler, PbtScheduler):
-                together = dict(
-                    zip(
-                        order,
-                        self.scheduler.on_reports(
-                            [(slots[k].trial.number, offset + epoch, values[k]) for k in order]
-                        ),
-                        strict=True,
-                    )
-                )
-            for k in order:
+                reports = [(slots[k].trial.number, offset + epoch, values[k]) for k in order]
+                together = self.scheduler.on_reports(reports)
+            for i, k in enumerate(order):
                 member = slots[k]
                 value = values[k]
                 member.values[epoch] = value
                 decision = member.handle.report(
-                    offset + epoch, value, decision=None if together is None else together[k]
+                    offset + epoch, value, decision=None if together is None else together[i]
                 )
                 self.events.trial_reported(member.trial.number, offset + epoch, value)
                 ends = early_stops[k] or epoch == n_epochs

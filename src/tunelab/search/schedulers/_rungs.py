@@ -55,7 +55,7 @@ class RungSystem:
         """``(trial_id, epoch, score)`` results that arrived together; a decision each, in order.
 
         Rung by rung (lowest first), every result crossing it is recorded before the cut is taken, and a
-        result that fails a rung is not recorded at the rungs above it (as in :meth:`report`).
+        result that fails a rung is not recorded at the rungs above it.
         """
         decisions: list[Decision] = []
         crossing: dict[int, list[int]] = {}  # rung -> indices into reports
@@ -82,18 +82,6 @@ class RungSystem:
         return decisions
 
     def report(self, trial_id: int, epoch: int, score: float) -> Decision:
-        """Record ``score`` at every rung the trial crossed since its last report and decide."""
-        if trial_id in self._stopped:
-            return Decision.STOP
-        last = self._last_epoch.get(trial_id, 0)
-        self._last_epoch[trial_id] = max(last, epoch)
-        crossed = [k for k, level in enumerate(self.levels) if last < level <= epoch]
-        if not crossed:
-            return Decision.CONTINUE
-        for k in crossed:  # a trial that fails a rung is not recorded at the rungs above it
-            scores = self._sorted_scores[k]
-            bisect.insort(scores, score)
-            if score > scores[n_continuing(len(scores), self.reduction_factor) - 1]:
-                self._stopped.add(trial_id)
-                return Decision.STOP
-        return Decision.PROMOTE
+        """Record ``score`` at every rung the trial crossed since its last report and decide (a group of one
+        for :meth:`report_many`)."""
+        return self.report_many([(trial_id, epoch, score)])[0]
