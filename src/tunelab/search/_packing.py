@@ -5,6 +5,13 @@ shapes, batch size, optimizer family, activation, epochs, loss, the training see
 first trial in full; the others are enqueued with its structural values (``study.enqueue_trial``), so the
 sampler chooses only their per-member values (lr, weight decay, dropout...). Every trial is an ordinary
 Optuna trial: storage, resume and the dashboard see nothing unusual.
+
+A model-based sampler starts with random trials (TPE's ``n_startup_trials``, 10 by default) to see the space
+before it models it. Packed, those would be the first two or three populations, two or three structures,
+and the model would then know nothing of the batch sizes, depths or optimizers the others have: in the
+Fashion-MNIST benchmark every one of 72 trials had the batch size and optimizer of the first pack. So the
+startup is counted in populations: the first ``startup_populations`` populations of a study each take their
+first trial from a random draw of the whole space (:func:`startup_populations` gives the sampler's count).
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.samplers import PartialFixedSampler
 from optuna.trial import TrialState
 
 from tunelab.search.space import SearchSpace
 
-__all__ = ["FUSIBLE_PATHS", "Packer", "pack_key", "structural_paths"]
+__all__ = ["FUSIBLE_PATHS", "Packer", "pack_key", "startup_populations", "structural_paths"]
+
+_STARTUP_STREAM = 1  # tells the startup draws' seed apart from the sampler's (see Packer)
 
 # Spec paths (and everything below them) that may differ between members of one population: each becomes a
 # [K] hyperparameter or per-member state. Every other path of a search space is structural.
@@ -88,6 +98,17 @@ def pack_key(
     )
 
 
+def startup_populations(sampler: optuna.samplers.BaseSampler) -> int:
+    """The random startup trials of a model-based sampler (TPE, GP, CMA-ES: its ``n_startup_trials``), to be
+    run as that many populations with random structures; 0 for samplers without a startup phase."""
+    inner = getattr(sampler, "_base_sampler", sampler)  # a PartialFixedSampler's
+    samplers = optuna.samplers
+    if isinstance(inner, samplers.TPESampler | samplers.GPSampler | samplers.CmaEsSampler):
+        # Each keeps its constructor's n_startup_trials under this name (Optuna 3 to 5).
+        return int(getattr(inner, "_n_startup_trials", 0))
+    return 0
+
+
 class Packer:
     """Asks ``study`` for packs of trials that share their structural parameters.
 
@@ -100,13 +121,32 @@ class Packer:
     ``PartialFixedSampler`` around the study's sampler instead (the structure fixed, this process's own).
     A waiting trial of another structure that an ask takes anyway (another process may take the one this
     one looked at) ends the pack and starts the next one.
+
+    ``startup_populations``: until the study holds that many populations (counted by the user attribute
+    ``population`` of its stored trials: another process's running population counts once its trials are
+    stored), a pack's first trial is drawn at random (Optuna's ``RandomSampler``, on a stream derived from
+    ``seed``), structure included; see the module docstring.
     """
 
-    def __init__(self, study: optuna.Study, space: SearchSpace, *, shared: bool = False) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        *,
+        shared: bool = False,
+        startup_populations: int = 0,
+        seed: int = 0,
+    ) -> None:
         self.study = study
         self.space = space
         self.structural = structural_paths(space)
         self.shared = shared
+        self.startup_populations = startup_populations
+        # Not ``seed`` itself: the study's sampler is usually seeded with it, and TPE's own startup draws
+        # then come from RandomSampler(seed), the same stream, so members would repeat their first's values.
+        self._random = optuna.samplers.RandomSampler(
+            seed=int(np.random.SeedSequence((seed, _STARTUP_STREAM)).generate_state(1)[0])
+        )
         self._next_first: tuple[optuna.Trial, dict[str, Any]] | None = None
 
     def next_pack(
@@ -116,6 +156,8 @@ class Packer:
         others with its structural values fixed. ``size`` may be a function of the first trial's overrides
         (a population's size can depend on its structure's cost)."""
         first, self._next_first = self._next_first, None
+        if first is None and self._in_startup():
+            first = self._ask(sampler=self._random)
         pack = [first or self._ask()]
         key = pack_key(pack[0][0].params, self.space, self.structural)
         if callable(size):
@@ -136,19 +178,30 @@ class Packer:
             pack.append(member)
         return pack
 
-    def _ask(self, *, fixed: dict[str, Any] | None = None) -> tuple[optuna.Trial, dict[str, Any]]:
-        if fixed is None:
-            trial = self.study.ask()
-            return trial, self.space.sample(trial)
-        sampler = self.study.sampler
-        with warnings.catch_warnings():  # experimental in Optuna since 2.4, and stable there since
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.sampler = PartialFixedSampler(fixed, sampler)
+    def _in_startup(self) -> bool:
+        if self.startup_populations <= 0:
+            return False
+        trials = self.study.get_trials(deepcopy=False)
+        populations = {t.user_attrs["population"] for t in trials if "population" in t.user_attrs}
+        return len(populations) < self.startup_populations
+
+    def _ask(
+        self, *, fixed: dict[str, Any] | None = None, sampler: optuna.samplers.BaseSampler | None = None
+    ) -> tuple[optuna.Trial, dict[str, Any]]:
+        """A new trial and its overrides, from the study's sampler, or from ``sampler`` instead, either with
+        the parameters ``fixed``."""
+        own = self.study.sampler
+        chosen = sampler or own
+        if fixed is not None:
+            with warnings.catch_warnings():  # experimental in Optuna since 2.4, and stable there since
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                chosen = PartialFixedSampler(fixed, chosen)
+        self.study.sampler = chosen
         try:
             trial = self.study.ask()
             return trial, self.space.sample(trial)
         finally:
-            self.study.sampler = sampler
+            self.study.sampler = own
 
     def _next_waiting(self) -> dict[str, Any] | None:
         """The fixed parameters of the trial ``study.ask()`` would take next, if one is waiting."""

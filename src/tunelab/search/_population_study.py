@@ -39,6 +39,7 @@ from torch import Tensor
 from tunelab.errors import SpecError, TrainingError
 from tunelab.search._handle import TrialHandle
 from tunelab.search._packing import Packer
+from tunelab.search._packing import startup_populations as default_startup_populations
 from tunelab.search._sizing import PopulationSizer, expected_epochs, forward_flops
 from tunelab.search._spec_population import SpecPopulation
 from tunelab.search._storage import StudyBackend, WriteBehind, open_backend
@@ -121,6 +122,8 @@ def run_population_study(
     events: StudyEvents | None = None,
     flop_rate: float | None = None,
     shared_storage: bool = False,
+    startup_populations: int | None = None,
+    seed: int = 0,
 ) -> StudySummary:
     """Run the study in fused populations of up to ``population_size`` trials; see the module docstring.
 
@@ -134,7 +137,9 @@ def run_population_study(
     (:mod:`tunelab.search._sizing`; ``population_size`` is then the largest it may be); ``flop_rate``, the
     training rate in FLOP/s measured by the fusion probe, sizes the populations before the first is measured.
     ``shared_storage``: other processes run populations on the same study (``--workers N``; see
-    :class:`~tunelab.search._packing.Packer`).
+    :class:`~tunelab.search._packing.Packer`). ``startup_populations``: how many populations start from a
+    random draw of the whole space, structure included (None: the sampler's own startup trials, see
+    :func:`~tunelab.search._packing.startup_populations`); ``seed`` seeds those draws.
     """
     _check_budget(n_trials, "n_trials", kind=int)
     _check_budget(timeout_s, "timeout_s", kind=float)
@@ -173,6 +178,10 @@ def run_population_study(
         events=events or _NoEvents(),
         flop_rate=flop_rate,
         shared_storage=shared_storage,
+        startup_populations=(
+            default_startup_populations(sampler) if startup_populations is None else startup_populations
+        ),
+        seed=seed,
     )
     try:
         _replay(backend.study, space, scheduler, loop.seen)
@@ -197,13 +206,17 @@ class _PopulationLoop:
         events: StudyEvents,
         flop_rate: float | None,
         shared_storage: bool = False,
+        startup_populations: int = 0,
+        seed: int = 0,
     ) -> None:
         self.make_spec, self.data, self.space = make_spec, data, space
         self.backend, self.study, self.scheduler = backend, backend.study, scheduler
         self.metric, self.folds, self.events = metric, folds, events
         # Trials reach the storage when they finish (one write each), not at every report: a population
         # reports K values per epoch. A killed population's trials are simply absent, and run again.
-        self.packer = Packer(self.study, space, shared=shared_storage)
+        self.packer = Packer(
+            self.study, space, shared=shared_storage, startup_populations=startup_populations, seed=seed
+        )
         self.shared = shared_storage
         self.seen: set[int] = set()  # trials the scheduler knows: started here, or replayed from the storage
         first = data.bundle(folds[0])

@@ -155,6 +155,7 @@ def run_search(plan: Plan, evaluator: Evaluator, say: Any, *, worker: int = 0) -
             events=say,
             flop_rate=fusion.flop_rate,
             shared_storage=plan.workers > 1,
+            seed=plan.spec.seed + worker,
             **loop,
         )
     return run_study(
