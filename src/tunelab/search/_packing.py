@@ -142,6 +142,7 @@ class Packer:
         self.structural = structural_paths(space)
         self.shared = shared
         self.startup_populations = startup_populations
+        self._startup_over = startup_populations <= 0
         # Not ``seed`` itself: the study's sampler is usually seeded with it, and TPE's own startup draws
         # then come from RandomSampler(seed), the same stream, so members would repeat their first's values.
         self._random = optuna.samplers.RandomSampler(
@@ -179,11 +180,13 @@ class Packer:
         return pack
 
     def _in_startup(self) -> bool:
-        if self.startup_populations <= 0:
+        if self._startup_over:
             return False
         trials = self.study.get_trials(deepcopy=False)
         populations = {t.user_attrs["population"] for t in trials if "population" in t.user_attrs}
-        return len(populations) < self.startup_populations
+        # Populations are never taken back: once the count is reached it is not taken again.
+        self._startup_over = len(populations) >= self.startup_populations
+        return not self._startup_over
 
     def _ask(
         self, *, fixed: dict[str, Any] | None = None, sampler: optuna.samplers.BaseSampler | None = None
