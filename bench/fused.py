@@ -12,6 +12,7 @@ each batch size, as the reference the issue compares the population's MFU with.
     python bench/fused.py --quick    # a short run; one JSON line per case
     python bench/fused.py --quick --case mlp-784-256-10 --K 16   # one case, one population size
     python bench/fused.py --device cuda   # on a GPU: timings synchronize the device; K up to 256
+    python bench/fused.py --device cuda --no-cuda-graphs   # populations launch every kernel from Python
     python bench/fused.py --case mlp-784-256-10 --K 16 --batch 128 --batch 256   # MFU at two batch sizes
 """
 
@@ -101,11 +102,19 @@ def minibatch(x: Tensor, y: Tensor, step: int, batch: int) -> tuple[Tensor, Tens
     return x[start : start + batch], y[start : start + batch]
 
 
-def time_fused(models: list[nn.Module], x: Tensor, y: Tensor, n_steps: int, batch: int) -> float:
-    """Seconds per step of one population of all models (after a warm-up step)."""
+def time_fused(
+    models: list[nn.Module], x: Tensor, y: Tensor, n_steps: int, batch: int, *, cuda_graphs: bool = True
+) -> float:
+    """Seconds per step of one population of all models (after three warm-up steps: on a GPU the first runs
+    eagerly and the second records the CUDA graph the others replay, unless ``cuda_graphs`` is False)."""
     population = Population.from_modules(models)
-    trainer = PopulationTrainer(population, PopAdam(population.parameters(), n_members=len(models), lr=1e-3))
-    trainer.train_step(*minibatch(x, y, 0, batch))
+    trainer = PopulationTrainer(
+        population,
+        PopAdam(population.parameters(), n_members=len(models), lr=1e-3),
+        cuda_graphs="auto" if cuda_graphs else False,
+    )
+    for step in range(3):
+        trainer.train_step(*minibatch(x, y, step, batch))
     sync(x.device)
     start = time.perf_counter()
     for step in range(n_steps):
@@ -184,6 +193,7 @@ def run_case(
     repeats: int,
     device: torch.device,
     batch: int = DEFAULT_BATCH,
+    cuda_graphs: bool = True,
 ) -> dict[str, Any]:
     factory, shape, flops = CASES[name]
     x, y = batches(shape, device, batch)
@@ -192,7 +202,9 @@ def run_case(
         models = [factory().to(device) for _ in range(n_members)]
     sequential, timings = float("inf"), []
     for _ in range(repeats):  # alternate: other processes may share the CPU
-        timings.append(paired(lambda: time_fused(models, x, y, n_steps, batch), device))
+        timings.append(
+            paired(lambda: time_fused(models, x, y, n_steps, batch, cuda_graphs=cuda_graphs), device)
+        )
         sequential = min(
             sequential,
             time_sequential(
@@ -211,6 +223,7 @@ def run_case(
         "speedup": round(fused_rate / sequential_rate, 2),
         **efficiency(timings, n_members * batch * 3 * flops),
         "device": device.type,
+        "cuda_graphs": cuda_graphs and device.type == "cuda",
     }
 
 
@@ -247,6 +260,11 @@ def main() -> None:
         action="append",
         help=f"minibatch size (repeatable: every case at each size; default {DEFAULT_BATCH})",
     )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on a GPU, train populations without CUDA graphs (tunelab's default records the step as one)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads is not None:
@@ -271,7 +289,15 @@ def main() -> None:
         for name, Ks in grid.items():
             for K in Ks:
                 records.append(
-                    run_case(name, K, n_steps=n_steps, repeats=repeats, device=device, batch=batch)
+                    run_case(
+                        name,
+                        K,
+                        n_steps=n_steps,
+                        repeats=repeats,
+                        device=device,
+                        batch=batch,
+                        cuda_graphs=not args.no_cuda_graphs,
+                    )
                 )
                 print(json.dumps(records[-1]), flush=True)
         if "mlp-784-256-10" in grid:

@@ -140,5 +140,5 @@ def test_a_fused_study_runs_on_cuda_end_to_end(tmp_path):
 
 def test_a_users_module_trains_as_a_functional_population_on_cuda():
     """The torch.func path (stack_module_state, functional_call, vmap) on CUDA: the same check as the CPU's
-    in test_functional.py (written after this session's GPU lease ended: not yet run on a GPU)."""
+    in test_functional.py."""
     check_functional_population("cuda")

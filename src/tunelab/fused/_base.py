@@ -74,9 +74,16 @@ class BasePopulation(nn.Module):
     implement :meth:`member` and :meth:`load_member`.
     """
 
+    # Whether its forward pass can be recorded as a CUDA graph (see ``_graphs``) without changing results.
+    graph_safe = True
+
     def __init__(self, n_members: int) -> None:
         super().__init__()
         self.n_members = n_members
+
+    def graph_generators(self) -> list[torch.Generator]:
+        """The CUDA generators its random layers draw from, which a recorded step must register."""
+        return []
 
     def member(self, k: int) -> nn.Module:
         """Member ``k`` as an ordinary ``torch.nn`` module (a copy), e.g. for export or comparison."""

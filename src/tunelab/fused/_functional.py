@@ -35,6 +35,10 @@ class FunctionalPopulation(BasePopulation):
     settings (a dropout rate) cannot differ between members here; BatchNorm running statistics are per member.
     """
 
+    # Each forward pass draws a seed on the host and reseeds the device's stream from it: a recorded CUDA
+    # graph would replay the first seed forever.
+    graph_safe = False
+
     def __init__(self, modules: Sequence[nn.Module], *, seed: int = 0) -> None:
         modules = list(modules)
         check_same_structure(modules)

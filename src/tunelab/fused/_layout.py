@@ -77,6 +77,10 @@ class RandomSource:
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[device]
 
+    def generators(self, device_type: str) -> list[torch.Generator]:
+        """The generators made so far for devices of ``device_type`` (``"cuda"``...)."""
+        return [g for device, g in self._generators.items() if device.type == device_type]
+
     def manual_seed(self, seed: int) -> None:
         """Restart every stream from ``seed``."""
         self.seed = seed

@@ -28,7 +28,9 @@ def member_loss(
     if task == "regression":
         return (output - target.to(output.dtype)).square().reshape(K, -1).mean(dim=1)
     N, C = output.shape[1], output.shape[-1]
-    if label_smoothing is None or not bool(label_smoothing.any()):
+    # On a GPU the all-zero check would wait for the device (and cannot be recorded in a CUDA graph): there
+    # the smoothing formula runs, which gives the same losses with e = 0.
+    if label_smoothing is None or (label_smoothing.device.type == "cpu" and not bool(label_smoothing.any())):
         losses = F.cross_entropy(output.reshape(K * N, C), target.repeat(K), reduction="none")
         return losses.view(K, N).mean(dim=1)
     log_probs = F.log_softmax(output, dim=-1)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from tunelab.errors import SpecError
+from tunelab.fused._graphs import tensor_signature
 from tunelab.fused._hostflags import HostFlags
 
 __all__ = ["HyperparameterValue", "Implementation", "PopulationOptimizer"]
@@ -108,13 +109,14 @@ class PopulationOptimizer:
         """Set hyperparameter ``name`` to ``value`` (a number, or one per member) for all or ``members``."""
         if name not in self.hparams:
             raise SpecError(_unknown_message(type(self).__name__, name, self.defaults))
-        values = torch.as_tensor(value, dtype=torch.float64, device=self.hparams[name].device)
+        # Checked on the host: on a GPU each check would wait for the device (schedules set lr every step).
+        values = torch.as_tensor(value, dtype=torch.float64, device="cpu")
         if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
             raise SpecError(f"{type(self).__name__} {name} must be finite and >= 0; got {value!r}")
         if (name.startswith("beta") or name in ("alpha", "momentum")) and bool((values >= 1).any()):
             raise SpecError(f"{type(self).__name__} {name} must be in [0, 1); got {value!r}")
         index = slice(None) if members is None else torch.as_tensor(members, dtype=torch.long)
-        self.hparams[name][index] = values
+        self.hparams[name][index] = values.to(self.hparams[name].device)
 
     @staticmethod
     def _lists(vector: Tensor, like: list[Tensor]) -> list[Tensor]:
@@ -128,6 +130,13 @@ class PopulationOptimizer:
         if not self._flags.any("weight_decay", decay):
             return grads
         return list(torch._foreach_addcmul(grads, params, self._lists(decay, params)))
+
+    def graph_signature(self) -> Hashable:
+        """What a recorded step of this optimizer depends on (see ``_graphs``): the tensors it updates or
+        reads, and the host-side branches of its update."""
+        state = [tensor for tensors in self.state for tensor in tensors.values()]
+        tensors = [*self.params, *self.hparams.values(), self.step_count, *state]
+        return (self.implementation, tensor_signature(tensors), self._flags.snapshot())
 
     # -- the update --
     def zero_grad(self) -> None:

@@ -189,6 +189,9 @@ class Population(BasePopulation):
             if path is not None:
                 cast(PopLayer, layer).load_member(k, module.get_submodule(path))
 
+    def graph_generators(self) -> list[torch.Generator]:
+        return self.random.generators("cuda")
+
     def member(self, k: int) -> nn.Module:
         k = self.check_member_index(k)
         device = next(iter(self.parameters()), torch.empty(0)).device

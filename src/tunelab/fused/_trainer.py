@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from tunelab.errors import DataError, SpecError
 from tunelab.fused._base import BasePopulation
+from tunelab.fused._graphs import StepGraph, tensor_signature
 from tunelab.fused._hostflags import HostFlags
 from tunelab.fused._loss import Task, clip_grad_norm_per_member, l1_penalty, member_accuracy, member_loss
 from tunelab.fused._optim_base import HyperparameterValue, PopulationOptimizer
@@ -33,6 +35,14 @@ class PopulationTrainer:
     Hyperparameters (:attr:`hparams`, all ``[K]``): the optimizer's (``lr``, ``weight_decay``...), the
     regularization here (``label_smoothing``, ``l1``, ``clip_norm`` with ``inf`` meaning no clipping) and, for
     a :class:`Population`, ``dropout``.
+
+    ``cuda_graphs``: on a GPU, record the step as a CUDA graph and replay it (:mod:`tunelab.fused._graphs`):
+    the same results without the host's launch overhead, which bounds small models there. ``"auto"``
+    (default) does so on a CUDA device for populations built from population layers with the ``foreach``
+    optimizers (CUDA's default); a :class:`FunctionalPopulation` reseeds its random streams in every forward
+    pass, which a recording would freeze, and per-member fused kernels read on the host which members are
+    alive, so those run eagerly. ``True`` records whatever the population is, and fails with a
+    :class:`~tunelab.errors.TrainingError` where that cannot work.
     """
 
     def __init__(
@@ -44,6 +54,7 @@ class PopulationTrainer:
         label_smoothing: HyperparameterValue = 0.0,
         l1: HyperparameterValue = 0.0,
         clip_norm: HyperparameterValue = float("inf"),
+        cuda_graphs: bool | Literal["auto"] = "auto",
     ) -> None:
         if population.n_members != optimizer.n_members:
             raise SpecError(
@@ -64,7 +75,12 @@ class PopulationTrainer:
         self.alive = torch.ones(K, dtype=torch.bool, device=device)
         self.diverged_at_step = torch.full((K,), -1, dtype=torch.long, device=device)
         self.n_steps = 0
+        # The step number on the device, for diverged_at_step: a recorded step cannot read a Python counter.
+        self._step_number = torch.zeros((), dtype=torch.long, device=device)
         self._flags = HostFlags()
+        self.graph: StepGraph | None = None
+        if _use_cuda_graphs(cuda_graphs, population, optimizer, device):
+            self.graph = StepGraph(self._step, self._graph_signature, population.graph_generators)
 
     @property
     def n_members(self) -> int:
@@ -113,6 +129,12 @@ class PopulationTrainer:
     # -- training --
     def train_step(self, x: Tensor, y: Tensor) -> Tensor:
         """One optimizer step on the minibatch ``(x, y)`` all members share; losses ``[K]`` (NaN: dead)."""
+        losses = self._step(x, y) if self.graph is None else self.graph(x, y)
+        self.n_steps += 1
+        return losses
+
+    def _step(self, x: Tensor, y: Tensor) -> Tensor:
+        """The step's device work, which a CUDA graph may record: no host sync, no Python state advanced."""
         population, optimizer, reg = self.population, self.optimizer, self.regularization
         population.train()
         optimizer.zero_grad()
@@ -130,13 +152,34 @@ class PopulationTrainer:
             norms = clip_grad_norm_per_member(optimizer.params, reg["clip_norm"])
             self._mark_dead(torch.isfinite(norms))
         optimizer.step(alive=self.alive)
-        self.n_steps += 1
+        self._step_number += 1
         return torch.where(self.alive, losses.detach(), torch.full_like(losses, float("nan")))
 
     def _mark_dead(self, finite: Tensor) -> None:
         """Members not ``finite`` die at this step; no host sync (see ``_hostflags``)."""
-        self.diverged_at_step.masked_fill_(self.alive & ~finite, self.n_steps)
+        # where(), not masked_fill_ with a tensor value, which reads the value on the host.
+        newly_dead = self.alive & ~finite
+        self.diverged_at_step.copy_(torch.where(newly_dead, self._step_number, self.diverged_at_step))
         self.alive &= finite
+
+    def _graph_signature(self, x: Tensor, y: Tensor) -> Hashable:
+        """What a recorded step depends on (see ``_graphs``); a change makes the next steps record anew."""
+        population = self.population
+        tensors = [
+            *population.parameters(),
+            *population.buffers(),
+            *self.regularization.values(),
+            self.alive,
+            self.diverged_at_step,
+            self._step_number,
+        ]
+        return (
+            (tuple(x.shape), x.dtype, tuple(y.shape), y.dtype, self.task, population.training),
+            tuple(id(generator) for generator in population.graph_generators()),
+            tensor_signature(tensors),
+            self._flags.snapshot(),
+            self.optimizer.graph_signature(),
+        )
 
     def fit_epoch(self, x: Tensor, y: Tensor, *, batch_size: int, generator: torch.Generator) -> Tensor:
         """One pass over ``(x, y)`` in minibatches sliced from a permutation drawn from ``generator``.
@@ -252,6 +295,26 @@ class PopulationTrainer:
             "alive" if bool(alive) else f"diverged at step {int(step)} (loss or gradient not finite); frozen"
             for alive, step in zip(self.alive, self.diverged_at_step, strict=True)
         ]
+
+
+def _use_cuda_graphs(
+    setting: bool | Literal["auto"],
+    population: BasePopulation,
+    optimizer: PopulationOptimizer,
+    device: torch.device,
+) -> bool:
+    if setting not in (True, False, "auto"):
+        raise SpecError(f"cuda_graphs must be True, False or 'auto'; got {setting!r}")
+    if setting is True and device.type != "cuda":
+        raise SpecError(
+            f"cuda_graphs=True needs a population on a CUDA device; this one is on {device.type}. "
+            "Move the population with .to('cuda') before building its optimizer, or leave cuda_graphs='auto'."
+        )
+    if device.type != "cuda" or setting is False:
+        return False
+    # auto: only what is known to record: population layers (not torch.func's reseeding forward) and the
+    # [K, M] foreach optimizers (a fused kernel per member reads which members are alive on the host).
+    return setting is True or (population.graph_safe and optimizer.implementation == "foreach")
 
 
 def _check_data(x: Tensor, y: Tensor, batch_size: int) -> int:

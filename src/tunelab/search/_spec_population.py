@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,6 +114,9 @@ class DecayGroups(PopulationOptimizer):
     def step(self, *, alive: Tensor | None = None) -> None:
         self.decayed.step(alive=alive)
         self.others.step(alive=alive)
+
+    def graph_signature(self) -> Hashable:
+        return (self.decayed.graph_signature(), self.others.graph_signature())
 
     def select_(self, index: Tensor) -> None:
         self.decayed.select_(index)
