@@ -230,18 +230,26 @@ def _rate(
 ) -> float:
     """Samples per second of ``step`` over ``batches`` (cycled), after two warm-up steps: the best of a few
     windows, since other work on a shared machine only ever slows a window down."""
+    device = batches[0][0].device
     for x, y in batches[:2]:
         step(x, y)
     best, n_steps = 0.0, 0
     for _ in range(_WINDOWS):
+        _wait_for(device)
         n_samples, started = 0, time.perf_counter()
         while n_samples == 0 or time.perf_counter() - started < seconds / _WINDOWS:
             x, y = batches[n_steps % len(batches)]
             step(x, y)
             n_samples += len(x)
             n_steps += 1
+        _wait_for(device)  # on a GPU the steps are queued: count them once they have run
         best = max(best, n_samples / (time.perf_counter() - started))
     return best
+
+
+def _wait_for(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _single_step(
