@@ -142,3 +142,39 @@ def test_a_users_module_trains_as_a_functional_population_on_cuda():
     """The torch.func path (stack_module_state, functional_call, vmap) on CUDA: the same check as the CPU's
     in test_functional.py."""
     check_functional_population("cuda")
+
+
+def test_the_fusion_probe_measures_on_the_trials_device():
+    """`fused: auto` probes the throughput of populations on the device the trials train on (the probe fed
+    CPU batches to CUDA populations until the fifth session)."""
+    from tunelab.models import MLPSpec
+    from tunelab.search._fusion import measure_throughput
+    from tunelab.train import TrainSpec
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(512, 20, generator=generator), torch.randint(0, 3, (512,), generator=generator)
+    rates = measure_throughput(
+        MLPSpec(hidden=[32]),
+        TrainSpec(device="cuda", batch_size=64),
+        (x, y),
+        input_shape=(20,),
+        output_dim=3,
+        task="classification",
+        seconds=0.15,
+    )
+    assert rates["sequential"] > 0
+    assert rates["K=1"] > 0
+    assert rates["K=2"] > rates["K=1"]
+
+
+def test_train_cuda_graphs_false_turns_recording_off_in_a_search():
+    from tunelab.models import MLPSpec
+    from tunelab.search._spec_population import SpecPopulation
+    from tunelab.train import TrainSpec
+
+    for cuda_graphs in (True, False):
+        train = TrainSpec(device="cuda", cuda_graphs=cuda_graphs)
+        population = SpecPopulation(
+            [MLPSpec(hidden=[8])] * 2, [train] * 2, input_shape=(4,), output_dim=3, task="classification"
+        )
+        assert (population.trainer.graph is not None) is cuda_graphs

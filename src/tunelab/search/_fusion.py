@@ -21,7 +21,7 @@ from tunelab.errors import SpecError, TrainingError
 from tunelab.models import ModelSpec, build_model
 from tunelab.search._sizing import forward_flops
 from tunelab.search._spec_population import SpecPopulation, fusible_loss_reason
-from tunelab.train import TrainSpec, make_loss, make_optimizer
+from tunelab.train import TrainSpec, make_loss, make_optimizer, resolve_device
 
 __all__ = ["FusionDecision", "choose_fusion", "fusion_blocker", "measure_throughput"]
 
@@ -171,6 +171,9 @@ def measure_throughput(
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(train.seed))
     starts = range(0, len(x) - batch + 1, batch)[:_PROBE_BATCHES]
     batches = [(x[order[s : s + batch]], y[order[s : s + batch]]) for s in starts] or [(x, y)]
+    # On the device the trials train on, as the populations below are built there.
+    device = resolve_device(train.device)
+    batches = [(xb.to(device), yb.to(device)) for xb, yb in batches]
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: leave it as it was
         single = _single_step(model, train, input_shape, output_dim, task)
         rates = {"sequential": _rate(single, batches, seconds)}
@@ -257,6 +260,7 @@ def _single_step(
 ) -> Callable[[Tensor, Tensor], None]:
     """One optimizer step of the single-model trainer's kind (its model, loss and torch.optim optimizer)."""
     model = build_model(model_spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed)
+    model.to(resolve_device(train.device))
     optimizer = make_optimizer(model.parameters(), train)
     loss_fn = make_loss(task, train.loss, label_smoothing=train.label_smoothing)
 

@@ -7,10 +7,10 @@ hyperparameter, and draws the single-model :class:`~tunelab.train.Trainer`'s own
 trained here follows the trajectory of the same configuration trained alone (FUSED.md, correctness bar).
 
 What a member shares with the others (the population's *structure*): layer shapes, optimizer family, batch
-size, epochs, loss, training seed (hence batch order and initial weights), augmentation and device. What is
-its own: lr and its schedule (evaluated per member with :func:`~tunelab.train.lr_at`, plateau state
-included), weight decay (weights only, as :func:`~tunelab.train.penalized_parameters` decides), momentum,
-betas, eps, L1, label smoothing, gradient-clip norm, dropout rate, init scheme and early stopping.
+size, epochs, loss, training seed (hence batch order and initial weights), augmentation, device and CUDA
+graphs. What is its own: lr and its schedule (evaluated per member with :func:`~tunelab.train.lr_at`, plateau
+state included), weight decay (weights only, as :func:`~tunelab.train.penalized_parameters` decides),
+momentum, betas, eps, L1, label smoothing, gradient-clip norm, dropout rate, init scheme and early stopping.
 
 For population-based training, :meth:`exploit` copies one member over another and :meth:`set_member` gives a
 member new per-member values mid-training.
@@ -68,6 +68,7 @@ SHARED_TRAIN_FIELDS = (
     "metrics",
     "device",
     "amp",
+    "cuda_graphs",
 )
 # A rate only used to give a member the Dropout modules of the others; its real rate is set right after.
 _PLACEHOLDER_DROPOUT = 0.5
@@ -212,6 +213,7 @@ class SpecPopulation:
             label_smoothing=[t.label_smoothing for t in self.trains],
             l1=[t.l1 for t in self.trains],
             clip_norm=[math.inf if t.grad_clip is None else t.grad_clip for t in self.trains],
+            cuda_graphs="auto" if first.cuda_graphs else False,
         )
         # The single trainer's two streams from one seed: the first orders the batches (and augments).
         data_seed = int(np.random.SeedSequence(first.seed).generate_state(2)[0])

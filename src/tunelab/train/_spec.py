@@ -104,6 +104,9 @@ class TrainSpec(BaseModel):
     metrics: list[str] | None = None  # None: accuracy, f1 (classification); rmse, mae, r2 (regression)
     device: DeviceName = "auto"  # auto: cuda, else mps, else cpu
     amp: bool = False  # mixed precision (float16 autocast + gradient scaling), CUDA only
+    # Fused populations on a GPU record their training step as a CUDA graph and replay it (same results,
+    # without the launch overhead that bounds small models); false launches every kernel from Python.
+    cuda_graphs: bool = True
     seed: int = Field(default=0, ge=0)
     checkpoint_every: int = Field(default=1, ge=1)  # epochs between run_dir/checkpoint.pt writes
 
