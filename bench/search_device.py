@@ -61,6 +61,14 @@ def main() -> None:
         "trials": len(trials),
         "epochs": sum(max(t.intermediate_values, default=0) for t in trials),
         "search_best": max((value for _, value in complete), default=None),
+        # When the last trial of the search ended, however it ended (the search's share of a budget is 80%).
+        "search_end_s": round(
+            max(
+                (t.datetime_complete.timestamp() - started for t in trials if t.datetime_complete),
+                default=0.0,
+            ),
+            1,
+        ),
         "search_best_at": best_at,
         "test_accuracy": summary["test_metrics"].get("accuracy"),
         "fusion": summary["protocol"]["fusion"],

@@ -370,3 +370,45 @@ def test_a_startup_pack_does_not_repeat_its_first_trial_in_its_members():
         lrs = [params["train"]["lr"] for _, params in pack]
         assert len(set(lrs)) == 3, lrs
         _finish_pack(study, pack, 0.5)
+
+
+def test_a_spent_time_budget_ends_the_running_population_once_a_trial_has_completed(
+    tmp_path, base, monkeypatch
+):
+    """Within a population the budget is checked between epochs: once it is spent and the study holds a
+    completed trial, the members still training end as pruned trials, saying why. (The loop's own check
+    between populations keeps the real clock here, so the study goes on to its n_trials.)"""
+    from tunelab.search._study import _Budget
+
+    monkeypatch.setattr(_Budget, "past_deadline", lambda self: True)
+    result = study(tmp_path, base, SPACE, population_size=2, n_trials=6, timeout_s=3600.0)
+    trials = result.get_trials(deepcopy=False)
+    first = trials[0].user_attrs["population"]
+    for trial in trials:
+        if trial.user_attrs["population"] == first:  # no trial had completed: it trains to the end
+            assert trial.state == TrialState.COMPLETE
+            assert sorted(trial.intermediate_values) == [1, 2, 3]
+        else:
+            assert trial.state == TrialState.PRUNED
+            assert sorted(trial.intermediate_values) == [1]
+            assert trial.user_attrs["stopped_by"] == "time budget"
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+
+
+def test_a_spent_time_budget_ends_cross_validation_between_folds(tmp_path, base, monkeypatch):
+    from tunelab.search._study import _Budget
+
+    spec, _ = base
+    split = spec.data.split.model_copy(update={"method": "stratified_kfold", "n_folds": 2})
+    evaluator = Evaluator(spec, spec.data.model_copy(update={"split": split}))
+    space = {"train.lr": {"float": [1e-3, 3e-2], "log": True}}
+    monkeypatch.setattr(_Budget, "past_deadline", lambda self: True)
+    result = study(
+        tmp_path, (spec, evaluator), space, population_size=2, n_trials=4, folds=[0, 1], timeout_s=3600.0
+    )
+    trials = result.get_trials(deepcopy=False)
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
+    for trial in trials[2:]:
+        assert trial.state == TrialState.PRUNED
+        assert sorted(trial.intermediate_values) == [1]
+        assert trial.user_attrs["stopped_by"] == "time budget"

@@ -251,3 +251,51 @@ def test_direct_storage_for_several_workers(tmp_path):
         quadratic, SPACE, n_trials=4, storage=WriteBehind(url, enabled=False), scheduler=NoScheduler()
     )
     assert summary.n_complete == len(optuna.load_study(study_name="tunelab", storage=url).trials) == 4
+
+
+def _spent_time_budget(monkeypatch):
+    """The time budget reads as spent inside trials; the loop's own check (``spent``) keeps the real clock,
+    so the study goes on to its n_trials and every later trial meets the spent budget."""
+    from tunelab.search._study import _Budget
+
+    monkeypatch.setattr(_Budget, "past_deadline", lambda self: True)
+
+
+def test_a_spent_time_budget_stops_running_trials_once_one_has_completed(monkeypatch):
+    _spent_time_budget(monkeypatch)
+    storage = optuna.storages.InMemoryStorage()
+
+    def objective(handle):
+        for epoch in range(1, 6):
+            handle.report(epoch, quadratic(handle) + 1.0 / epoch)
+            if epoch < 5 and handle.out_of_time():
+                return None
+        return quadratic(handle)
+
+    summary = run_study(objective, SPACE, n_trials=3, timeout_s=3600.0, storage=storage, seed=0)
+    trials = optuna.load_study(study_name="tunelab", storage=storage).trials
+    # The first trial completes however late it is: a search always ends with a result.
+    assert trials[0].state == TrialState.COMPLETE
+    assert max(trials[0].intermediate_values) == 5
+    assert "stopped_by" not in trials[0].user_attrs
+    for trial in trials[1:]:
+        assert trial.state == TrialState.PRUNED
+        assert trial.intermediate_values == {1: pytest.approx(quadratic_of(trial) + 1.0)}
+        assert trial.user_attrs["stopped_by"] == "time budget"
+    assert (summary.n_complete, summary.n_pruned) == (1, 2)
+
+
+def test_without_a_time_budget_trials_are_never_out_of_time(monkeypatch):
+    _spent_time_budget(monkeypatch)  # no timeout_s: the deadline is never consulted
+    seen = []
+
+    def objective(handle):
+        seen.append(handle.out_of_time())
+        return quadratic(handle)
+
+    run_study(objective, SPACE, n_trials=3, seed=0)
+    assert seen == [False, False, False]
+
+
+def quadratic_of(trial):
+    return trial.params["train.x"] ** 2 + trial.params["train.y"] ** 2

@@ -19,7 +19,9 @@ class TrialHandle:
     ``params``: the nested override dict to merge into the experiment spec. ``number``: the study's trial
     number. Call :meth:`report` after every epoch and obey its answer: on ``Decision.STOP`` return at once
     (the trial is recorded as pruned whatever it returns); on an :class:`~tunelab.search.schedulers.Exploit`,
-    load the source trial's checkpoint and carry on with ``decision.new_params``.
+    load the source trial's checkpoint and carry on with ``decision.new_params``. Between epochs (not after
+    the last), :meth:`out_of_time` says whether the study's time budget is spent: then stop as for
+    ``Decision.STOP``.
     """
 
     def __init__(
@@ -30,8 +32,10 @@ class TrialHandle:
         scheduler: BaseScheduler,
         multi_objective: bool = False,
         after_report: Callable[[], None] | None = None,
+        out_of_time: Callable[[], bool] | None = None,
     ) -> None:
         self._trial = trial
+        self._out_of_time = out_of_time
         self.params = params
         self._scheduler = scheduler
         self._multi_objective = multi_objective
@@ -75,6 +79,17 @@ class TrialHandle:
         elif isinstance(decision, Exploit):
             self._record_exploit(epoch, decision)
         return decision
+
+    def out_of_time(self) -> bool:
+        """Whether the study's time budget is spent while this trial still has epochs to go; ask between
+        epochs, never after the last one. True stops the trial: it is recorded as pruned, with the user
+        attribute ``stopped_by: "time budget"``. Never True before a trial of the study has completed, so a
+        search always ends with a result, however short its budget."""
+        if self._out_of_time is None or self.stopped or not self._out_of_time():
+            return False
+        self.stopped = True
+        self._trial.set_user_attr("stopped_by", "time budget")
+        return True
 
     def set_attr(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value with the trial (Optuna user attribute)."""

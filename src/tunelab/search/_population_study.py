@@ -222,9 +222,11 @@ class _PopulationLoop:
         first = data.bundle(folds[0])
         self.sizer = PopulationSizer(rows=len(first.X_train), flop_rate=flop_rate)
         self._flops: dict[str, float] = {}  # forward FLOPs per sample, by model spec
+        self._out_of_time: Callable[[], bool] | None = None  # the time budget's check, set by run()
 
     def run(self, budget: _Budget, population_size: int) -> str:
         """Train populations until a budget is spent; the reason it stopped."""
+        self._out_of_time = budget.trial_deadline(self.study)
         finished = self.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         )
@@ -283,7 +285,7 @@ class _PopulationLoop:
         members = []
         for trial, params in pack:
             self.seen.add(trial.number)
-            handle = TrialHandle(trial, params, scheduler=self.scheduler)
+            handle = TrialHandle(trial, params, scheduler=self.scheduler, out_of_time=self._out_of_time)
             # The population a trial trained in: the number of its first trial.
             handle.set_attr("population", pack[0][0].number)
             self.scheduler.on_trial_start(trial.number, params)
@@ -305,7 +307,7 @@ class _PopulationLoop:
                 self._finish(member)
         for index, fold in enumerate(self.folds):
             running = [m for m in members if m.state == TrialState.RUNNING]
-            if not running:
+            if not running or (index > 0 and self._stop_for_time(running)):
                 return
             last = index == len(self.folds) - 1
             self._train_fold(running, fold, offset=index * running[0].spec.train.epochs, last=last)
@@ -383,6 +385,19 @@ class _PopulationLoop:
             population.remove(done)
             gone = set(done)
             slots = [m for k, m in enumerate(slots) if k not in gone]
+            if self._stop_for_time(slots):  # they all have epochs to go: the others ended above
+                return
+
+    def _stop_for_time(self, members: list[_Member]) -> bool:
+        """End ``members`` (trials with epochs to go) as pruned when the study's time budget is spent: the
+        population's members share one clock, so the first one's answer is everyone's."""
+        if not members[0].handle.out_of_time():
+            return False
+        for member in members:
+            member.handle.out_of_time()  # records why on each trial
+            member.state = TrialState.PRUNED
+            self._finish(member)
+        return True
 
     def _report_order(self, logs: list[dict[str, float]], alive: list[bool]) -> list[int]:
         """The live members' slots in the order they report this epoch: slot order; under PBT best value

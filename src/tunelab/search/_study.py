@@ -151,6 +151,24 @@ class _Budget:
             return "max_total_epochs"
         return None
 
+    def past_deadline(self) -> bool:
+        """Whether the time budget is spent (a running trial's check; :meth:`spent` is the loop's)."""
+        return self.timeout_s is not None and time.monotonic() - self.started >= self.timeout_s
+
+    def trial_deadline(self, study: optuna.Study) -> Callable[[], bool] | None:
+        """The check a running trial makes between epochs (:meth:`TrialHandle.out_of_time`): the time
+        budget is spent and the study holds a completed trial, so that stopping leaves it a result. None
+        without a time budget."""
+        if self.timeout_s is None:
+            return None
+
+        def out_of_time() -> bool:
+            if not self.past_deadline():
+                return False
+            return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+        return out_of_time
+
     def reached_target(self, value: float) -> bool:
         if self.target is None:
             return False
@@ -242,7 +260,9 @@ def _loop(
         trial = study.ask()
         seen.add(trial.number)
         backend.touch(trial.number)
-        state, values, epochs = _run_one(objective, trial, space, backend, scheduler, multi=multi)
+        state, values, epochs = _run_one(
+            objective, trial, space, backend, scheduler, multi=multi, out_of_time=budget.trial_deadline(study)
+        )
         try:
             tell(study, trial, values, state=state)
         except RuntimeError:
@@ -268,6 +288,7 @@ def _run_one(
     scheduler: BaseScheduler,
     *,
     multi: bool,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> tuple[TrialState, list[float] | None, int]:
     """Run the objective on one trial: the state and values to tell Optuna, and the epochs it reported."""
     params = space.sample(trial)
@@ -277,6 +298,7 @@ def _run_one(
         scheduler=scheduler,
         multi_objective=multi,
         after_report=lambda: backend.touch(trial.number),
+        out_of_time=out_of_time,
     )
     scheduler.on_trial_start(trial.number, params)
     state, values = _outcome(objective, handle, trial, backend, scheduler)

@@ -68,9 +68,12 @@ def reevaluate(
             "best_epochs": list(trial.user_attrs.get("best_epochs", [])),
             **pbt,
         }
+        # A fresh run takes about what the trial took per fold (less if it trained in a population, which
+        # shared its time); one is started only if it and the refit after it (about as long) fit.
+        needed = 2 * _seconds_per_fold(trial, len(folds))
         for offset in range(1, search.n_seeds + 1):
             for fold in folds:
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and time.monotonic() + needed > deadline:
                     break  # the budget is spent: the search's own scores decide
                 seeded = trial_spec(spec, params, seed=spec.train.seed + offset)
                 try:
@@ -91,6 +94,13 @@ def reevaluate(
     rest = [c for c in candidates if c["n"] == 0]
     scored.sort(key=lambda c: c["mean"], reverse=direction == "maximize")
     return scored + rest
+
+
+def _seconds_per_fold(trial: optuna.trial.FrozenTrial, n_folds: int) -> float:
+    """The trial's wall time per fold (0 when unknown)."""
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return 0.0
+    return max(0.0, (trial.datetime_complete - trial.datetime_start).total_seconds()) / max(1, n_folds)
 
 
 def final_params(trial: optuna.trial.FrozenTrial, space: Any) -> tuple[dict[str, Any], dict[str, Any]]:

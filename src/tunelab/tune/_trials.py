@@ -131,8 +131,12 @@ def trial_spec(base: ExperimentSpec, overrides: dict[str, Any], *, seed: int | N
 class _Reporter(Callback):
     """Reports the metric after each epoch to the trial and passes the scheduler's decision back."""
 
-    def __init__(self, handle: TrialHandle, metric: str, offset: int, events: Events) -> None:
+    def __init__(
+        self, handle: TrialHandle, metric: str, offset: int, events: Events, *, final_epoch: int | None
+    ) -> None:
         self.handle, self.metric, self.offset, self.events = handle, metric, offset, events
+        # The trial's last epoch (its last fold's); None on other folds, whose last epoch is not the trial's.
+        self.final_epoch = final_epoch
         self.stopped = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool | None:
@@ -144,6 +148,8 @@ class _Reporter(Callback):
         decision = self.handle.report(self.offset + epoch, float(logs[self.metric]))
         self.events.trial_reported(self.handle.number, self.offset + epoch, float(logs[self.metric]))
         self.stopped = decision is Decision.STOP
+        if not self.stopped and epoch != self.final_epoch:
+            self.stopped = self.handle.out_of_time()
         return self.stopped
 
 
@@ -177,8 +183,17 @@ class Objective:
         best_epochs: list[int] = []
         for index, fold in enumerate(self.folds):
             trial_dir = self.run_dir / "trials" / str(handle.number) / f"fold{index}"
+            if index > 0 and handle.out_of_time():
+                return None
             resume = self._checkpoint_to_resume(handle, index)
-            reporter = _Reporter(handle, self.metric, offset=index * spec.train.epochs, events=self.say)
+            last_fold = index == len(self.folds) - 1
+            reporter = _Reporter(
+                handle,
+                self.metric,
+                offset=index * spec.train.epochs,
+                events=self.say,
+                final_epoch=spec.train.epochs if last_fold else None,
+            )
             value, best_epoch = self.evaluator.score(
                 spec, fold, self.metric, callbacks=(reporter,), run_dir=trial_dir, resume_from=resume
             )
