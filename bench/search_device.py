@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import optuna
+from _timeline import best_at, best_so_far, trial_records
 from vs_optuna import tunelab_spec
 
 
@@ -44,32 +45,19 @@ def main() -> None:
     elapsed = time.time() - started
     study = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{out / 'study.db'}")
     trials = study.get_trials(deepcopy=False)
-    complete = [
-        (t.datetime_complete.timestamp() - started, t.value)
-        for t in trials
-        if t.value is not None and t.datetime_complete is not None
-    ]
-    best_at = {
-        f"{limit}s": max((value for at, value in complete if at <= limit), default=None)
-        for limit in (30, 60, 90)
-    }
+    records = trial_records(trials, started=started)
+    curve = best_so_far(records)
     record = {
         "device": args.device,
         "cuda_graphs": not args.no_cuda_graphs,
         "budget_s": args.budget,
         "seconds": round(elapsed, 1),
         "trials": len(trials),
-        "epochs": sum(max(t.intermediate_values, default=0) for t in trials),
-        "search_best": max((value for _, value in complete), default=None),
+        "epochs": sum(r["epochs"] for r in records),
+        "search_best": curve[-1][1] if curve else None,
         # When the last trial of the search ended, however it ended (the search's share of a budget is 80%).
-        "search_end_s": round(
-            max(
-                (t.datetime_complete.timestamp() - started for t in trials if t.datetime_complete),
-                default=0.0,
-            ),
-            1,
-        ),
-        "search_best_at": best_at,
+        "search_end_s": round(max((r["end_s"] for r in records), default=0.0), 1),
+        "search_best_at": {f"{limit}s": best_at(curve, limit) for limit in (30, 60, 90)},
         "test_accuracy": summary["test_metrics"].get("accuracy"),
         "fusion": summary["protocol"]["fusion"],
     }

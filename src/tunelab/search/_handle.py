@@ -87,9 +87,14 @@ class TrialHandle:
         search always ends with a result, however short its budget."""
         if self._out_of_time is None or self.stopped or not self._out_of_time():
             return False
+        self.stop_for_time()
+        return True
+
+    def stop_for_time(self) -> None:
+        """Stop this trial for the time budget (what :meth:`out_of_time` does when it answers True), for a
+        caller that asked another trial on the same clock."""
         self.stopped = True
         self._trial.set_user_attr("stopped_by", "time budget")
-        return True
 
     def set_attr(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value with the trial (Optuna user attribute)."""

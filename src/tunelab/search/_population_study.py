@@ -394,7 +394,7 @@ class _PopulationLoop:
         if not members[0].handle.out_of_time():
             return False
         for member in members:
-            member.handle.out_of_time()  # records why on each trial
+            member.handle.stop_for_time()
             member.state = TrialState.PRUNED
             self._finish(member)
         return True
