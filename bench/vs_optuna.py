@@ -12,7 +12,7 @@ momentum 0.9; at most 10 epochs; validation accuracy is the metric.
 - **tunelab**: ``tune_experiment`` with the same space, TPE and Hyperband (min 1 epoch, η = 3) and the same
   budget, with ``--workers 2`` (``--tunelab-workers``; each single-thread process packs and trains its own
   fused populations, as the baseline runs two single-thread trials). tunelab splits the budget itself: 80%
-  search (running trials stop at their next epoch end once it is spent), then the top 3 re-trained with 2
+  search (running trials stop within a minibatch once it is spent), then the top 3 re-trained with 2
   fresh seeds where a run and the refit still fit, a refit on train + validation, one test evaluation and the
   export, all inside the budget (the refit may run past it).
 
@@ -157,8 +157,8 @@ BUDGET_COUNTS = {
     "baseline": "the whole budget is search: 2 worker processes (spawn, import, data loading included); a "
     "trial still running at the deadline is stopped (state 'cut'); the test evaluation of the best trial's "
     "kept weights comes after the budget and is not counted",
-    "tunelab": "everything: data loading, search (80% of the budget; running trials stop at their next "
-    "epoch end once it is spent and a trial has completed), re-evaluation of the top 3 with 2 fresh seeds "
+    "tunelab": "everything: data loading, search (80% of the budget; running trials stop within a "
+    "minibatch once it is spent and a trial has completed), re-evaluation of the top 3 with 2 fresh seeds "
     "where a run and the refit still fit, refit on train + validation, test and export; only the search is "
     "on the curve; the refit may end after the budget",
 }

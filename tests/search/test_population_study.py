@@ -375,12 +375,21 @@ def test_a_startup_pack_does_not_repeat_its_first_trial_in_its_members():
 def test_a_spent_time_budget_ends_the_running_population_once_a_trial_has_completed(
     tmp_path, base, monkeypatch
 ):
-    """Within a population the budget is checked between epochs: once it is spent and the study holds a
-    completed trial, the members still training end as pruned trials, saying why. (The loop's own check
-    between populations keeps the real clock here, so the study goes on to its n_trials.)"""
+    """Within a population the budget is checked after every minibatch: once it is spent and the study holds
+    a completed trial, the members still training end at once, mid-epoch, as pruned trials saying why. (The
+    loop's own check between populations keeps the real clock here, so the study goes on to its n_trials.)"""
+    from tunelab.fused import PopulationTrainer
     from tunelab.search._study import _Budget
 
     monkeypatch.setattr(_Budget, "past_deadline", lambda self: True)
+    steps: dict[int, int] = {}  # minibatch steps per population (its trainer's id)
+    train_step = PopulationTrainer.train_step
+
+    def counted(self, x, y):
+        steps[id(self)] = steps.get(id(self), 0) + 1
+        return train_step(self, x, y)
+
+    monkeypatch.setattr(PopulationTrainer, "train_step", counted)
     result = study(tmp_path, base, SPACE, population_size=2, n_trials=6, timeout_s=3600.0)
     trials = result.get_trials(deepcopy=False)
     first = trials[0].user_attrs["population"]
@@ -388,14 +397,19 @@ def test_a_spent_time_budget_ends_the_running_population_once_a_trial_has_comple
         if trial.user_attrs["population"] == first:  # no trial had completed: it trains to the end
             assert trial.state == TrialState.COMPLETE
             assert sorted(trial.intermediate_values) == [1, 2, 3]
-        else:
+        else:  # cut within its first epoch: nothing to report
             assert trial.state == TrialState.PRUNED
-            assert sorted(trial.intermediate_values) == [1]
+            assert trial.intermediate_values == {}
             assert trial.user_attrs["stopped_by"] == "time budget"
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    first_steps, *later_steps = steps.values()
+    assert first_steps >= 3 * 2  # three epochs of at least two minibatches
+    assert later_steps == [1, 1]  # the other two populations: one minibatch each
 
 
-def test_a_spent_time_budget_ends_cross_validation_between_folds(tmp_path, base, monkeypatch):
+def test_a_spent_time_budget_ends_later_cross_validated_populations_within_their_first_fold(
+    tmp_path, base, monkeypatch
+):
     from tunelab.search._study import _Budget
 
     spec, _ = base
@@ -408,7 +422,9 @@ def test_a_spent_time_budget_ends_cross_validation_between_folds(tmp_path, base,
     )
     trials = result.get_trials(deepcopy=False)
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
-    for trial in trials[2:]:
+    for trial in trials[:2]:  # no trial had completed: both folds
+        assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5, 6]
+    for trial in trials[2:]:  # cut within the first fold's first epoch
         assert trial.state == TrialState.PRUNED
-        assert sorted(trial.intermediate_values) == [1]
+        assert trial.intermediate_values == {}
         assert trial.user_attrs["stopped_by"] == "time budget"

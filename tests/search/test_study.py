@@ -297,5 +297,33 @@ def test_without_a_time_budget_trials_are_never_out_of_time(monkeypatch):
     assert seen == [False, False, False]
 
 
+def test_the_deadline_check_reads_the_storage_at_most_once_an_interval_within_epochs(monkeypatch):
+    """After every minibatch the check costs a clock read; the storage is read at most once an interval
+    (here: never again), while between epochs it is read until a completed trial has been seen."""
+    from tunelab.search import _study
+
+    _spent_time_budget(monkeypatch)
+    monkeypatch.setattr(_study, "_STORAGE_QUERY_INTERVAL_S", 3600.0)
+    study = optuna.create_study(direction="minimize")
+    reads = []
+    get_trials = study.get_trials
+
+    def counted(*args, **kwargs):
+        reads.append(kwargs.get("states"))
+        return get_trials(*args, **kwargs)
+
+    monkeypatch.setattr(study, "get_trials", counted)
+    budget = _study._Budget(None, 60.0, None, None, "minimize", started=0.0)
+    check = budget.trial_deadline(study)
+    assert check is not None
+    assert (check(throttled=True), check(throttled=True), len(reads)) == (False, False, 1)
+    assert (check(), len(reads)) == (False, 2)  # between epochs: always read
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    assert (check(throttled=True), len(reads)) == (False, 2)  # within the interval: the last answer
+    assert (check(), len(reads)) == (True, 3)
+    assert (check(throttled=True), check(), len(reads)) == (True, True, 3)  # seen once, seen for good
+    assert reads == [(TrialState.COMPLETE,)] * 3
+
+
 def quadratic_of(trial):
     return trial.params["train.x"] ** 2 + trial.params["train.y"] ** 2

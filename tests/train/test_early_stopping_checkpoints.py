@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tunelab.errors import SpecError
-from tunelab.train import Callback, EarlyStopping, Trainer, TrainSpec, load_checkpoint
+from tunelab.train import Callback, EarlyStopping, History, Trainer, TrainSpec, load_checkpoint
 
 
 def test_early_stopping_counts_patience_in_epochs_without_improvement():
@@ -117,3 +117,54 @@ def test_load_checkpoint_explains_bad_paths(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(SpecError, match="not a tunelab checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+class CutWithin(Callback):
+    """Asks to end training after step ``step`` of epoch ``epoch``; records what it sees."""
+
+    def __init__(self, epoch: int | None, step: int | None) -> None:
+        self.at = (epoch, step)
+        self.steps: list[tuple[int, int]] = []
+        self.end_logs: dict | None = None
+
+    def on_batch_end(self, epoch, step):
+        self.steps.append((epoch, step))
+        return (epoch, step) == self.at
+
+    def on_train_end(self, logs):
+        self.end_logs = logs
+
+
+def test_a_callback_can_end_training_within_an_epoch_and_the_run_resumes_exactly(
+    mlp, digits, tmp_path, without_timings
+):
+    # 1,347 training rows in batches of 128: 11 steps an epoch.
+    spec = TrainSpec(lr=0.01, epochs=4, batch_size=128, schedule={"name": "cosine"}, checkpoint_every=1)
+    whole = Trainer(mlp(64, 10, dropout=0.3), spec, task="classification")
+    expected = whole.fit(*digits)
+
+    cut, watcher = CutWithin(3, 2), CutWithin(None, None)
+    interrupted = Trainer(
+        mlp(64, 10, dropout=0.3), spec, task="classification", callbacks=[cut, watcher], run_dir=tmp_path
+    )
+    history = interrupted.fit(*digits)
+    assert len(history.epochs) == 2
+    assert history.interrupted_in == 3
+    assert cut.steps == [(e, s) for e in (1, 2) for s in range(1, 12)] + [(3, 1), (3, 2)]
+    assert watcher.steps == cut.steps  # every callback sees the step on which one asks to stop
+    assert cut.end_logs is not None
+    assert cut.end_logs["loss"] == history.epochs[-1]["loss"]
+    assert History.from_dict(history.to_dict()).interrupted_in == 3
+
+    # The weights went on two steps past the checkpoint, which still holds epoch 2.
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert saved["epoch"] == 2
+    first = next(iter(interrupted.model.state_dict()))
+    assert not torch.equal(interrupted.model.state_dict()[first], saved["model"][first])
+
+    resumed = Trainer(mlp(64, 10, dropout=0.3, seed=99), spec, task="classification")
+    resumed_history = resumed.fit(*digits, resume_from=tmp_path / "checkpoint.pt")
+    assert without_timings(resumed_history.epochs) == without_timings(expected.epochs)
+    assert resumed_history.interrupted_in is None
+    for name, tensor in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)

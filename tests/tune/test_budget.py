@@ -1,4 +1,4 @@
-"""A time budget stops the search's running trials between epochs, once the study holds a result."""
+"""A time budget stops the search's running trials, even within an epoch, once the study holds a result."""
 
 from __future__ import annotations
 
@@ -8,21 +8,31 @@ from optuna.trial import TrialState
 
 from tunelab.search._study import _Budget
 from tunelab.spec import parse_spec
+from tunelab.train import Trainer
 from tunelab.tune import tune_experiment
 
 
 @pytest.mark.parametrize("cv", [None, 2])
-def test_a_spent_budget_stops_the_sequential_searchs_trials_between_epochs(tmp_path, monkeypatch, cv):
-    """`tunelab tune` with `fused: off`: the trainer's epoch callback asks the trial whether the budget is
-    spent (here always, inside trials; the loop's own check keeps the real clock, so the study goes on to
-    its n_trials). The first trial completes regardless, and is the one the protocol refits."""
+def test_a_spent_budget_stops_the_sequential_searchs_trials_within_an_epoch(tmp_path, monkeypatch, cv):
+    """`tunelab tune` with `fused: off`: the trainer's callback asks the trial after every minibatch whether
+    the budget is spent (here always, inside trials; the loop's own check keeps the real clock, so the study
+    goes on to its n_trials). The first trial completes regardless, and is the one the protocol refits; the
+    others end after their first minibatch."""
     monkeypatch.setattr(_Budget, "past_deadline", lambda self: True)
+    steps: dict[int, int] = {}  # optimizer steps per Trainer (one per trial and fold, then the refit's)
+    optimizer_step = Trainer._optimizer_step
+
+    def counted(self, loss):
+        steps[id(self)] = steps.get(id(self), 0) + 1
+        return optimizer_step(self, loss)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", counted)
     spec = parse_spec(
         {
             "name": "budget",
             "data": {"source": "iris"},
             "model": {"type": "mlp", "hidden": [8]},
-            "train": {"epochs": 4},
+            "train": {"epochs": 4, "batch_size": 32},
             "search": {
                 "space": {"train.lr": {"float": [1e-3, 1e-1], "log": True}},
                 "n_trials": 3,
@@ -42,9 +52,13 @@ def test_a_spent_budget_stops_the_sequential_searchs_trials_between_epochs(tmp_p
     assert len(trials[0].intermediate_values) == 4 * (cv or 1)
     for trial in trials[1:]:
         assert trial.state == TrialState.PRUNED
-        assert sorted(trial.intermediate_values) == [1]
+        assert trial.intermediate_values == {}
         assert trial.user_attrs["stopped_by"] == "time budget"
     assert result.summary["best_trial"] == 0
+    per_trainer = list(steps.values())
+    n_first = cv or 1
+    assert all(n >= 4 * 2 for n in per_trainer[:n_first])  # four epochs of at least two minibatches
+    assert per_trainer[n_first : n_first + 2] == [1, 1]
 
 
 class _CountingEvaluator:

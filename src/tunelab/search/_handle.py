@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 
 from tunelab.errors import SpecError
 from tunelab.search.schedulers import BaseScheduler, Decision, Exploit, SchedulerDecision
 
-__all__ = ["TrialHandle"]
+__all__ = ["DeadlineCheck", "TrialHandle"]
+
+
+class DeadlineCheck(Protocol):
+    """The study's time-budget check (``tunelab.search._study.StudyDeadline``): True once the budget is
+    spent and the study holds a completed trial; ``throttled`` for a check made after every minibatch."""
+
+    def __call__(self, *, throttled: bool = False) -> bool: ...
 
 
 class TrialHandle:
@@ -20,8 +27,8 @@ class TrialHandle:
     number. Call :meth:`report` after every epoch and obey its answer: on ``Decision.STOP`` return at once
     (the trial is recorded as pruned whatever it returns); on an :class:`~tunelab.search.schedulers.Exploit`,
     load the source trial's checkpoint and carry on with ``decision.new_params``. Between epochs (not after
-    the last), :meth:`out_of_time` says whether the study's time budget is spent: then stop as for
-    ``Decision.STOP``.
+    the last) and within epochs, :meth:`out_of_time` says whether the study's time budget is spent: then
+    stop as for ``Decision.STOP``.
     """
 
     def __init__(
@@ -32,7 +39,7 @@ class TrialHandle:
         scheduler: BaseScheduler,
         multi_objective: bool = False,
         after_report: Callable[[], None] | None = None,
-        out_of_time: Callable[[], bool] | None = None,
+        out_of_time: DeadlineCheck | None = None,
     ) -> None:
         self._trial = trial
         self._out_of_time = out_of_time
@@ -80,12 +87,14 @@ class TrialHandle:
             self._record_exploit(epoch, decision)
         return decision
 
-    def out_of_time(self) -> bool:
-        """Whether the study's time budget is spent while this trial still has epochs to go; ask between
-        epochs, never after the last one. True stops the trial: it is recorded as pruned, with the user
-        attribute ``stopped_by: "time budget"``. Never True before a trial of the study has completed, so a
-        search always ends with a result, however short its budget."""
-        if self._out_of_time is None or self.stopped or not self._out_of_time():
+    def out_of_time(self, *, within_epoch: bool = False) -> bool:
+        """Whether the study's time budget is spent while this trial still has work to do. Ask between
+        epochs (never after the last one), and, with ``within_epoch=True``, as often as after every
+        minibatch: then it reads the clock, and the storage at most once a second. True stops the trial: it
+        is recorded as pruned, with the user attribute ``stopped_by: "time budget"``, and its last reported
+        value. Never True before a trial of the study has completed, so a search always ends with a result,
+        however short its budget."""
+        if self._out_of_time is None or self.stopped or not self._out_of_time(throttled=within_epoch):
             return False
         self.stop_for_time()
         return True

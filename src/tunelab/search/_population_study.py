@@ -43,7 +43,15 @@ from tunelab.search._packing import startup_populations as default_startup_popul
 from tunelab.search._sizing import PopulationSizer, expected_epochs, forward_flops
 from tunelab.search._spec_population import SpecPopulation
 from tunelab.search._storage import StudyBackend, WriteBehind, open_backend
-from tunelab.search._study import StudySummary, _Budget, _check_budget, _replay, _summarize, tell
+from tunelab.search._study import (
+    StudyDeadline,
+    StudySummary,
+    _Budget,
+    _check_budget,
+    _replay,
+    _summarize,
+    tell,
+)
 from tunelab.search.schedulers import BaseScheduler, Decision, Direction, Exploit, PbtScheduler
 from tunelab.search.space import SearchSpace
 
@@ -222,11 +230,12 @@ class _PopulationLoop:
         first = data.bundle(folds[0])
         self.sizer = PopulationSizer(rows=len(first.X_train), flop_rate=flop_rate)
         self._flops: dict[str, float] = {}  # forward FLOPs per sample, by model spec
-        self._out_of_time: Callable[[], bool] | None = None  # the time budget's check, set by run()
+        self._budget: _Budget | None = None  # set by run()
+        self._out_of_time: StudyDeadline | None = None  # the running population's time-budget check
 
     def run(self, budget: _Budget, population_size: int) -> str:
         """Train populations until a budget is spent; the reason it stopped."""
-        self._out_of_time = budget.trial_deadline(self.study)
+        self._budget = budget
         finished = self.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         )
@@ -282,6 +291,9 @@ class _PopulationLoop:
 
     # -- one population --
     def _start(self, pack: list[tuple[optuna.Trial, dict[str, Any]]]) -> list[_Member]:
+        # A check of its own per population: its storage reads within epochs are throttled, so one carried
+        # over could answer from before the last population's trials completed.
+        self._out_of_time = None if self._budget is None else self._budget.trial_deadline(self.study)
         members = []
         for trial, params in pack:
             self.seen.add(trial.number)
@@ -331,8 +343,13 @@ class _PopulationLoop:
         for member in slots:
             member.values = {}
         n_epochs = members[0].spec.train.epochs
+        out_of_time = self._out_of_time
+        interrupt = None if out_of_time is None else lambda: out_of_time(throttled=True)
         for epoch in range(1, n_epochs + 1):
-            losses = population.train_epoch(x, y)
+            losses = population.train_epoch(x, y, interrupt=interrupt)
+            if losses is None:  # the time budget ran out within the epoch: nobody has a new result
+                self._end_for_time(slots)
+                return
             alive = population.alive
             logs = [
                 {"loss": loss, **val}
@@ -393,11 +410,14 @@ class _PopulationLoop:
         population's members share one clock, so the first one's answer is everyone's."""
         if not members[0].handle.out_of_time():
             return False
+        self._end_for_time(members)
+        return True
+
+    def _end_for_time(self, members: list[_Member]) -> None:
         for member in members:
             member.handle.stop_for_time()
             member.state = TrialState.PRUNED
             self._finish(member)
-        return True
 
     def _report_order(self, logs: list[dict[str, float]], alive: list[bool]) -> list[int]:
         """The live members' slots in the order they report this epoch: slot order; under PBT best value

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -233,8 +233,13 @@ class SpecPopulation:
         return [bool(a) for a in self.trainer.alive]
 
     # -- one epoch --
-    def train_epoch(self, x: Tensor, y: Tensor) -> list[float]:
-        """One pass over the training rows; each member's mean training loss (NaN once it diverged)."""
+    def train_epoch(
+        self, x: Tensor, y: Tensor, *, interrupt: Callable[[], bool] | None = None
+    ) -> list[float] | None:
+        """One pass over the training rows; each member's mean training loss (NaN once it diverged).
+
+        ``interrupt`` is asked after every minibatch; when it answers True the epoch ends there and this
+        returns None (the members' weights are then mid-epoch: for a trial that is being stopped)."""
         first = self.trains[0]
         n_rows = len(x)
         bounds = _batch_bounds(n_rows, n_rows if first.optimizer == "gd" else first.batch_size)
@@ -254,6 +259,8 @@ class SpecPopulation:
             if first.augment is not None:
                 inputs = augment_images(inputs, first.augment, generator=self.generator)
             total += self.trainer.train_step(inputs, targets).to(torch.float64) * (end - start)
+            if interrupt is not None and interrupt():
+                return None
         return (total / n_rows).tolist()
 
     def _set_lr(self, step: int, clock: Clock) -> None:

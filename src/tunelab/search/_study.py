@@ -132,6 +132,35 @@ def run_study(
     return _summarize(backend.study, space, stop_reason, time.monotonic() - started, multi=multi)
 
 
+class StudyDeadline:
+    """Whether the time budget is spent and the study holds a completed trial, so that stopping a running
+    trial leaves the study a result.
+
+    Between epochs (``throttled=False``) it reads the storage whenever the deadline has passed and no
+    completed trial was seen yet. Within an epoch, after every minibatch (``throttled=True``), it reads the
+    clock, and the storage at most once every ``_STORAGE_QUERY_INTERVAL_S`` seconds. A completed trial, once
+    seen, stays seen.
+    """
+
+    def __init__(self, budget: _Budget, study: optuna.Study) -> None:
+        self._budget, self._study = budget, study
+        self._seen_complete = False
+        self._next_query = -math.inf
+
+    def __call__(self, *, throttled: bool = False) -> bool:
+        if not self._budget.past_deadline():
+            return False
+        now = time.monotonic()
+        if not self._seen_complete and (not throttled or now >= self._next_query):
+            self._next_query = now + _STORAGE_QUERY_INTERVAL_S
+            states = (TrialState.COMPLETE,)
+            self._seen_complete = bool(self._study.get_trials(deepcopy=False, states=states))
+        return self._seen_complete
+
+
+_STORAGE_QUERY_INTERVAL_S = 1.0
+
+
 @dataclass
 class _Budget:
     n_trials: int | None
@@ -155,19 +184,9 @@ class _Budget:
         """Whether the time budget is spent (a running trial's check; :meth:`spent` is the loop's)."""
         return self.timeout_s is not None and time.monotonic() - self.started >= self.timeout_s
 
-    def trial_deadline(self, study: optuna.Study) -> Callable[[], bool] | None:
-        """The check a running trial makes between epochs (:meth:`TrialHandle.out_of_time`): the time
-        budget is spent and the study holds a completed trial, so that stopping leaves it a result. None
-        without a time budget."""
-        if self.timeout_s is None:
-            return None
-
-        def out_of_time() -> bool:
-            if not self.past_deadline():
-                return False
-            return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-        return out_of_time
+    def trial_deadline(self, study: optuna.Study) -> StudyDeadline | None:
+        """The check running trials make (:meth:`TrialHandle.out_of_time`); None without a time budget."""
+        return None if self.timeout_s is None else StudyDeadline(self, study)
 
     def reached_target(self, value: float) -> bool:
         if self.target is None:
@@ -288,7 +307,7 @@ def _run_one(
     scheduler: BaseScheduler,
     *,
     multi: bool,
-    out_of_time: Callable[[], bool] | None = None,
+    out_of_time: StudyDeadline | None = None,
 ) -> tuple[TrialState, list[float] | None, int]:
     """Run the objective on one trial: the state and values to tell Optuna, and the epochs it reported."""
     params = space.sample(trial)

@@ -26,7 +26,10 @@ class Callback:
     ``lr`` (the rate of the epoch's last step), ``epoch_seconds`` and ``samples_per_second`` (training only).
     Returning True from ``on_epoch_end`` asks the trainer to stop after this epoch (a search's pruner stops a
     trial this way: a decision returned, not an exception); every callback still sees that epoch.
-    Callbacks get a snapshot of the logs, never the trainer.
+    ``on_batch_end`` runs after every optimizer step, only for callbacks that define it; returning True ends
+    training at once, mid-epoch (a hard time limit): that epoch is neither evaluated nor in the history
+    (``History.interrupted_in`` names it), no checkpoint is written for it, and ``on_train_end`` gets the
+    last completed epoch's logs. Callbacks get a snapshot of the logs, never the trainer.
     """
 
     def on_train_begin(self, logs: Logs) -> None:
@@ -35,6 +38,11 @@ class Callback:
 
     def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
         """Before epoch ``epoch``'s first step; ``logs`` holds ``lr``."""
+
+    def on_batch_end(self, epoch: int, step: int) -> bool | None:
+        """After step ``step`` (1-based within the epoch) of epoch ``epoch``; return True to end training
+        now, without finishing the epoch."""
+        return None
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> bool | None:
         """After epoch ``epoch`` is trained and evaluated; return True to stop training."""
@@ -87,6 +95,7 @@ class History(Callback):
         self.epochs: list[Logs] = []
         self.best_epoch: int | None = None
         self.stopped_early = False
+        self.interrupted_in: int | None = None  # the epoch an on_batch_end callback cut short
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> bool | None:
         self.epochs.append({"epoch": epoch, **logs})
@@ -97,6 +106,7 @@ class History(Callback):
             "monitor": self.monitor,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
+            "interrupted_in": self.interrupted_in,
             "epochs": [dict(row) for row in self.epochs],
         }
 
@@ -106,6 +116,7 @@ class History(Callback):
         history.epochs = [dict(row) for row in data["epochs"]]
         history.best_epoch = data["best_epoch"]
         history.stopped_early = data["stopped_early"]
+        history.interrupted_in = data.get("interrupted_in")  # absent from histories saved before it existed
         return history
 
     def to_frame(self) -> pd.DataFrame:

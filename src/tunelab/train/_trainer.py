@@ -118,6 +118,7 @@ class Trainer:
         bounds = self._batch_bounds(n_rows)
         clock = Clock(len(bounds), spec.epochs)
         callbacks = [run.tracker, run.history, *self.callbacks]
+        batch_hooks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         logs: dict[str, Any] = {}
 
         with scoped_global_rng(self._rng_state, self.device):
@@ -135,7 +136,11 @@ class Trainer:
                 lr = self._set_lr((epoch - 1) * clock.steps_per_epoch, clock, run.plateau.n_reductions)
                 for callback in callbacks:
                     callback.on_epoch_begin(epoch, {"lr": lr})
-                loss, lr = self._train_epoch(X, y, bounds, epoch, clock, run.plateau.n_reductions)
+                trained = self._train_epoch(X, y, bounds, epoch, clock, run.plateau.n_reductions, batch_hooks)
+                if trained is None:
+                    run.history.interrupted_in = epoch
+                    break
+                loss, lr = trained
                 train_seconds = time.perf_counter() - started
                 logs = {"loss": loss}
                 if val_data is not None:
@@ -191,8 +196,10 @@ class Trainer:
         epoch: int,
         clock: Clock,
         n_reductions: int,
-    ) -> tuple[float, float]:
-        """One pass over the training rows in a fresh random order; returns (mean loss, last step's lr)."""
+        batch_hooks: list[Callback],
+    ) -> tuple[float, float] | None:
+        """One pass over the training rows in a fresh random order; returns (mean loss, last step's lr), or
+        None when one of ``batch_hooks`` ended training within the epoch."""
         spec = self.spec
         self.model.train()
         order = torch.randperm(len(x), generator=self._generator, device=self.device)
@@ -210,6 +217,8 @@ class Trainer:
                 loss = self.loss_fn(self.model(inputs), targets).mean()  # the one reduction of the loss
             step_losses.append(loss.detach())
             self._optimizer_step(loss)
+            if batch_hooks and _asks_to_stop(batch_hooks, epoch, i + 1):
+                return None
         lr = self.optimizer.param_groups[0]["lr"]
         return self._epoch_loss(step_losses, bounds, epoch, lr), lr
 
@@ -448,6 +457,11 @@ class Trainer:
         if not bool((std > 0).all()):
             raise SpecError(f"target_scale std must be > 0, got {std.tolist()}")
         return mean, std
+
+
+def _asks_to_stop(hooks: list[Callback], epoch: int, step: int) -> bool:
+    """Every hook sees the step (a list, not a short-circuiting any()); True if one asks to stop."""
+    return any([bool(hook.on_batch_end(epoch, step)) for hook in hooks])  # noqa: C419
 
 
 def _all_finite(x: torch.Tensor) -> bool:

@@ -77,7 +77,8 @@ def reevaluate(
                     break  # the budget is spent: the search's own scores decide
                 seeded = trial_spec(spec, params, seed=spec.train.seed + offset)
                 try:
-                    score, best_epoch = evaluator.score(seeded, fold, metric)
+                    # None only if a callback cut it short; this run has none.
+                    score, best_epoch = evaluator.score(seeded, fold, metric) or (math.nan, 0)
                 except TrainingError:
                     score, best_epoch = math.nan, 0
                 record["scores"].append(score)

@@ -96,13 +96,16 @@ class Evaluator:
         callbacks: tuple[Callback, ...] = (),
         run_dir: Path | None = None,
         resume_from: Path | None = None,
-    ) -> tuple[float, int]:
-        """Train on the fold's training part; return the validation ``metric`` and the best epoch."""
+    ) -> tuple[float, int] | None:
+        """Train on the fold's training part; return the validation ``metric`` and the best epoch, or None
+        if a callback ended the training within an epoch (the time budget)."""
         bundle = self.bundle(fold)
         trainer = self.trainer(spec, bundle, callbacks=callbacks, run_dir=run_dir)
         history = trainer.fit(
             (bundle.X_train, bundle.y_train), (bundle.X_val, bundle.y_val), resume_from=resume_from
         )
+        if history.interrupted_in is not None:
+            return None
         values = trainer.evaluate(bundle.X_val, bundle.y_val)
         key = metric.removeprefix("val_")
         if key not in values:
@@ -152,6 +155,11 @@ class _Reporter(Callback):
             self.stopped = self.handle.out_of_time()
         return self.stopped
 
+    def on_batch_end(self, epoch: int, step: int) -> bool | None:
+        # Within any epoch, the last one's included: the budget holds to a minibatch, not to an epoch.
+        self.stopped = self.handle.out_of_time(within_epoch=True)
+        return self.stopped
+
 
 class Objective:
     def __init__(
@@ -194,11 +202,12 @@ class Objective:
                 events=self.say,
                 final_epoch=spec.train.epochs if last_fold else None,
             )
-            value, best_epoch = self.evaluator.score(
+            scored = self.evaluator.score(
                 spec, fold, self.metric, callbacks=(reporter,), run_dir=trial_dir, resume_from=resume
             )
-            if reporter.stopped:
+            if reporter.stopped or scored is None:
                 return None
+            value, best_epoch = scored
             values.append(value)
             best_epochs.append(best_epoch)
         shutil.rmtree(self.run_dir / "trials" / str(handle.number), ignore_errors=True)
