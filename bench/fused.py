@@ -266,6 +266,8 @@ def main() -> None:
         help="on a GPU, train populations without CUDA graphs (tunelab's default records the step as one)",
     )
     args = parser.parse_args()
+    # As the tunelab command does, before any torch work: denormals flushed on every torch thread.
+    torch.set_flush_denormal(True)
     device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

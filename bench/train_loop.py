@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    # As the tunelab command does, before any torch work: denormals flushed on every torch thread.
+    torch.set_flush_denormal(True)
     n_rows = args.rows or (10_000 if args.quick else 60_000)
     epochs = args.epochs or (1 if args.quick else 2)
     repeats = args.repeats or (3 if args.quick else 5)

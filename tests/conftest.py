@@ -11,6 +11,14 @@ import torch
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
+def pytest_configure(config):
+    """As the tunelab command does: denormals flushed before any torch work, so that torch's threads inherit
+    the mode (training entry points warn otherwise: tunelab.train.ensure_denormals_flushed)."""
+    from tunelab.train import flush_denormals
+
+    flush_denormals()
+
+
 @pytest.fixture(autouse=True)
 def _torch_hygiene():
     """Tests run on the CPU with a fixed thread count and must not leave global torch state changed."""

@@ -6,7 +6,14 @@ how to fix it; the CLI prints it and exits with code 2, without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "MissingExtraError", "SpecError", "TrainingError", "TunelabError"]
+__all__ = [
+    "DataError",
+    "MissingExtraError",
+    "PerformanceWarning",
+    "SpecError",
+    "TrainingError",
+    "TunelabError",
+]
 
 
 class TunelabError(Exception):
@@ -34,3 +41,8 @@ class MissingExtraError(TunelabError, ImportError):
             f"Install it with: pip install 'tunelab[{extra}]'"
         )
         self.extra = extra
+
+
+class PerformanceWarning(UserWarning):
+    """Something about the environment will make training slower than it could be; the message says how to
+    avoid it."""

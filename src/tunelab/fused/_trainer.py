@@ -16,6 +16,7 @@ from tunelab.fused._hostflags import HostFlags
 from tunelab.fused._loss import Task, clip_grad_norm_per_member, l1_penalty, member_accuracy, member_loss
 from tunelab.fused._optim_base import HyperparameterValue, PopulationOptimizer
 from tunelab.fused._population import Population
+from tunelab.train._device import ensure_denormals_flushed
 
 __all__ = ["PopulationTrainer"]
 
@@ -63,6 +64,7 @@ class PopulationTrainer:
             )
         if task not in ("classification", "regression"):
             raise SpecError(f"task must be 'classification' or 'regression', not {task!r}")
+        ensure_denormals_flushed()
         self.population = population
         self.optimizer = optimizer
         self.task: Task = task

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
-from tunelab.errors import SpecError
+from tunelab.errors import PerformanceWarning, SpecError
 
-__all__ = ["flush_denormals", "initial_rng_state", "resolve_device", "scoped_global_rng"]
+__all__ = [
+    "ensure_denormals_flushed",
+    "flush_denormals",
+    "initial_rng_state",
+    "resolve_device",
+    "scoped_global_rng",
+]
 
 
 def flush_denormals() -> bool:
@@ -23,6 +30,36 @@ def flush_denormals() -> bool:
     do; a program that drives :func:`tunelab.tune.tune_experiment` itself should call it first.
     """
     return bool(torch.set_flush_denormal(True))
+
+
+_denormals_checked = False
+
+
+def ensure_denormals_flushed() -> None:
+    """:func:`flush_denormals`, then check once per process that every torch CPU thread flushes; if some
+    do not (torch ran parallel work before, so its worker threads kept the old mode), warn with a
+    :class:`~tunelab.errors.PerformanceWarning` saying how to avoid it. Training entry points call this
+    (``Trainer.fit``, ``PopulationTrainer``, ``tune_experiment``), as TensorFlow flushes on its own threads.
+    """
+    global _denormals_checked
+    if _denormals_checked:
+        return
+    _denormals_checked = True
+    if not flush_denormals() or torch.get_num_threads() == 1:
+        return  # a CPU without the mode; or one thread, the caller's, which now flushes
+    # 1e-20 squared is denormal: zero where the thread that computed it flushes. 2^20 elements are split
+    # among all of torch's threads (its grain is 2^15).
+    tiny = torch.full((1 << 20,), 1e-20)
+    kept = int(torch.count_nonzero(tiny * tiny))
+    if kept:
+        warnings.warn(
+            f"{kept} of {tiny.numel()} denormal products were not flushed to zero: torch ran parallel work "
+            "before tunelab could set the flush mode, and its worker threads kept the old one. Arithmetic on "
+            "denormals can make training several times slower. Call tunelab.train.flush_denormals() at the "
+            "start of the program, before any torch work (the tunelab command does).",
+            PerformanceWarning,
+            stacklevel=3,
+        )
 
 
 def _mps_available() -> bool:

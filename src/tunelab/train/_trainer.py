@@ -18,7 +18,12 @@ from tunelab.errors import DataError, SpecError, TrainingError
 from tunelab.train._augment import augment_images
 from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint, save_checkpoint
-from tunelab.train._device import initial_rng_state, resolve_device, scoped_global_rng
+from tunelab.train._device import (
+    ensure_denormals_flushed,
+    initial_rng_state,
+    resolve_device,
+    scoped_global_rng,
+)
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
 from tunelab.train._metrics import compute_metrics, resolve_metrics
 from tunelab.train._monitor import MonitorState
@@ -106,6 +111,7 @@ class Trainer:
     ) -> History:
         """Train for ``spec.epochs`` epochs (or until a callback or early stopping stops it) and return the
         `History`. ``resume_from`` continues the run saved in that checkpoint exactly where it stopped."""
+        ensure_denormals_flushed()
         spec = self.spec
         X, y = self._checked_tensors(train, "train")
         val_data = self._checked_tensors(val, "val") if val is not None else None

@@ -18,6 +18,7 @@ from tunelab.search import (
 )
 from tunelab.search._storage import connect_storage, hide_password, password_hidden, study_snapshot
 from tunelab.spec import ExperimentSpec
+from tunelab.train import ensure_denormals_flushed
 from tunelab.tune._search import make_plan, run_search
 from tunelab.tune._select import build_summary, json_safe, reevaluate, refit_winner
 from tunelab.tune._trials import Evaluator, Events
@@ -48,6 +49,7 @@ def tune_experiment(
     an equal share of the CPU threads; selection and the refit then run here.
     """
     started = time.monotonic()
+    ensure_denormals_flushed()  # before the data's torch work starts torch's threads, where possible
     search = spec.search or SearchSpec()
     if not search.space:
         raise SpecError(
