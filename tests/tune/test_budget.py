@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -10,6 +12,8 @@ from tunelab.search._study import _Budget
 from tunelab.spec import parse_spec
 from tunelab.train import Trainer
 from tunelab.tune import tune_experiment
+from tunelab.tune._search import make_plan, run_search
+from tunelab.tune._trials import Evaluator, Events
 
 
 @pytest.mark.parametrize("cv", [None, 2])
@@ -112,3 +116,41 @@ def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_l
     assert candidates[0]["n"] == expected_runs
     if not expected_runs:
         assert notes == [f"candidate trial {trial.number}: not re-evaluated (budget spent)"]
+
+
+@pytest.mark.parametrize("fused", ["off", "on"])
+def test_the_searchs_share_of_a_budget_counts_from_the_start_of_tune_experiment(tmp_path, fused):
+    """Loading data, probing fusion and starting workers come out of the search's 80%, not after it: here
+    9 s of a 10 s budget went before the search began, so its 8 s share is spent and it trains its first
+    trial (or population) only, which a search always completes."""
+    spec = parse_spec(
+        {
+            "name": "late",
+            "data": {"source": "iris"},
+            "model": {"type": "mlp", "hidden": [8]},
+            "train": {"epochs": 2, "batch_size": 32},
+            "search": {
+                "space": {"train.lr": {"float": [1e-3, 1e-1], "log": True}},
+                "n_trials": 6,
+                "budget": "10s",
+                "fused": fused,
+                "population_size": 2,
+                "scheduler": {"name": "none"},
+            },
+        }
+    )
+    assert spec.search is not None
+    plan = make_plan(
+        spec,
+        spec.search,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'study.db'}",
+        1,
+        task="classification",
+        started=time.monotonic() - 9.0,
+    )
+    plan.metric, plan.direction = "val_accuracy", "maximize"
+    summary = run_search(plan, Evaluator(spec, plan.data_spec), Events())
+    assert summary.stop_reason == "timeout"
+    assert summary.n_complete == (1 if fused == "off" else 2)
+    assert summary.n_pruned == summary.n_failed == 0

@@ -16,7 +16,7 @@ from tunelab.fused._hostflags import HostFlags
 from tunelab.fused._loss import Task, clip_grad_norm_per_member, l1_penalty, member_accuracy, member_loss
 from tunelab.fused._optim_base import HyperparameterValue, PopulationOptimizer
 from tunelab.fused._population import Population
-from tunelab.train._device import ensure_denormals_flushed
+from tunelab.train._device import denormals_flushed
 
 __all__ = ["PopulationTrainer"]
 
@@ -64,7 +64,6 @@ class PopulationTrainer:
             )
         if task not in ("classification", "regression"):
             raise SpecError(f"task must be 'classification' or 'regression', not {task!r}")
-        ensure_denormals_flushed()
         self.population = population
         self.optimizer = optimizer
         self.task: Task = task
@@ -183,6 +182,7 @@ class PopulationTrainer:
             self.optimizer.graph_signature(),
         )
 
+    @denormals_flushed()
     def fit_epoch(self, x: Tensor, y: Tensor, *, batch_size: int, generator: torch.Generator) -> Tensor:
         """One pass over ``(x, y)`` in minibatches sliced from a permutation drawn from ``generator``.
 

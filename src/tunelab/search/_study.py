@@ -174,7 +174,9 @@ class _Budget:
         """The budget that is used up (its name, the study's stop reason), or None to go on."""
         if self.n_trials is not None and n_finished >= self.n_trials:
             return "n_trials"
-        if self.timeout_s is not None and time.monotonic() - self.started >= self.timeout_s:
+        # Time ends a study only once it has run a trial: a search always ends with a result (or the first
+        # trial's failure), however little time it was given.
+        if n_finished and self.timeout_s is not None and time.monotonic() - self.started >= self.timeout_s:
             return "timeout"
         if self.max_total_epochs is not None and n_epochs >= self.max_total_epochs:
             return "max_total_epochs"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from tunelab.train._augment import augment_images
 from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from tunelab.train._device import ensure_denormals_flushed, flush_denormals, resolve_device
+from tunelab.train._device import denormals_flushed, flush_denormals, resolve_device
 from tunelab.train._losses import Task, make_loss, output_dim_for
 from tunelab.train._metrics import compute_metrics
 from tunelab.train._monitor import MonitorState
@@ -37,7 +37,7 @@ __all__ = [
     "Trainer",
     "augment_images",
     "compute_metrics",
-    "ensure_denormals_flushed",
+    "denormals_flushed",
     "flush_denormals",
     "load_checkpoint",
     "lr_at",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ import torch
 from tunelab.errors import PerformanceWarning, SpecError
 
 __all__ = [
-    "ensure_denormals_flushed",
+    "denormals_flushed",
     "flush_denormals",
     "initial_rng_state",
     "resolve_device",
@@ -32,21 +33,41 @@ def flush_denormals() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
-_denormals_checked = False
+_SMALLEST_NORMAL = sys.float_info.min  # module globals, so that Python cannot fold the product below
+_HALF = 0.5
+_threads_checked = False
 
 
-def ensure_denormals_flushed() -> None:
-    """:func:`flush_denormals`, then check once per process that every torch CPU thread flushes; if some
-    do not (torch ran parallel work before, so its worker threads kept the old mode), warn with a
-    :class:`~tunelab.errors.PerformanceWarning` saying how to avoid it. Training entry points call this
-    (``Trainer.fit``, ``PopulationTrainer``, ``tune_experiment``), as TensorFlow flushes on its own threads.
+def _thread_flushes() -> bool:
+    """Whether the calling thread flushes denormals now: half the smallest normal double is denormal."""
+    return _SMALLEST_NORMAL * _HALF == 0.0
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Within the block the calling thread flushes denormal floats to zero, and so do the torch threads it
+    starts; its own mode is restored after (unless it flushed already: :func:`flush_denormals`).
+
+    Training entry points run in it (``Trainer.fit``, ``PopulationTrainer.fit_epoch``, ``tune_experiment``),
+    as TensorFlow flushes on its own threads. The first time in a process it also checks that every torch
+    CPU thread flushes; where some do not (torch ran parallel work before, so its worker threads kept the
+    old mode) it warns with a :class:`~tunelab.errors.PerformanceWarning` saying how to avoid it.
     """
-    global _denormals_checked
-    if _denormals_checked:
+    if _thread_flushes() or not torch.set_flush_denormal(True):
+        yield  # flushing already (the tunelab command), or a CPU without the mode
         return
-    _denormals_checked = True
-    if not flush_denormals() or torch.get_num_threads() == 1:
-        return  # a CPU without the mode; or one thread, the caller's, which now flushes
+    try:
+        _check_threads()
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _check_threads() -> None:
+    global _threads_checked
+    if _threads_checked or torch.get_num_threads() == 1:
+        return  # one thread: the caller's, which flushes now
+    _threads_checked = True
     # 1e-20 squared is denormal: zero where the thread that computed it flushes. 2^20 elements are split
     # among all of torch's threads (its grain is 2^15).
     tiny = torch.full((1 << 20,), 1e-20)
@@ -58,7 +79,7 @@ def ensure_denormals_flushed() -> None:
             "denormals can make training several times slower. Call tunelab.train.flush_denormals() at the "
             "start of the program, before any torch work (the tunelab command does).",
             PerformanceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

@@ -19,7 +19,7 @@ from tunelab.train._augment import augment_images
 from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint, save_checkpoint
 from tunelab.train._device import (
-    ensure_denormals_flushed,
+    denormals_flushed,
     initial_rng_state,
     resolve_device,
     scoped_global_rng,
@@ -106,12 +106,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
 
+    @denormals_flushed()
     def fit(
         self, train: Tensors, val: Tensors | None = None, *, resume_from: str | Path | None = None
     ) -> History:
         """Train for ``spec.epochs`` epochs (or until a callback or early stopping stops it) and return the
         `History`. ``resume_from`` continues the run saved in that checkpoint exactly where it stopped."""
-        ensure_denormals_flushed()
         spec = self.spec
         X, y = self._checked_tensors(train, "train")
         val_data = self._checked_tensors(val, "val") if val is not None else None

@@ -18,7 +18,7 @@ from tunelab.search import (
 )
 from tunelab.search._storage import connect_storage, hide_password, password_hidden, study_snapshot
 from tunelab.spec import ExperimentSpec
-from tunelab.train import ensure_denormals_flushed
+from tunelab.train import denormals_flushed
 from tunelab.tune._search import make_plan, run_search
 from tunelab.tune._select import build_summary, json_safe, reevaluate, refit_winner
 from tunelab.tune._trials import Evaluator, Events
@@ -33,6 +33,7 @@ class TuneResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@denormals_flushed()  # from the start, so that the torch threads loading the data start flushing
 def tune_experiment(
     spec: ExperimentSpec,
     *,
@@ -49,7 +50,6 @@ def tune_experiment(
     an equal share of the CPU threads; selection and the refit then run here.
     """
     started = time.monotonic()
-    ensure_denormals_flushed()  # before the data's torch work starts torch's threads, where possible
     search = spec.search or SearchSpec()
     if not search.space:
         raise SpecError(
@@ -64,7 +64,7 @@ def tune_experiment(
     storage_url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
     say = Events(progress, log)
     dataset = load_dataset(spec.data)
-    plan = make_plan(spec, search, run_dir, storage_url, workers, task=dataset.task)
+    plan = make_plan(spec, search, run_dir, storage_url, workers, task=dataset.task, started=started)
     evaluator = Evaluator(spec, plan.data_spec, dataset=dataset)
     plan.metric = search.metric or ("val_accuracy" if evaluator.task == "classification" else "val_rmse")
     plan.direction = metric_direction(plan.metric) if search.direction == "auto" else search.direction

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from tunelab.spec import ExperimentSpec
 from tunelab.tune._trials import Evaluator, Objective, trial_spec
 
 SEARCH_SHARE = 0.8  # of a wall-time budget; the rest is for re-evaluation and the refit
+_MIN_TIMEOUT_S = 1e-3  # a search whose share is already spent: it runs one trial (or population) and stops
 # PBT's population size when none is configured: the measured one, but no fewer members than this, since
 # members rank and copy one another (with 4 and quantile_fraction 0.25, the worst copies the best).
 PBT_MIN_POPULATION = 4
@@ -45,15 +47,27 @@ class Plan:
     storage_url: str
     workers: int
     n_trials: int | None
-    timeout_s: float | None
+    timeout_s: float | None  # the search's share of a time budget
+    # When that share ends (``time.monotonic()``, the same clock in every process of this machine): counted
+    # from the start of tune_experiment, so that data loading, the fusion probe and starting worker
+    # processes come out of it rather than after it.
+    search_deadline: float | None = None
     metric: str = ""
     direction: str = "minimize"
     fusion: dict[str, Any] | None = None  # how the search trained its trials (fused or not, and why)
 
 
 def make_plan(
-    spec: ExperimentSpec, search: SearchSpec, run_dir: Path, storage_url: str, workers: int, *, task: str
+    spec: ExperimentSpec,
+    search: SearchSpec,
+    run_dir: Path,
+    storage_url: str,
+    workers: int,
+    *,
+    task: str,
+    started: float,
 ) -> Plan:
+    """What every search process needs; ``started``: ``time.monotonic()`` when tune_experiment began."""
     folds: list[int | None] = [None]
     data_spec = spec.data
     if search.cv:
@@ -71,7 +85,8 @@ def make_plan(
     if n_trials is None and budget_s is None and search.max_total_epochs is None:
         n_trials = 20
     timeout_s = None if budget_s is None else budget_s * SEARCH_SHARE
-    return Plan(spec, data_spec, folds, run_dir, storage_url, workers, n_trials, timeout_s)
+    deadline = None if timeout_s is None else started + timeout_s
+    return Plan(spec, data_spec, folds, run_dir, storage_url, workers, n_trials, timeout_s, deadline)
 
 
 def _check_pbt(spec: ExperimentSpec, search: SearchSpec, workers: int) -> None:
@@ -139,6 +154,10 @@ def run_search(plan: Plan, evaluator: Evaluator, say: Any, *, worker: int = 0) -
     )
     if worker == 0:
         plan.fusion = fusion.to_dict()
+    if plan.search_deadline is not None:
+        # What is left of the search's share now, after loading, probing and (in a worker) starting up. If
+        # nothing is, the loop still runs its first trial: a search always ends with a result.
+        loop["timeout_s"] = max(plan.search_deadline - time.monotonic(), _MIN_TIMEOUT_S)
     say(
         f"fused populations of {fusion.population_size}: {fusion.reason}"
         if fusion.fused
