@@ -300,10 +300,10 @@ def test_without_a_time_budget_trials_are_never_out_of_time(monkeypatch):
 def test_the_deadline_check_reads_the_storage_at_most_once_an_interval_within_epochs(monkeypatch):
     """After every minibatch the check costs a clock read; the storage is read at most once an interval
     (here: never again), while between epochs it is read until a completed trial has been seen."""
-    from tunelab.search import _study
+    from tunelab.search import _handle, _study
 
     _spent_time_budget(monkeypatch)
-    monkeypatch.setattr(_study, "_STORAGE_QUERY_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(_handle, "_STORAGE_QUERY_INTERVAL_S", 3600.0)
     study = optuna.create_study(direction="minimize")
     reads = []
     get_trials = study.get_trials

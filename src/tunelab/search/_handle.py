@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from tunelab.errors import SpecError
 from tunelab.search.schedulers import BaseScheduler, Decision, Exploit, SchedulerDecision
 
-__all__ = ["DeadlineCheck", "TrialHandle"]
+__all__ = ["StudyDeadline", "TrialHandle"]
+
+_STORAGE_QUERY_INTERVAL_S = 1.0
 
 
-class DeadlineCheck(Protocol):
-    """The study's time-budget check (``tunelab.search._study.StudyDeadline``): True once the budget is
-    spent and the study holds a completed trial; ``throttled`` for a check made after every minibatch."""
+class StudyDeadline:
+    """Whether the time budget is spent (``past_deadline``) and the study holds a completed trial, so that
+    stopping a running trial leaves the study a result.
 
-    def __call__(self, *, throttled: bool = False) -> bool: ...
+    Between epochs (``throttled=False``) it reads the storage whenever the deadline has passed and no
+    completed trial was seen yet. Within an epoch, after every minibatch (``throttled=True``), it reads the
+    clock, and the storage at most once every ``_STORAGE_QUERY_INTERVAL_S`` seconds. A completed trial, once
+    seen, stays seen.
+    """
+
+    def __init__(self, past_deadline: Callable[[], bool], study: optuna.Study) -> None:
+        self._past_deadline, self._study = past_deadline, study
+        self._seen_complete = False
+        self._next_query = -math.inf
+
+    def __call__(self, *, throttled: bool = False) -> bool:
+        if not self._past_deadline():
+            return False
+        now = time.monotonic()
+        if not self._seen_complete and (not throttled or now >= self._next_query):
+            self._next_query = now + _STORAGE_QUERY_INTERVAL_S
+            states = (TrialState.COMPLETE,)
+            self._seen_complete = bool(self._study.get_trials(deepcopy=False, states=states))
+        return self._seen_complete
 
 
 class TrialHandle:
@@ -39,7 +63,7 @@ class TrialHandle:
         scheduler: BaseScheduler,
         multi_objective: bool = False,
         after_report: Callable[[], None] | None = None,
-        out_of_time: DeadlineCheck | None = None,
+        out_of_time: StudyDeadline | None = None,
     ) -> None:
         self._trial = trial
         self._out_of_time = out_of_time

@@ -37,21 +37,13 @@ from optuna.trial import TrialState
 from torch import Tensor
 
 from tunelab.errors import SpecError, TrainingError
-from tunelab.search._handle import TrialHandle
+from tunelab.search._handle import StudyDeadline, TrialHandle
 from tunelab.search._packing import Packer
 from tunelab.search._packing import startup_populations as default_startup_populations
 from tunelab.search._sizing import PopulationSizer, expected_epochs, forward_flops
 from tunelab.search._spec_population import SpecPopulation
 from tunelab.search._storage import StudyBackend, WriteBehind, open_backend
-from tunelab.search._study import (
-    StudyDeadline,
-    StudySummary,
-    _Budget,
-    _check_budget,
-    _replay,
-    _summarize,
-    tell,
-)
+from tunelab.search._study import StudySummary, _Budget, _check_budget, _replay, _summarize, tell
 from tunelab.search.schedulers import BaseScheduler, Decision, Direction, Exploit, PbtScheduler
 from tunelab.search.space import SearchSpace
 

@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from tunelab.errors import SpecError, TrainingError
-from tunelab.search._handle import TrialHandle
+from tunelab.search._handle import StudyDeadline, TrialHandle
 from tunelab.search._samplers import make_sampler
 from tunelab.search._storage import StudyBackend, WriteBehind, open_backend
 from tunelab.search.schedulers import BaseScheduler, Direction, NoScheduler
@@ -132,35 +132,6 @@ def run_study(
     return _summarize(backend.study, space, stop_reason, time.monotonic() - started, multi=multi)
 
 
-class StudyDeadline:
-    """Whether the time budget is spent and the study holds a completed trial, so that stopping a running
-    trial leaves the study a result.
-
-    Between epochs (``throttled=False``) it reads the storage whenever the deadline has passed and no
-    completed trial was seen yet. Within an epoch, after every minibatch (``throttled=True``), it reads the
-    clock, and the storage at most once every ``_STORAGE_QUERY_INTERVAL_S`` seconds. A completed trial, once
-    seen, stays seen.
-    """
-
-    def __init__(self, budget: _Budget, study: optuna.Study) -> None:
-        self._budget, self._study = budget, study
-        self._seen_complete = False
-        self._next_query = -math.inf
-
-    def __call__(self, *, throttled: bool = False) -> bool:
-        if not self._budget.past_deadline():
-            return False
-        now = time.monotonic()
-        if not self._seen_complete and (not throttled or now >= self._next_query):
-            self._next_query = now + _STORAGE_QUERY_INTERVAL_S
-            states = (TrialState.COMPLETE,)
-            self._seen_complete = bool(self._study.get_trials(deepcopy=False, states=states))
-        return self._seen_complete
-
-
-_STORAGE_QUERY_INTERVAL_S = 1.0
-
-
 @dataclass
 class _Budget:
     n_trials: int | None
@@ -188,7 +159,7 @@ class _Budget:
 
     def trial_deadline(self, study: optuna.Study) -> StudyDeadline | None:
         """The check running trials make (:meth:`TrialHandle.out_of_time`); None without a time budget."""
-        return None if self.timeout_s is None else StudyDeadline(self, study)
+        return None if self.timeout_s is None else StudyDeadline(self.past_deadline, study)
 
     def reached_target(self, value: float) -> bool:
         if self.target is None:
