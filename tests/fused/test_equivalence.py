@@ -129,7 +129,9 @@ def train_alone(
             optimizer.step()
 
 
-def assert_members_match(population: Population, alone: list[nn.Module], *, atol: float = 1e-5) -> None:
+def assert_members_match(
+    population: Population, alone: list[nn.Module], *, atol: float = 1e-5, rtol: float = 1e-4
+) -> None:
     for k, reference in enumerate(alone):
         ours = population.member(k).state_dict()
         theirs = reference.state_dict()
@@ -139,7 +141,7 @@ def assert_members_match(population: Population, alone: list[nn.Module], *, atol
                 ours[name],
                 value,
                 atol=atol,
-                rtol=1e-4,
+                rtol=rtol,
                 msg=lambda m, k=k, name=name: f"member {k}, {name}: {m}",
             )
 
@@ -147,19 +149,35 @@ def assert_members_match(population: Population, alone: list[nn.Module], *, atol
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("kind", MODELS)
 def test_member_trained_in_population_matches_training_alone(kind, case, build_model, data_for):
-    """Default implementation: torch's fused kernel per member where one exists (SGD, Adam(W), Adagrad)."""
-    check_equivalence(kind, case, "auto", build_model, data_for)
+    """Default implementation: torch's fused kernel per member where one exists (SGD, Adam(W), Adagrad).
+
+    In float64: a population and a lone model sum the same products in a different order (batched GEMMs
+    against single ones), and optimizers that divide by a running second moment (centered RMSprop, Adam near
+    zero gradients) amplify that rounding without bound as the moment shrinks. In float32 the gap reached
+    1.1e-4 on some machines; in float64 it stays below 1e-9 on every one, so any larger gap is a real bug."""
+    check_equivalence(kind, case, "auto", build_model, data_for, dtype=torch.float64, atol=1e-9, rtol=1e-7)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("kind", ["mlp", "gru_2layer_mean"])
 def test_vectorized_foreach_optimizers_match_training_alone(kind, case, build_model, data_for):
-    """The [K, M] tensor-op implementation, with per-member [K, 1] hyperparameters."""
-    check_equivalence(kind, case, "foreach", build_model, data_for)
+    """The [K, M] tensor-op implementation, with per-member [K, 1] hyperparameters (float64: see above)."""
+    check_equivalence(
+        kind, case, "foreach", build_model, data_for, dtype=torch.float64, atol=1e-9, rtol=1e-7
+    )
 
 
 def check_equivalence(
-    kind, case, implementation, build_model, data_for, *, device="cpu", dtype=torch.float32, atol=1e-5
+    kind,
+    case,
+    implementation,
+    build_model,
+    data_for,
+    *,
+    device="cpu",
+    dtype=torch.float32,
+    atol=1e-5,
+    rtol=1e-4,
 ):
     """Train K members of ``kind`` with optimizer ``case`` as one population and each alone (on ``device``,
     in ``dtype``); every member's weights must match its lone twin's."""
@@ -184,7 +202,7 @@ def check_equivalence(
     # The population really trained: members moved away from their initial weights.
     initial = build_model(kind, seed=0).to(device, dtype).state_dict()
     assert any(not torch.allclose(initial[n], v) for n, v in population.member(0).state_dict().items())
-    assert_members_match(population, alone, atol=atol)
+    assert_members_match(population, alone, atol=atol, rtol=rtol)
 
 
 def test_per_member_label_smoothing_l1_and_clipping_match_torch(build_model, data_for):
