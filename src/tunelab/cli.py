@@ -292,8 +292,8 @@ def _tune_spec(
 ) -> Any:
     from tunelab.data import DataSpec, load_dataset
     from tunelab.errors import SpecError
-    from tunelab.search._defaults import default_experiment
     from tunelab.spec import load_spec, parse_spec
+    from tunelab.tune import default_experiment
 
     if resume:
         if out is None:

@@ -16,7 +16,8 @@ Everything lives in the run directory: ``study.db`` (Optuna's schema), ``spec.ya
 while a trial runs, ``summary.json``, and ``best/``.
 """
 
+from tunelab.tune._defaults import MODEL_FAMILIES, default_experiment
 from tunelab.tune._protocol import TuneResult, tune_experiment
 from tunelab.tune._trials import Events
 
-__all__ = ["Events", "TuneResult", "tune_experiment"]
+__all__ = ["MODEL_FAMILIES", "Events", "TuneResult", "default_experiment", "tune_experiment"]
