@@ -21,13 +21,12 @@ from tunelab.search import SearchSpace, _parzen, make_sampler, run_study
 from tunelab.search._bounded_tpe import (
     DEFAULT_MAX_HISTORY,
     BoundedTPESampler,
-    _History,
     _IncrementalGroups,
     _IncrementalIntersection,
-    _NewTrials,
     good_group_size,
 )
 from tunelab.search._parzen import _FastParzenEstimator
+from tunelab.search._tpe_history import _History, _NewTrials
 
 PLANE = SearchSpace.from_dict(
     {"x": {"float": [-5.0, 5.0]}, "y": {"float": [-5.0, 5.0]}, "n": {"int": [-3, 3]}}
