@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunelab.report import _figures as figs
+from tunelab.report import _model_figures as model_figs
+from tunelab.report import _search_figures as search_figs
 from tunelab.report._rundata import RunData, load_run, load_study
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def build_report(run_dir: str | Path, *, path: str | Path | None = None, storage
         _plot_section(
             "training",
             "Training curves of the final model" if run.kind == "tune" else "Training curves",
-            figs.training_figure(run.epochs, best_epoch=run.best_epoch),
+            model_figs.training_figure(run.epochs, best_epoch=run.best_epoch),
             note="Loss, validation metrics and learning rate per epoch; the dashed line marks the best epoch."
             + (
                 " The refit trains on train + validation, so it has no validation curve."
@@ -101,13 +102,13 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
             _plot_section(
                 "history",
                 "Optimization history",
-                figs.optuna_figure(vis.plot_optimization_history, study, metric=metric),
+                search_figs.optuna_figure(vis.plot_optimization_history, study, metric=metric),
                 note="Each completed trial's validation score in the search, and the best so far.",
             ),
             _plot_section(
                 "curves",
                 "Learning curves of all trials",
-                figs.trial_curves_figure(
+                search_figs.trial_curves_figure(
                     study, metric=metric, epochs_per_fold=epochs_per_fold, n_folds=n_folds
                 ),
                 note="The metric after every epoch. Pruned trials are grey and dotted, with a cross "
@@ -116,7 +117,7 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
             _plot_section(
                 "timeline",
                 "Trial timeline",
-                figs.optuna_figure(
+                search_figs.optuna_figure(
                     vis.plot_timeline,
                     study,
                     metric=metric,
@@ -129,7 +130,7 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
         _plot_section(
             "importance",
             "Parameter importance",
-            figs.importance_figure(summary.get("importance") or {}),
+            search_figs.importance_figure(summary.get("importance") or {}),
             note="How much of the score's variation each parameter explains (Optuna's importance evaluator).",
             empty="Importance needs at least two completed trials with different parameter values.",
         )
@@ -139,23 +140,25 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
             _plot_section(
                 "parallel",
                 "Parallel coordinates",
-                figs.optuna_figure(vis.plot_parallel_coordinate, study, metric=metric, height=420),
+                search_figs.optuna_figure(vis.plot_parallel_coordinate, study, metric=metric, height=420),
                 note="Each line is a completed trial; drag along an axis to select a range.",
             ),
             _plot_section(
                 "slice",
                 "Slice plots",
-                figs.optuna_figure(vis.plot_slice, study, metric=metric, height=360),
+                search_figs.optuna_figure(vis.plot_slice, study, metric=metric, height=360),
                 note="The score against each parameter on its own; colour is the trial number.",
             ),
         ]
         if len(study.directions) > 1:
-            names = figs.objective_names(study, metric)
+            names = search_figs.objective_names(study, metric)
             sections.append(
                 _plot_section(
                     "pareto",
                     "Pareto front",
-                    figs.optuna_figure(vis.plot_pareto_front, study, metric=metric, target_names=names),
+                    search_figs.optuna_figure(
+                        vis.plot_pareto_front, study, metric=metric, target_names=names
+                    ),
                     note="Trials no other trial beats on every objective at once are on the front.",
                 )
             )
@@ -164,7 +167,7 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
         _plot_section(
             "candidates",
             "Re-evaluation of the top candidates",
-            figs.candidates_figure(candidates, metric=metric),
+            model_figs.candidates_figure(candidates, metric=metric),
             note="The best configurations of the search, trained again with fresh seeds on every fold. "
             "Their scores in the search are optimistic (they were selected for being high); the fresh runs "
             "are not. The winner is the best mean.",
@@ -180,19 +183,19 @@ def _prediction_sections(run: RunData) -> list[_Section | None]:
         return []
     note = "On the test part, set aside before training and evaluated once."
     if run.task == "classification" and {"y_true", "y_pred"} <= set(predictions.columns):
-        figure = figs.confusion_figure(predictions, class_names=run.class_names)
+        figure = model_figs.confusion_figure(predictions, class_names=run.class_names)
         return [_plot_section("confusion", "Confusion matrix (test)", figure, note=note)]
     sections = [
         _plot_section(
             "parity",
             "Predicted against actual (test)",
-            figs.parity_figure(predictions, task=run.task),
+            model_figs.parity_figure(predictions, task=run.task),
             note=note,
         ),
         _plot_section(
             "residuals",
             "Residuals (test)",
-            figs.residuals_figure(predictions, task=run.task),
+            model_figs.residuals_figure(predictions, task=run.task),
             note="Residuals should scatter evenly around zero; a trend or a funnel shape shows a "
             "systematic error.",
         ),
@@ -200,7 +203,10 @@ def _prediction_sections(run: RunData) -> list[_Section | None]:
     if run.task == "forecasting":
         sections.append(
             _plot_section(
-                "forecast", "Forecast over the test period", figs.forecast_figure(predictions), note=note
+                "forecast",
+                "Forecast over the test period",
+                model_figs.forecast_figure(predictions),
+                note=note,
             )
         )
     return sections
