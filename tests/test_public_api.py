@@ -8,14 +8,18 @@ import pytest
 
 PACKAGES = [
     "tunelab",
+    "tunelab.clock",
     "tunelab.data",
     "tunelab.errors",
+    "tunelab.execute",
     "tunelab.export",
     "tunelab.fused",
     "tunelab.models",
     "tunelab.report",
     "tunelab.search",
+    "tunelab.storage",
     "tunelab.train",
+    "tunelab.tune",
 ]
 
 

@@ -18,15 +18,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tunelab.data import DataSpec
 from tunelab.errors import SpecError
-from tunelab.models import MLPSpec, ModelSpec
-from tunelab.search._tune_spec import SearchSpec
+from tunelab.models import CNNSpec, CustomSpec, MLPSpec, ModelSpec, RNNSpec
+from tunelab.search import SearchSpec, pbt_mutable
 from tunelab.train import TrainSpec
 
-__all__ = ["ExperimentSpec", "format_validation_error", "load_spec", "parse_spec"]
+__all__ = ["PER_MEMBER_PATHS", "ExperimentSpec", "format_validation_error", "load_spec", "parse_spec"]
+
+# Spec paths (and everything below them) that members of one fused population may hold each their own values
+# of, from the spec classes' PER_MEMBER_FIELDS: the search packs trials that agree on every other parameter.
+PER_MEMBER_PATHS: tuple[str, ...] = tuple(
+    sorted(
+        {
+            f"model.{name}"
+            for spec in (MLPSpec, CNNSpec, RNNSpec, CustomSpec)
+            for name in spec.PER_MEMBER_FIELDS
+        }
+        | {f"train.{name}" for name in TrainSpec.PER_MEMBER_FIELDS}
+    )
+)
 
 
 class ExperimentSpec(BaseModel):
@@ -43,6 +56,12 @@ class ExperimentSpec(BaseModel):
     train: TrainSpec = Field(default_factory=TrainSpec)
     # What `tunelab tune` varies and how it searches; `tunelab train` ignores it.
     search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _pbt_has_something_to_perturb(self) -> ExperimentSpec:
+        if self.search is not None and self.search.scheduler.name == "pbt" and self.search.space:
+            pbt_mutable(self.search.search_space(), PER_MEMBER_PATHS)  # raises SpecError, a ValueError
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -146,9 +146,9 @@ def test_a_users_module_trains_as_a_functional_population_on_cuda():
 
 def test_the_fusion_probe_measures_on_the_trials_device():
     """`fused: auto` probes the throughput of populations on the device the trials train on (the probe fed
-    CPU batches to CUDA populations until the fifth session)."""
+    CPU batches to CUDA populations once)."""
+    from tunelab.execute import measure_throughput
     from tunelab.models import MLPSpec
-    from tunelab.search._fusion import measure_throughput
     from tunelab.train import TrainSpec
 
     generator = torch.Generator().manual_seed(0)
@@ -168,8 +168,8 @@ def test_the_fusion_probe_measures_on_the_trials_device():
 
 
 def test_train_cuda_graphs_false_turns_recording_off_in_a_search():
+    from tunelab.execute import SpecPopulation
     from tunelab.models import MLPSpec
-    from tunelab.search._spec_population import SpecPopulation
     from tunelab.train import TrainSpec
 
     for cuda_graphs in (True, False):

@@ -78,7 +78,8 @@ def _train_through_changes(kind, build_model, x, y, *, cuda_graphs: bool):
     epochs(1)
     trainer.set_hparams({"weight_decay": [0.0, 1e-3, 1e-2, 0.0]})
     epochs(1)
-    trainer.refill(1, _model(kind, 10, build_model).to("cuda"), {"lr": 4e-3})
+    with pytest.warns(DeprecationWarning, match="refill"):
+        trainer.refill(1, _model(kind, 10, build_model).to("cuda"), {"lr": 4e-3})
     trainer.exploit(0, 3)
     epochs(1)
     trainer.shrink([2, 0, 1])

@@ -162,9 +162,7 @@ def test_member_trained_in_population_matches_training_alone(kind, case, build_m
 @pytest.mark.parametrize("kind", ["mlp", "gru_2layer_mean"])
 def test_vectorized_foreach_optimizers_match_training_alone(kind, case, build_model, data_for):
     """The [K, M] tensor-op implementation, with per-member [K, 1] hyperparameters (float64: see above)."""
-    check_equivalence(
-        kind, case, "foreach", build_model, data_for, dtype=torch.float64, atol=1e-9, rtol=1e-7
-    )
+    check_equivalence(kind, case, "foreach", build_model, data_for, dtype=torch.float64, atol=1e-9, rtol=1e-7)
 
 
 def check_equivalence(

@@ -85,7 +85,8 @@ def test_fused_step_reads_each_members_own_step_after_a_reset(build_model, data_
     batches = list(_batches(x, y, 5))
     for xb, yb in batches[:3]:
         trainer.train_step(xb, yb)
-    trainer.refill(2, build_model("mlp", seed=9), {"lr": 5e-3})
+    with pytest.warns(DeprecationWarning, match="refill"):
+        trainer.refill(2, build_model("mlp", seed=9), {"lr": 5e-3})
     alone = _trainer(PopAdam, {"lr": [5e-3] * 3}, lambda kind, seed: build_model(kind, seed=9))
     for xb, yb in batches[3:]:
         trainer.train_step(xb, yb)

@@ -71,7 +71,8 @@ def test_refill_starts_the_slot_afresh_and_leaves_the_others(build_model, data_f
         refilled.train_step(xb, yb)
         untouched.train_step(xb, yb)
     newcomer = build_model("mlp", seed=42, dropout=0.25)
-    refilled.refill(1, newcomer, {"lr": 5e-3, "label_smoothing": 0.1})
+    with pytest.warns(DeprecationWarning, match="refill is deprecated"):
+        refilled.refill(1, newcomer, {"lr": 5e-3, "label_smoothing": 0.1})
     assert refilled.optimizer.step_count.tolist() == [3, 0, 3]
     assert refilled.hparams["dropout"].tolist() == [0.0, 0.25, 0.0]
     assert all(bool((state["exp_avg"][1] == 0).all()) for state in refilled.optimizer.state)
@@ -99,7 +100,8 @@ def test_refill_revives_a_dead_member(build_model, data_for):
     trainer = PopulationTrainer(population, PopSGD(population.parameters(), n_members=2, lr=[0.01, 1e6]))
     trainer.fit(x, y, n_epochs=4, batch_size=8)
     assert trainer.alive.tolist() == [True, False]
-    trainer.refill(1, build_model("mlp_plain", seed=7), {"lr": 0.01})
+    with pytest.warns(DeprecationWarning, match="refill"):
+        trainer.refill(1, build_model("mlp_plain", seed=7), {"lr": 0.01})
     assert trainer.alive.tolist() == [True, True]
     assert trainer.diverged_at_step[1] == -1
     assert torch.isfinite(trainer.fit(x, y, n_epochs=1, batch_size=8)[0]).all()
@@ -122,7 +124,8 @@ def test_exploit_copies_everything_and_explore_perturbs_the_copy(build_model, da
     _assert_same_member(trainer, 0, trainer, 2)
 
     generator = torch.Generator().manual_seed(0)
-    new = trainer.explore(2, generator=generator, names=("lr", "beta1"), factors=(0.8, 1.2))
+    with pytest.warns(DeprecationWarning, match="explore is deprecated"):
+        new = trainer.explore(2, generator=generator, names=("lr", "beta1"), factors=(0.8, 1.2))
     assert new["lr"] / 1e-2 == pytest.approx(0.8) or new["lr"] / 1e-2 == pytest.approx(1.2)
     assert trainer.hparams["lr"][2].item() == pytest.approx(new["lr"])
     assert trainer.hparams["beta1"][2].item() <= 0.999

@@ -8,6 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tunelab.clock import ManualClock
 from tunelab.errors import SpecError, TrainingError
 from tunelab.search import (
     AshaScheduler,
@@ -17,8 +18,8 @@ from tunelab.search import (
     WriteBehind,
     run_study,
 )
-from tunelab.search._storage import INTERRUPTED, open_backend
 from tunelab.search.schedulers import NoScheduler
+from tunelab.storage import INTERRUPTED, open_backend
 
 SPACE = SearchSpace.from_dict({"train.x": {"float": [-3.0, 3.0]}, "train.y": {"float": [-3.0, 3.0]}})
 
@@ -117,9 +118,14 @@ def test_budgets_epochs_target_and_time():
     assert by_target.best_value <= 1.0
     assert by_target.n_complete < 500
 
-    by_time = run_study(quadratic, SPACE, timeout_s=0.05, seed=0)
-    assert by_time.stop_reason == "timeout"
-    assert by_time.elapsed_s >= 0.05
+    clock = ManualClock()
+
+    def one_second(handle):
+        clock.advance(1.0)
+        return quadratic(handle)
+
+    by_time = run_study(one_second, SPACE, timeout_s=5.0, seed=0, clock=clock)
+    assert (by_time.stop_reason, by_time.n_complete, by_time.elapsed_s) == ("timeout", 5, 5.0)
 
 
 def test_grid_search_stops_when_exhausted():
@@ -253,76 +259,81 @@ def test_direct_storage_for_several_workers(tmp_path):
     assert summary.n_complete == len(optuna.load_study(study_name="tunelab", storage=url).trials) == 4
 
 
-def _spent_time_budget(monkeypatch):
-    """The time budget reads as spent inside trials; the loop's own check (``spent``) keeps the real clock,
-    so the study goes on to its n_trials and every later trial meets the spent budget."""
-    from tunelab.search._study import _Budget
-
-    monkeypatch.setattr(_Budget, "past_deadline", lambda self: True)
-
-
-def test_a_spent_time_budget_stops_running_trials_once_one_has_completed(monkeypatch):
-    _spent_time_budget(monkeypatch)
+def test_a_spent_time_budget_stops_running_trials_once_one_has_completed():
+    """Each epoch takes 1000 s of a fake clock; the study has 7000 s. The first trial runs its five epochs
+    past no deadline. The second is told at epoch 2 (7000 s) that the time is spent, and a completed trial
+    exists, so it stops there as pruned; the study then ends on time."""
+    clock = ManualClock()
     storage = optuna.storages.InMemoryStorage()
 
     def objective(handle):
         for epoch in range(1, 6):
+            clock.advance(1000.0)
             handle.report(epoch, quadratic(handle) + 1.0 / epoch)
             if epoch < 5 and handle.out_of_time():
                 return None
         return quadratic(handle)
 
-    summary = run_study(objective, SPACE, n_trials=3, timeout_s=3600.0, storage=storage, seed=0)
+    summary = run_study(objective, SPACE, n_trials=5, timeout_s=7000.0, storage=storage, seed=0, clock=clock)
     trials = optuna.load_study(study_name="tunelab", storage=storage).trials
-    # The first trial completes however late it is: a search always ends with a result.
     assert trials[0].state == TrialState.COMPLETE
     assert max(trials[0].intermediate_values) == 5
     assert "stopped_by" not in trials[0].user_attrs
-    for trial in trials[1:]:
-        assert trial.state == TrialState.PRUNED
-        assert trial.intermediate_values == {1: pytest.approx(quadratic_of(trial) + 1.0)}
-        assert trial.user_attrs["stopped_by"] == "time budget"
-    assert (summary.n_complete, summary.n_pruned) == (1, 2)
+    assert trials[1].state == TrialState.PRUNED
+    assert sorted(trials[1].intermediate_values) == [1, 2]
+    assert trials[1].user_attrs["stopped_by"] == "time budget"
+    assert (summary.n_complete, summary.n_pruned, summary.stop_reason) == (1, 1, "timeout")
+    assert clock.now == 7000.0
 
 
-def test_without_a_time_budget_trials_are_never_out_of_time(monkeypatch):
-    _spent_time_budget(monkeypatch)  # no timeout_s: the deadline is never consulted
+def test_a_budget_too_short_for_one_trial_still_ends_with_one():
+    """Time ends a study only once it has a finished trial: the first trial runs whatever the clock says,
+    and is never told it is out of time (no trial has completed)."""
+    clock = ManualClock()
+    told = []
+
+    def objective(handle):
+        for epoch in range(1, 4):
+            clock.advance(10.0)
+            handle.report(epoch, quadratic(handle))
+            told.append(handle.out_of_time(within_epoch=True))
+        return quadratic(handle)
+
+    summary = run_study(objective, SPACE, n_trials=5, timeout_s=1.0, seed=0, clock=clock)
+    assert (summary.n_complete, summary.stop_reason, told) == (1, "timeout", [False] * 3)
+
+
+def test_without_a_time_budget_trials_are_never_out_of_time():
+    clock = ManualClock()
     seen = []
 
     def objective(handle):
+        clock.advance(1e9)
         seen.append(handle.out_of_time())
         return quadratic(handle)
 
-    run_study(objective, SPACE, n_trials=3, seed=0)
+    run_study(objective, SPACE, n_trials=3, seed=0, clock=clock)
     assert seen == [False, False, False]
 
 
-def test_the_deadline_check_reads_the_storage_at_most_once_an_interval_within_epochs(monkeypatch):
-    """After every minibatch the check costs a clock read; the storage is read at most once an interval
-    (here: never again), while between epochs it is read until a completed trial has been seen."""
-    from tunelab.search import _handle, _study
+def test_the_deadline_check_reads_the_storage_at_most_once_an_interval_within_epochs():
+    """After every minibatch the check costs a clock read; the storage is read at most once an interval,
+    while between epochs it is read until a completed trial has been seen. Before the deadline it reads
+    nothing."""
+    from tunelab.search import StudyDeadline
 
-    _spent_time_budget(monkeypatch)
-    monkeypatch.setattr(_handle, "_STORAGE_QUERY_INTERVAL_S", 3600.0)
+    clock = ManualClock(10.0)
     study = optuna.create_study(direction="minimize")
-    reads = []
-    get_trials = study.get_trials
-
-    def counted(*args, **kwargs):
-        reads.append(kwargs.get("states"))
-        return get_trials(*args, **kwargs)
-
-    monkeypatch.setattr(study, "get_trials", counted)
-    budget = _study._Budget(None, 60.0, None, None, "minimize", started=0.0)
-    check = budget.trial_deadline(study)
-    assert check is not None
-    assert (check(throttled=True), check(throttled=True), len(reads)) == (False, False, 1)
-    assert (check(), len(reads)) == (False, 2)  # between epochs: always read
+    check = StudyDeadline(60.0, study, clock=clock, query_interval_s=1.0)
+    assert (check(), check(throttled=True), check.n_queries) == (False, False, 0)  # before the deadline
+    clock.set(100.0)
+    assert (check(throttled=True), check(throttled=True), check.n_queries) == (False, False, 1)
+    assert (check(), check.n_queries) == (False, 2)  # between epochs: always read
     study.add_trial(optuna.trial.create_trial(value=1.0))
-    assert (check(throttled=True), len(reads)) == (False, 2)  # within the interval: the last answer
-    assert (check(), len(reads)) == (True, 3)
-    assert (check(throttled=True), check(), len(reads)) == (True, True, 3)  # seen once, seen for good
-    assert reads == [(TrialState.COMPLETE,)] * 3
+    assert (check(throttled=True), check.n_queries) == (False, 2)  # within the interval: the last answer
+    clock.advance(1.0)
+    assert (check(throttled=True), check.n_queries) == (True, 3)
+    assert (check(throttled=True), check(), check.n_queries) == (True, True, 3)  # seen once, seen for good
 
 
 def quadratic_of(trial):

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.optim import lr_scheduler
 
-from tunelab.train import Clock, PlateauState, ScheduleSpec, Trainer, TrainSpec, lr_at, update_plateau
+from tunelab.train import PlateauState, RunLength, ScheduleSpec, Trainer, TrainSpec, lr_at, update_plateau
 
 
-def sequence(spec: ScheduleSpec, base_lr: float, clock: Clock) -> list[float]:
+def sequence(spec: ScheduleSpec, base_lr: float, clock: RunLength) -> list[float]:
     return [lr_at(spec, base_lr, step, clock) for step in range(clock.total_steps)]
 
 
-def torch_sequence(make, base_lr: float, clock: Clock, *, per_step: bool) -> list[float]:
+def torch_sequence(make, base_lr: float, clock: RunLength, *, per_step: bool) -> list[float]:
     """The rate torch's scheduler gives each step, stepped per optimizer step or per epoch."""
     param = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=base_lr)
@@ -33,11 +33,11 @@ def torch_sequence(make, base_lr: float, clock: Clock, *, per_step: bool) -> lis
 
 
 def test_constant():
-    assert sequence(ScheduleSpec(name="constant"), 0.1, Clock(3, 4)) == [0.1] * 12
+    assert sequence(ScheduleSpec(name="constant"), 0.1, RunLength(3, 4)) == [0.1] * 12
 
 
 def test_step_documented_and_torch():
-    spec, clock = ScheduleSpec(name="step", step_size=2, gamma=0.5), Clock(3, 6)
+    spec, clock = ScheduleSpec(name="step", step_size=2, gamma=0.5), RunLength(3, 6)
     per_epoch = [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     assert sequence(spec, 1.0, clock) == [lr for lr in per_epoch for _ in range(3)]
     expected = torch_sequence(
@@ -47,17 +47,17 @@ def test_step_documented_and_torch():
 
 
 def test_exponential_documented_and_torch():
-    spec, clock = ScheduleSpec(name="exponential", gamma=0.5), Clock(2, 4)
+    spec, clock = ScheduleSpec(name="exponential", gamma=0.5), RunLength(2, 4)
     assert sequence(spec, 1.0, clock) == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
     expected = torch_sequence(lambda o: lr_scheduler.ExponentialLR(o, gamma=0.5), 1.0, clock, per_step=False)
     assert sequence(spec, 1.0, clock) == pytest.approx(expected, rel=1e-12)
 
 
 def test_cosine_documented_and_torch():
-    spec, clock = ScheduleSpec(name="cosine", min_lr=0.0), Clock(2, 2)
+    spec, clock = ScheduleSpec(name="cosine", min_lr=0.0), RunLength(2, 2)
     c = math.cos(math.pi / 4)
     assert sequence(spec, 1.0, clock) == pytest.approx([1.0, (1 + c) / 2, 0.5, (1 - c) / 2], abs=1e-15)
-    spec, clock = ScheduleSpec(name="cosine", min_lr=0.01), Clock(7, 5)
+    spec, clock = ScheduleSpec(name="cosine", min_lr=0.01), RunLength(7, 5)
     expected = torch_sequence(
         lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=clock.total_steps, eta_min=0.01),
         0.1,
@@ -68,12 +68,12 @@ def test_cosine_documented_and_torch():
 
 
 def test_warmup_documented_and_torch():
-    spec, clock = ScheduleSpec(name="warmup", warmup_epochs=1, min_lr=0.0), Clock(2, 3)
+    spec, clock = ScheduleSpec(name="warmup", warmup_epochs=1, min_lr=0.0), RunLength(2, 3)
     c = math.cos(math.pi / 4)
     documented = [0.5, 1.0, 1.0, (1 + c) / 2, 0.5, (1 - c) / 2]  # linear over W=2 steps, cosine over 4
     assert sequence(spec, 1.0, clock) == pytest.approx(documented, abs=1e-15)
 
-    spec, clock = ScheduleSpec(name="warmup", warmup_epochs=2, min_lr=0.001), Clock(5, 6)
+    spec, clock = ScheduleSpec(name="warmup", warmup_epochs=2, min_lr=0.001), RunLength(5, 6)
     n_warmup = 2 * 5
 
     def make(optimizer):
@@ -89,14 +89,14 @@ def test_warmup_documented_and_torch():
 
 
 def test_onecycle_documented_and_torch():
-    spec, clock = ScheduleSpec(name="onecycle", max_lr=1.0, pct_start=0.3), Clock(5, 2)
+    spec, clock = ScheduleSpec(name="onecycle", max_lr=1.0, pct_start=0.3), RunLength(5, 2)
     rates = sequence(spec, 0.1, clock)  # lr is ignored when max_lr is given
     assert rates[0] == pytest.approx(1.0 / 25)
     assert rates[2] == pytest.approx(1.0)  # the peak at step pct_start * T - 1 = 2
     assert rates[-1] == pytest.approx(1.0 / 25 / 1e4)
     assert rates.index(max(rates)) == 2
 
-    spec, clock = ScheduleSpec(name="onecycle", pct_start=0.25), Clock(9, 4)  # max_lr defaults to lr
+    spec, clock = ScheduleSpec(name="onecycle", pct_start=0.25), RunLength(9, 4)  # max_lr defaults to lr
     expected = torch_sequence(
         lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=clock.total_steps, pct_start=0.25,
                                           cycle_momentum=False),
@@ -114,7 +114,7 @@ def test_onecycle_documented_and_torch():
     pct_start=st.floats(0.05, 0.95),
 )
 def test_closed_forms_equal_torch_for_any_run_length(steps_per_epoch, n_epochs, gamma, min_lr, pct_start):
-    clock, lr = Clock(steps_per_epoch, n_epochs), 0.1
+    clock, lr = RunLength(steps_per_epoch, n_epochs), 0.1
     T = clock.total_steps
     cases = [
         (
@@ -153,7 +153,7 @@ def test_plateau_documented_and_torch():
     spec = ScheduleSpec(name="plateau", patience=1, factor=0.5, min_lr=0.0)
     for epoch, value in enumerate(values, start=1):
         state = update_plateau(state, value, epoch=epoch, patience=1)
-        rates.append(lr_at(spec, 1.0, 0, Clock(1, 1), n_reductions=state.n_reductions))
+        rates.append(lr_at(spec, 1.0, 0, RunLength(1, 1), n_reductions=state.n_reductions))
     # Two epochs without a lower value exceed patience 1: the rate halves after epochs 4 and 7.
     assert rates == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25]
 
@@ -170,7 +170,7 @@ def test_plateau_documented_and_torch():
 
 def test_plateau_never_goes_below_min_lr():
     spec = ScheduleSpec(name="plateau", factor=0.1, min_lr=0.02)
-    assert lr_at(spec, 1.0, 0, Clock(1, 1), n_reductions=5) == 0.02
+    assert lr_at(spec, 1.0, 0, RunLength(1, 1), n_reductions=5) == 0.02
 
 
 def record_rates(trainer: Trainer) -> list[float]:
@@ -188,7 +188,7 @@ def test_trainer_sets_the_scheduled_rate_before_every_step(schedule, mlp, regres
     trainer = Trainer(mlp(20, 1), spec, task="regression")
     rates = record_rates(trainer)
     history = trainer.fit((X, y))
-    clock = Clock(math.ceil(len(X) / 64), 3)
+    clock = RunLength(math.ceil(len(X) / 64), 3)
     assert rates == pytest.approx(sequence(spec.schedule, 0.05, clock), rel=1e-12)
     assert [row["lr"] for row in history.epochs] == pytest.approx(rates[4::5])  # logs: each epoch's last rate
 

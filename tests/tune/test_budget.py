@@ -1,44 +1,65 @@
-"""A time budget stops the search's running trials, even within an epoch, once the study holds a result."""
+"""A time budget on a fake clock: it stops the search's running trials, even within an epoch, once the study
+holds a result; it counts from the start of tune_experiment; re-evaluation starts only what fits."""
 
 from __future__ import annotations
 
-import time
+import datetime
+from collections import Counter
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from tunelab.search._study import _Budget
+from tunelab.clock import ManualClock
+from tunelab.search import NoEvents, SearchSpace
 from tunelab.spec import parse_spec
-from tunelab.train import Trainer
 from tunelab.tune import tune_experiment
-from tunelab.tune._search import make_plan, run_search
-from tunelab.tune._trials import Evaluator, Events
+from tunelab.tune._select import reevaluate
+
+IRIS = {
+    "data": {"source": "iris"},
+    "model": {"type": "mlp", "hidden": [8]},
+    "train": {"epochs": 4, "batch_size": 32},
+}
+LR = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
+
+
+class SpendsTheBudgetAt(NoEvents):
+    """Moves the fake clock past the budget as trial ``number`` starts."""
+
+    def __init__(self, clock: ManualClock, number: int, to: float) -> None:
+        self.clock, self.number, self.to = clock, number, to
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        if number == self.number:
+            self.clock.set(self.to)
+
+
+@pytest.fixture
+def optimizer_steps():
+    """Optimizer steps per torch optimizer (one per trial and fold, then the re-evaluations' and the refit's),
+    counted with torch's public hook on every optimizer's step."""
+    steps: Counter[int] = Counter()
+    handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: steps.update([id(optimizer)]))
+    yield steps
+    handle.remove()
 
 
 @pytest.mark.parametrize("cv", [None, 2])
-def test_a_spent_budget_stops_the_sequential_searchs_trials_within_an_epoch(tmp_path, monkeypatch, cv):
-    """`tunelab tune` with `fused: off`: the trainer's callback asks the trial after every minibatch whether
-    the budget is spent (here always, inside trials; the loop's own check keeps the real clock, so the study
-    goes on to its n_trials). The first trial completes regardless, and is the one the protocol refits; the
-    others end after their first minibatch."""
-    monkeypatch.setattr(_Budget, "past_deadline", lambda self: True)
-    steps: dict[int, int] = {}  # optimizer steps per Trainer (one per trial and fold, then the refit's)
-    optimizer_step = Trainer._optimizer_step
-
-    def counted(self, loss):
-        steps[id(self)] = steps.get(id(self), 0) + 1
-        return optimizer_step(self, loss)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", counted)
+def test_a_spent_budget_stops_the_sequential_searchs_trials_within_an_epoch(tmp_path, optimizer_steps, cv):
+    """`tunelab tune` with `fused: off`, a one-hour budget on a fake clock that jumps past the search's
+    share as trial 1 starts. Trial 0 trained before the deadline and completes; trial 1's trainer asks after
+    its first minibatch whether the budget is spent, which it is with a trial completed, so it stops there,
+    pruned, saying why; the search then ends ("timeout") and the protocol refits trial 0."""
+    clock = ManualClock()
     spec = parse_spec(
         {
             "name": "budget",
-            "data": {"source": "iris"},
-            "model": {"type": "mlp", "hidden": [8]},
-            "train": {"epochs": 4, "batch_size": 32},
+            **IRIS,
             "search": {
-                "space": {"train.lr": {"float": [1e-3, 1e-1], "log": True}},
+                "space": LR,
                 "n_trials": 3,
                 "budget": "1h",
                 "top_k": 1,
@@ -49,20 +70,84 @@ def test_a_spent_budget_stops_the_sequential_searchs_trials_within_an_epoch(tmp_
             },
         }
     )
-    result = tune_experiment(spec, out_dir=tmp_path / "run")
+    result = tune_experiment(
+        spec, out_dir=tmp_path / "run", clock=clock, progress=SpendsTheBudgetAt(clock, 1, to=3000.0)
+    )
     study = optuna.load_study(study_name="budget", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     trials = study.get_trials(deepcopy=False)
-    assert trials[0].state == TrialState.COMPLETE
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert len(trials[0].intermediate_values) == 4 * (cv or 1)
-    for trial in trials[1:]:
-        assert trial.state == TrialState.PRUNED
-        assert trial.intermediate_values == {}
-        assert trial.user_attrs["stopped_by"] == "time budget"
-    assert result.summary["best_trial"] == 0
-    per_trainer = list(steps.values())
+    assert trials[1].intermediate_values == {}
+    assert trials[1].user_attrs["stopped_by"] == "time budget"
+    assert (result.stop_reason, result.winner.trial) == ("timeout", 0)
+    per_optimizer = list(optimizer_steps.values())
     n_first = cv or 1
-    assert all(n >= 4 * 2 for n in per_trainer[:n_first])  # four epochs of at least two minibatches
-    assert per_trainer[n_first : n_first + 2] == [1, 1]
+    assert all(n >= 4 * 2 for n in per_optimizer[:n_first])  # four epochs of at least two minibatches
+    assert per_optimizer[n_first] == 1  # trial 1: one minibatch
+    # 3000 s of 3600: the re-evaluation (one fresh run per fold, each about as long as trial 0's) fit.
+    assert result.winner.n == n_first
+
+
+def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_model(tmp_path):
+    """Loading data and probing come out of the search's share: here the clock jumps past the whole budget
+    as the first trial starts. That trial completes anyway (a search always ends with a result), nothing
+    else starts, the candidate is not re-evaluated, and the protocol delivers its model."""
+    clock = ManualClock()
+    spec = parse_spec(
+        {
+            "name": "late",
+            **IRIS,
+            "search": {
+                "space": LR,
+                "n_trials": 6,
+                "budget": "10s",
+                "fused": "off",
+                "scheduler": {"name": "none"},
+            },
+        }
+    )
+    result = tune_experiment(
+        spec, out_dir=tmp_path / "run", clock=clock, progress=SpendsTheBudgetAt(clock, 0, to=100.0)
+    )
+    assert (result.trials.complete, result.trials.total, result.stop_reason) == (1, 1, "timeout")
+    assert result.winner.n == 0  # no time left for a fresh run
+    assert result.summary["candidates"][0]["n"] == 0
+    assert (tmp_path / "run" / "best" / "metadata.json").is_file()
+
+
+@pytest.mark.parametrize("fused", ["off", "on"])
+def test_the_searchs_share_of_a_budget_counts_from_the_start_of_tune_experiment(tmp_path, fused):
+    """The search ends at 80% of the budget counted from the call, not from when the search began: a clock
+    that reads 9 s later at every reading after the first puts the search past its 8 s share at once, so it
+    trains its first trial (or population) only."""
+
+    class Late(ManualClock):
+        def monotonic(self) -> float:
+            reading = super().monotonic()
+            if self.n_reads == 1:
+                self.now = 9.0
+            return reading
+
+    spec = parse_spec(
+        {
+            "name": "share",
+            **IRIS,
+            "train": {"epochs": 2, "batch_size": 32},
+            "search": {
+                "space": LR,
+                "n_trials": 6,
+                "budget": "10s",
+                "fused": fused,
+                "population_size": 2,
+                "scheduler": {"name": "none"},
+                "top_k": 1,
+            },
+        }
+    )
+    result = tune_experiment(spec, out_dir=tmp_path / "run", clock=Late())
+    assert result.stop_reason == "timeout"
+    assert result.trials.complete == (1 if fused == "off" else 2)
+    assert result.trials.pruned == result.trials.failed == 0
 
 
 class _CountingEvaluator:
@@ -80,16 +165,19 @@ class _CountingEvaluator:
 def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_left, expected_runs):
     """The winner's re-evaluation with fresh seeds: a trial that took 100 s asks for about 200 s (its run,
     then the refit), so with 150 s left none starts and the search's own score decides."""
-    import datetime
-    import time
     from types import SimpleNamespace
 
-    from tunelab.search import SearchSpace
-    from tunelab.search._tune_spec import SearchSpec
-    from tunelab.tune._select import reevaluate
+    from tunelab.search import Events
 
     space_dict = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
-    spec = parse_spec({"name": "re", "data": {"source": "iris"}, "model": {"type": "mlp", "hidden": [8]}})
+    spec = parse_spec(
+        {
+            "name": "re",
+            "data": {"source": "iris"},
+            "model": {"type": "mlp", "hidden": [8]},
+            "search": {"space": space_dict, "top_k": 1, "n_seeds": 2},
+        }
+    )
     trial = optuna.trial.create_trial(
         params={"train.lr": 0.01},
         distributions={"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)},
@@ -100,57 +188,20 @@ def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_l
     trial.datetime_complete = trial.datetime_start + datetime.timedelta(seconds=100)
     evaluator = _CountingEvaluator()
     notes: list[str] = []
+    clock = ManualClock(500.0)
     candidates = reevaluate(
         SimpleNamespace(trials=[trial]),  # what reevaluate reads of a study
         SearchSpace.from_dict(space_dict),
         spec,
-        evaluator,
-        [None],
-        "val_accuracy",
-        "maximize",
-        SearchSpec(space=space_dict, top_k=1, n_seeds=2),
-        time.monotonic() + seconds_left,
-        notes.append,
+        evaluator,  # type: ignore[arg-type]
+        folds=[None],
+        metric="val_accuracy",
+        direction="maximize",
+        deadline=500.0 + seconds_left,
+        events=Events(log=notes.append),
+        clock=clock,
     )
     assert evaluator.runs == expected_runs
-    assert candidates[0]["n"] == expected_runs
+    assert candidates[0].n == expected_runs
     if not expected_runs:
         assert notes == [f"candidate trial {trial.number}: not re-evaluated (budget spent)"]
-
-
-@pytest.mark.parametrize("fused", ["off", "on"])
-def test_the_searchs_share_of_a_budget_counts_from_the_start_of_tune_experiment(tmp_path, fused):
-    """Loading data, probing fusion and starting workers come out of the search's 80%, not after it: here
-    9 s of a 10 s budget went before the search began, so its 8 s share is spent and it trains its first
-    trial (or population) only, which a search always completes."""
-    spec = parse_spec(
-        {
-            "name": "late",
-            "data": {"source": "iris"},
-            "model": {"type": "mlp", "hidden": [8]},
-            "train": {"epochs": 2, "batch_size": 32},
-            "search": {
-                "space": {"train.lr": {"float": [1e-3, 1e-1], "log": True}},
-                "n_trials": 6,
-                "budget": "10s",
-                "fused": fused,
-                "population_size": 2,
-                "scheduler": {"name": "none"},
-            },
-        }
-    )
-    assert spec.search is not None
-    plan = make_plan(
-        spec,
-        spec.search,
-        tmp_path,
-        f"sqlite:///{tmp_path / 'study.db'}",
-        1,
-        task="classification",
-        started=time.monotonic() - 9.0,
-    )
-    plan.metric, plan.direction = "val_accuracy", "maximize"
-    summary = run_search(plan, Evaluator(spec, plan.data_spec), Events())
-    assert summary.stop_reason == "timeout"
-    assert summary.n_complete == (1 if fused == "off" else 2)
-    assert summary.n_pruned == summary.n_failed == 0

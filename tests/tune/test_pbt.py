@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from tunelab.cli import app
 from tunelab.errors import SpecError
+from tunelab.execute import PBT_MIN_POPULATION
 from tunelab.search import PbtScheduler, SearchSpace, SearchSpec
-from tunelab.tune._search import PBT_MIN_POPULATION, make_scheduler
+from tunelab.spec import PER_MEMBER_PATHS
 
 runner = CliRunner()
 
@@ -32,7 +33,7 @@ def test_make_scheduler_builds_pbt_that_perturbs_only_per_member_parameters():
             "scheduler": {"name": "pbt", "perturbation_interval": 3, "quantile_fraction": 0.5},
         }
     )
-    scheduler = make_scheduler(search, 12, "maximize", seed=7)
+    scheduler = search.make_scheduler(12, "maximize", per_member_paths=PER_MEMBER_PATHS, seed=7)
     assert isinstance(scheduler, PbtScheduler)
     assert sorted(scheduler.mutable) == ["model.dropout", "train.lr"]
     assert (scheduler.perturbation_interval, scheduler.quantile_fraction) == (3, 0.5)
@@ -40,8 +41,8 @@ def test_make_scheduler_builds_pbt_that_perturbs_only_per_member_parameters():
     assert scheduler.direction == "maximize"
     # Seeded: the same seed explores the same way, another seed differently.
     start = {"train.lr": 0.01, "model.dropout": 0.2}
-    again = make_scheduler(search, 12, "maximize", seed=7)
-    other = make_scheduler(search, 12, "maximize", seed=8)
+    again = search.make_scheduler(12, "maximize", per_member_paths=PER_MEMBER_PATHS, seed=7)
+    other = search.make_scheduler(12, "maximize", per_member_paths=PER_MEMBER_PATHS, seed=8)
     draws = [[s.explore(start) for _ in range(6)] for s in (scheduler, again, other)]  # type: ignore[union-attr]
     assert draws[0] == draws[1]
     assert draws[0] != draws[2]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -16,7 +16,7 @@ from tunelab.fused._hostflags import HostFlags
 from tunelab.fused._loss import Task, clip_grad_norm_per_member, l1_penalty, member_accuracy, member_loss
 from tunelab.fused._optim_base import HyperparameterValue, PopulationOptimizer
 from tunelab.fused._population import Population
-from tunelab.train._device import denormals_flushed
+from tunelab.train import batch_bounds, denormals_flushed
 
 __all__ = ["PopulationTrainer"]
 
@@ -183,17 +183,36 @@ class PopulationTrainer:
         )
 
     @denormals_flushed()
-    def fit_epoch(self, x: Tensor, y: Tensor, *, batch_size: int, generator: torch.Generator) -> Tensor:
-        """One pass over ``(x, y)`` in minibatches sliced from a permutation drawn from ``generator``.
+    def fit_epoch(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        batch_size: int,
+        generator: torch.Generator,
+        before_step: Callable[[int], None] | None = None,
+        transform: Callable[[Tensor], Tensor] | None = None,
+        interrupt: Callable[[], bool] | None = None,
+    ) -> Tensor | None:
+        """One pass over ``(x, y)`` in minibatches sliced from a permutation drawn from ``generator``, as the
+        single-model trainer slices them (:func:`tunelab.train.batch_bounds`). Every member sees the same
+        minibatches. Returns each member's mean training loss ``[K]`` (NaN: dead).
 
-        Every member sees the same minibatches. Returns each member's mean training loss ``[K]`` (NaN: dead).
+        Per step ``i`` (0-based within the epoch): ``before_step(i)`` (a schedule setting each member's rate),
+        then ``transform(inputs)`` (augmentation), the step, and ``interrupt()``: when it answers True the
+        epoch ends there and this returns None (the members' weights are then mid-epoch).
         """
         n = _check_data(x, y, batch_size)
         order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
         total = torch.zeros(self.n_members, dtype=torch.float64, device=self.alive.device)
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            total += self.train_step(x[index], y[index]).to(torch.float64) * index.numel()
+        for i, (start, end) in enumerate(batch_bounds(n, batch_size)):
+            if before_step is not None:
+                before_step(i)
+            rows = order[start:end]
+            inputs = x[rows] if transform is None else transform(x[rows])
+            total += self.train_step(inputs, y[rows]).to(torch.float64) * (end - start)
+            if interrupt is not None and interrupt():
+                return None
         return total / n
 
     def fit(
@@ -201,7 +220,8 @@ class PopulationTrainer:
     ) -> list[Tensor]:
         """``n_epochs`` epochs (see :meth:`fit_epoch`), batches drawn from ``seed``; the losses per epoch."""
         generator = torch.Generator().manual_seed(seed)
-        return [self.fit_epoch(x, y, batch_size=batch_size, generator=generator) for _ in range(n_epochs)]
+        losses = [self.fit_epoch(x, y, batch_size=batch_size, generator=generator) for _ in range(n_epochs)]
+        return [loss for loss in losses if loss is not None]  # never None: no interrupt
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> dict[str, Tensor]:
@@ -247,7 +267,11 @@ class PopulationTrainer:
         self, slot: int, module: nn.Module, hparams: Mapping[str, HyperparameterValue] | None = None
     ) -> None:
         """Replace member ``slot`` by a new config: ``module``'s weights (and dropout rates), fresh optimizer
-        state and step counter, and ``hparams`` (names as in :attr:`hparams`)."""
+        state and step counter, and ``hparams`` (names as in :attr:`hparams`).
+
+        Deprecated: the search never refills a slot (measured not to pay; a stopped member is shrunk out
+        with :meth:`shrink`); it goes in the next release."""
+        _deprecated("refill", "build a new population for new configurations")
         slot = self.population.check_member_index(slot)
         self.population.load_member(slot, module)
         self.optimizer.reset_(slot)
@@ -276,7 +300,11 @@ class PopulationTrainer:
         factors: Sequence[float] = (0.8, 1.2),
     ) -> dict[str, float]:
         """PBT explore: multiply each hyperparameter in ``names`` of member ``dst`` by a factor drawn from
-        ``factors``; values bounded by 1 (momentum, betas, dropout...) stay below it. Returns the values."""
+        ``factors``; values bounded by 1 (momentum, betas, dropout...) stay below it. Returns the values.
+
+        Deprecated: the search's PBT explores in the search space (``tunelab.search.PbtScheduler``) and sets
+        the values with :meth:`set_hparams`; this goes in the next release."""
+        _deprecated("explore", "use tunelab.search.PbtScheduler with set_hparams")
         dst = self.population.check_member_index(dst)
         current = self.hparams
         new_values = {}
@@ -297,6 +325,16 @@ class PopulationTrainer:
             "alive" if bool(alive) else f"diverged at step {int(step)} (loss or gradient not finite); frozen"
             for alive, step in zip(self.alive, self.diverged_at_step, strict=True)
         ]
+
+
+def _deprecated(name: str, instead: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"PopulationTrainer.{name} is deprecated and goes in the next release; {instead}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def _use_cuda_graphs(

@@ -10,9 +10,6 @@ from tunelab.models._specs import CNNSpec, MLPSpec, ModelSpec
 
 __all__ = ["count_parameters", "structure_signature"]
 
-# Per-member hyperparameters in a fused population (see FUSED.md); every other field shapes the layers.
-_PER_MEMBER_FIELDS = frozenset({"dropout", "init", "init_gain"})
-
 
 def structure_signature(spec: ModelSpec) -> tuple[tuple[str, Any], ...]:
     """A hashable ``((field, value), ...)`` of the spec's structural fields, sorted by field name.
@@ -22,7 +19,7 @@ def structure_signature(spec: ModelSpec) -> tuple[tuple[str, Any], ...]:
     ``has_dropout``, since a ``Dropout`` module is present only for a rate above zero. A custom spec is all
     structure: its kwargs may set any layer's shape.
     """
-    fields = spec.model_dump(exclude=None if spec.type == "custom" else set(_PER_MEMBER_FIELDS))
+    fields = spec.model_dump(exclude=set(spec.PER_MEMBER_FIELDS))
     if isinstance(spec, (MLPSpec, CNNSpec)):
         fields["has_dropout"] = spec.dropout > 0
     if isinstance(spec, MLPSpec) and not spec.hidden:

@@ -6,7 +6,7 @@ Specs are plain data, validated once at the boundary; building a module from one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -58,6 +58,11 @@ class _SpecBase(BaseModel):
     """Weight-init fields every built-in family shares (see ``tunelab.models.init``)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # The fields members of one fused population may hold each their own values of: the dropout rate (a
+    # per-member vector there) and the initialization (spent once the weights exist). Every other field shapes
+    # the layers, so members share it. The one definition of that fact for models.
+    PER_MEMBER_FIELDS: ClassVar[frozenset[str]] = frozenset({"dropout", "init", "init_gain"})
 
     init: InitScheme = "default"
     init_gain: float = Field(1.0, gt=0.0, allow_inf_nan=False)
@@ -161,6 +166,9 @@ class CustomSpec(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    # Its kwargs may set any layer's shape: all of it is structure.
+    PER_MEMBER_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     type: Literal["custom"] = "custom"
     factory: str

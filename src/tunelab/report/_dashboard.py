@@ -1,6 +1,6 @@
 """Serve optuna-dashboard on a run's study: ``tunelab dashboard RUN_DIR``.
 
-The study storage is an ordinary Optuna database (see ``tunelab.search._storage``), so the dashboard reads it
+The study storage is an ordinary Optuna database (see :mod:`tunelab.storage`), so the dashboard reads it
 as it is, also while the study runs. optuna-dashboard is an optional extra (``pip install
 'tunelab[dashboard]'``), imported only here and only when a dashboard is asked for.
 
@@ -11,7 +11,6 @@ port (``ssh -L 8080:127.0.0.1:8080 host``).
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from tunelab.errors import DataError, MissingExtraError, SpecError
-from tunelab.search._storage import connect_storage, password_hidden
+from tunelab.storage import RunLayout, connect_storage
 
 __all__ = ["LOOPBACK_HOSTS", "make_dashboard_server", "serve_dashboard", "study_storage_url"]
 
@@ -35,28 +34,13 @@ def study_storage_url(run_dir: str | Path, *, storage: str | None = None) -> str
         raise DataError(
             f"'{run_dir}' is not a directory. Expected the run directory of `tunelab tune` (its --out)."
         )
-    if storage is not None:
-        return storage
-    local = run_dir / "study.db"
-    if local.is_file():
-        return f"sqlite:///{local.resolve()}"
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            recorded = json.loads(summary.read_text(encoding="utf-8")).get("storage")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-        if isinstance(recorded, str) and recorded:
-            if password_hidden(recorded):
-                raise DataError(
-                    f"the study of '{run_dir}' is in {recorded}, whose password is not kept in the run "
-                    f"directory. Give the full URL: `tunelab dashboard {run_dir} --storage URL`."
-                )
-            return recorded
-    raise DataError(
-        f"'{run_dir}' holds no study (no study.db, and no storage recorded in summary.json). Expected the "
-        "run directory of `tunelab tune`; a `tunelab train` run has no study to show."
-    )
+    url = RunLayout(run_dir).study_url(storage, command="tunelab dashboard")
+    if url is None:
+        raise DataError(
+            f"'{run_dir}' holds no study (no study.db, and no storage recorded). Expected the run directory "
+            "of `tunelab tune`; a `tunelab train` run has no study to show."
+        )
+    return url
 
 
 class _QuietHandler(WSGIRequestHandler):

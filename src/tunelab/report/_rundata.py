@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tunelab.errors import DataError
+from tunelab.storage import RunLayout
 
 if TYPE_CHECKING:
     import optuna
@@ -78,26 +79,14 @@ def load_study(run: RunData, *, storage: str | None = None) -> optuna.Study | No
     ``storage``: without it this raises :class:`DataError` saying so.
     """
     from tunelab.errors import TunelabError
-    from tunelab.search._storage import hide_password, password_hidden, study_snapshot
+    from tunelab.storage import hide_password, study_snapshot
 
     if run.kind != "tune":
         return None
     name = run.summary.get("name")
-    local = run.run_dir / "study.db"
-    if storage is not None:
-        url = storage
-    elif local.is_file():
-        url = f"sqlite:///{local.resolve()}"
-    else:
-        url = str(run.summary.get("storage") or "")
+    url = RunLayout(run.run_dir).study_url(storage, command="tunelab report")
     if not url or not name:
         return None
-    if storage is None and password_hidden(url):
-        raise DataError(
-            f"the study of '{run.run_dir}' is stored in {url}, and summary.json records that URL with its "
-            "password hidden, so the report cannot open it. Pass the full URL, password included: "
-            f"`tunelab report {run.run_dir} --storage URL` (build_report(..., storage=URL) in Python)."
-        )
     try:
         return study_snapshot(url, str(name))
     except KeyError:  # no study of that name in the storage

@@ -1,58 +1,71 @@
-"""``TrialHandle``: what an objective function receives: its parameters and a way to report progress."""
+"""``TrialHandle``: what an executor (or an objective function) holds of a trial: its parameters, a way to
+report progress and hear the scheduler's decision, whether the study's time is spent, and how to end it."""
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from tunelab.clock import Clock, system_clock
 from tunelab.errors import SpecError
+from tunelab.search._executor import Outcome
 from tunelab.search.schedulers import BaseScheduler, Decision, Exploit, SchedulerDecision
 
-__all__ = ["StudyDeadline", "TrialHandle"]
-
-_STORAGE_QUERY_INTERVAL_S = 1.0
+__all__ = ["StudyDeadline", "TrialHandle", "report_together"]
 
 
 class StudyDeadline:
-    """Whether the time budget is spent (``past_deadline``) and the study holds a completed trial, so that
-    stopping a running trial leaves the study a result.
+    """Whether the study's time is spent (its ``deadline`` passed on ``clock``) and the study holds a
+    completed trial, so that stopping a running trial leaves the study a result.
 
     Between epochs (``throttled=False``) it reads the storage whenever the deadline has passed and no
     completed trial was seen yet. Within an epoch, after every minibatch (``throttled=True``), it reads the
-    clock, and the storage at most once every ``_STORAGE_QUERY_INTERVAL_S`` seconds. A completed trial, once
-    seen, stays seen.
+    clock, and the storage at most once every ``query_interval_s`` seconds. A completed trial, once seen,
+    stays seen. One per pack: a check carried over could answer from before the last pack's trials completed.
     """
 
-    def __init__(self, past_deadline: Callable[[], bool], study: optuna.Study) -> None:
-        self._past_deadline, self._study = past_deadline, study
+    def __init__(
+        self,
+        deadline: float,
+        study: optuna.Study,
+        *,
+        clock: Clock = system_clock,
+        query_interval_s: float = 1.0,
+    ) -> None:
+        self.deadline, self._study, self._clock = deadline, study, clock
+        self.query_interval_s = query_interval_s
+        self.n_queries = 0  # storage reads so far
         self._seen_complete = False
         self._next_query = -math.inf
 
     def __call__(self, *, throttled: bool = False) -> bool:
-        if not self._past_deadline():
+        now = self._clock.monotonic()
+        if now < self.deadline:
             return False
-        now = time.monotonic()
         if not self._seen_complete and (not throttled or now >= self._next_query):
-            self._next_query = now + _STORAGE_QUERY_INTERVAL_S
+            self._next_query = now + self.query_interval_s
+            self.n_queries += 1
             states = (TrialState.COMPLETE,)
             self._seen_complete = bool(self._study.get_trials(deepcopy=False, states=states))
         return self._seen_complete
 
 
 class TrialHandle:
-    """One trial, as its objective sees it.
+    """One running trial, as its executor (or objective function) sees it.
 
     ``params``: the nested override dict to merge into the experiment spec. ``number``: the study's trial
-    number. Call :meth:`report` after every epoch and obey its answer: on ``Decision.STOP`` return at once
-    (the trial is recorded as pruned whatever it returns); on an :class:`~tunelab.search.schedulers.Exploit`,
-    load the source trial's checkpoint and carry on with ``decision.new_params``. Between epochs (not after
-    the last) and within epochs, :meth:`out_of_time` says whether the study's time budget is spent: then
-    stop as for ``Decision.STOP``.
+    number. Call :meth:`report` after every epoch and obey its answer: on ``Decision.STOP`` stop training (the
+    trial is then pruned); on an :class:`~tunelab.search.schedulers.Exploit`, load the source trial's state
+    and carry on with ``decision.new_params``. Between epochs (not after the last) and within epochs,
+    :meth:`out_of_time` says whether the study's time budget is spent: then stop as for ``Decision.STOP``.
+    :meth:`end` ends the trial with its :class:`~tunelab.search.Outcome`; the study loop tells the study.
+
+    The loop builds handles: ``on_report(handle, epoch, value)`` and ``on_end(handle, outcome)`` are its
+    hooks, ``out_of_time`` the pack's :class:`StudyDeadline` (None without a time budget).
     """
 
     def __init__(
@@ -62,17 +75,19 @@ class TrialHandle:
         *,
         scheduler: BaseScheduler,
         multi_objective: bool = False,
-        after_report: Callable[[], None] | None = None,
+        on_report: Callable[[TrialHandle, int, float], None] | None = None,
+        on_end: Callable[[TrialHandle, Outcome], None] | None = None,
         out_of_time: StudyDeadline | None = None,
     ) -> None:
         self._trial = trial
-        self._out_of_time = out_of_time
         self.params = params
+        self._sampled_params = params  # params follows PBT's exploits; these stay as sampled
         self._scheduler = scheduler
         self._multi_objective = multi_objective
-        self._after_report = after_report
+        self._on_report, self._on_end, self._out_of_time = on_report, on_end, out_of_time
         self.last_epoch = 0
         self.stopped = False
+        self.outcome: Outcome | None = None  # set once the trial has ended
         self.exploits: list[dict[str, Any]] = []
 
     @property
@@ -80,16 +95,25 @@ class TrialHandle:
         return self._trial.number
 
     @property
+    def scheduler(self) -> BaseScheduler:
+        """The study's scheduler (read it; the handle asks it for decisions)."""
+        return self._scheduler
+
+    @property
     def retry_of(self) -> int | None:
         """The number of the interrupted trial this one retries (same parameters), or None."""
         original = self._trial.user_attrs.get("retry_of")
         return int(original) if original is not None else None
 
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
     def report(
         self, epoch: int, value: float, *, decision: SchedulerDecision | None = None
     ) -> SchedulerDecision:
         """Record ``value`` (the metric) after ``epoch`` (1-based, increasing) and ask the scheduler, unless
-        ``decision`` is the scheduler's answer already (taken with others' through ``on_reports``)."""
+        ``decision`` is the scheduler's answer already (taken with others' by :func:`report_together`)."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= self.last_epoch:
             raise SpecError(
                 f"trial {self.number}: report() needs increasing epochs (1, 2, ...); got {epoch!r} after "
@@ -99,8 +123,8 @@ class TrialHandle:
         self.last_epoch = epoch
         if not self._multi_objective:  # Optuna keeps intermediate values for single-objective studies only
             self._trial.report(value, epoch)
-        if self._after_report is not None:
-            self._after_report()
+        if self._on_report is not None:
+            self._on_report(self, epoch, value)
         if self.stopped:
             return Decision.STOP
         if decision is None:
@@ -129,9 +153,24 @@ class TrialHandle:
         self.stopped = True
         self._trial.set_user_attr("stopped_by", "time budget")
 
+    def end(self, outcome: Outcome) -> None:
+        """End the trial with ``outcome``; the study loop tells the study, its scheduler and its storage."""
+        if self.outcome is not None:
+            raise SpecError(f"trial {self.number} has ended already ({self.outcome.state}).")
+        self.outcome = outcome
+        if self._on_end is not None:
+            self._on_end(self, outcome)
+
     def set_attr(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value with the trial (Optuna user attribute)."""
         self._trial.set_user_attr(key, value)
+
+    def withdraw_exploit(self) -> None:
+        """Take the exploit just recorded off the trial (it was not carried out): its recorded exploits and
+        current parameters are as before it."""
+        self.exploits.pop()
+        self.params = dict(self.exploits[-1]["params"]) if self.exploits else self._sampled_params
+        self._trial.set_user_attr("pbt_exploits", self.exploits)
 
     def _record_exploit(self, epoch: int, decision: Exploit) -> None:
         self.exploits.append(
@@ -139,6 +178,20 @@ class TrialHandle:
         )
         self.params = dict(_plain(decision.new_params))
         self._trial.set_user_attr("pbt_exploits", self.exploits)
+
+
+def report_together(reports: Sequence[tuple[TrialHandle, int, float]]) -> list[SchedulerDecision]:
+    """Trials that end an epoch together (a population's members) report together: the scheduler ranks them
+    as one group (:meth:`~tunelab.search.schedulers.BaseScheduler.on_reports`), then each handle records its
+    value and that decision. Returns the decisions, in order."""
+    if not reports:
+        return []
+    scheduler = reports[0][0].scheduler
+    decisions = scheduler.on_reports([(handle.number, epoch, value) for handle, epoch, value in reports])
+    return [
+        handle.report(epoch, value, decision=decision)
+        for (handle, epoch, value), decision in zip(reports, decisions, strict=True)
+    ]
 
 
 def _plain(value: Any) -> Any:

@@ -1,23 +1,23 @@
 """Packing trials into fused populations: which search parameters shape the model, and asking a pack.
 
-A population is K trials that share their *structural* parameters (FUSED.md, "What may differ"): layer
-shapes, batch size, optimizer family, activation, epochs, loss, the training seed. The sampler proposes the
-first trial in full; the others are enqueued with its structural values (``study.enqueue_trial``), so the
-sampler chooses only their per-member values (lr, weight decay, dropout...). Every trial is an ordinary
-Optuna trial: storage, resume and the dashboard see nothing unusual.
+A population is K trials that share their *structural* parameters: every parameter but the per-member
+ones the executor names (``Executor.per_member_paths``: learning rate, weight decay, dropout... each a [K]
+vector in a fused population; see docs/FUSED.md). The sampler proposes the first trial in full; the others
+are enqueued with its structural values (``study.enqueue_trial``), so the sampler chooses only their
+per-member values. Every trial is an ordinary Optuna trial: storage, resume and the dashboard see nothing
+unusual.
 
 A model-based sampler starts with random trials (TPE's ``n_startup_trials``, 10 by default) to see the space
-before it models it. Packed, those would be the first two or three populations, two or three structures,
-and the model would then know nothing of the batch sizes, depths or optimizers the others have: in the
-Fashion-MNIST benchmark every one of 72 trials had the batch size and optimizer of the first pack. So the
-startup is counted in populations: the first ``startup_populations`` populations of a study each take their
-first trial from a random draw of the whole space (:func:`startup_populations` gives the sampler's count).
+before it models it. Packed, those would be the first two or three populations, two or three structures, and
+the model would know nothing of the batch sizes, depths or optimizers the others have. So the startup is
+counted in populations: the first ``startup_populations`` populations of a study each take their first trial
+from a random draw of the whole space (:func:`startup_populations` gives the sampler's count).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,41 +27,23 @@ from optuna.trial import TrialState
 
 from tunelab.search.space import SearchSpace
 
-__all__ = ["FUSIBLE_PATHS", "Packer", "pack_key", "startup_populations", "structural_paths"]
+__all__ = ["Packer", "pack_key", "startup_populations", "structural_paths"]
 
 _STARTUP_STREAM = 1  # tells the startup draws' seed apart from the sampler's (see Packer)
 
-# Spec paths (and everything below them) that may differ between members of one population: each becomes a
-# [K] hyperparameter or per-member state. Every other path of a search space is structural.
-FUSIBLE_PATHS = (
-    "model.dropout",
-    "model.init",
-    "model.init_gain",
-    "train.lr",
-    "train.weight_decay",
-    "train.momentum",
-    "train.betas",
-    "train.eps",
-    "train.l1",
-    "train.label_smoothing",
-    "train.grad_clip",
-    "train.schedule",
-    "train.early_stopping",
-)
+
+def _under(path: str, paths: Collection[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in paths)
 
 
-def _is_fusible(path: str) -> bool:
-    return any(path == p or path.startswith(p + ".") for p in FUSIBLE_PATHS)
-
-
-def structural_paths(space: SearchSpace) -> frozenset[str]:
+def structural_paths(space: SearchSpace, per_member_paths: Collection[str]) -> frozenset[str]:
     """The space's parameters whose values must be equal within a population.
 
-    Every path not under :data:`FUSIBLE_PATHS` is structural, helper parameters (``_depth``) included; so is
-    every parameter a structural one depends on (through ``when`` or ``per_layer``), since a dependency that
-    differed between members could make one member's structure differ.
+    Every path not at or under one of ``per_member_paths`` is structural, helper parameters (``_depth``)
+    included; so is every parameter a structural one depends on (through ``when`` or ``per_layer``), since a
+    dependency that differed between members could make one member's structure differ.
     """
-    structural = {path for path in space if not _is_fusible(path)}
+    structural = {path for path in space if not _under(path, per_member_paths)}
     pending = list(structural)
     while pending:
         node = space[pending.pop()]
@@ -133,13 +115,14 @@ class Packer:
         study: optuna.Study,
         space: SearchSpace,
         *,
+        per_member_paths: Collection[str] = (),
         shared: bool = False,
         startup_populations: int = 0,
         seed: int = 0,
     ) -> None:
         self.study = study
         self.space = space
-        self.structural = structural_paths(space)
+        self.structural = structural_paths(space, per_member_paths)
         self.shared = shared
         self.startup_populations = startup_populations
         self._startup_over = startup_populations <= 0

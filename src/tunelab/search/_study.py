@@ -1,27 +1,45 @@
-"""``run_study``: the ask/tell loop that joins a search space, a sampler, a scheduler and an objective."""
+"""``run_study``: the one ask/tell loop. It asks the study for packs of trials, an executor trains them, and
+the loop tells the study how each ended, keeps the counts the budgets read, and tells the progress display.
+
+Per pack: check the budgets (and, on a storage other processes share, first replay their finished trials
+into the scheduler and count them); ask the executor how many trials to pack (:class:`Packer` asks the study
+for the first in full and the others with its structure fixed); start a handle per trial; ``executor.run``;
+end each trial with its outcome in :meth:`_StudyLoop.conclude`, the one place a trial's end is told to the
+study, the scheduler, the storage, the counts and the events.
+"""
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from tunelab.errors import SpecError, TrainingError
-from tunelab.search._handle import StudyDeadline, TrialHandle
+from tunelab.clock import Clock, system_clock
+from tunelab.errors import SpecError
+from tunelab.search._budget import StudyBudget, check_positive
+from tunelab.search._events import NoEvents, StudyEvents
+from tunelab.search._executor import Executor, Objective, ObjectiveExecutor, Outcome, OutcomeState, not_finite
+from tunelab.search._handle import TrialHandle
+from tunelab.search._packing import Packer, startup_populations
 from tunelab.search._samplers import make_sampler
-from tunelab.search._storage import StudyBackend, WriteBehind, open_backend
+from tunelab.search._tell import tell
 from tunelab.search.schedulers import BaseScheduler, Direction, NoScheduler
 from tunelab.search.space import SearchSpace
+from tunelab.storage import FINISHED, StudyBackend, StudyCounts, WriteBehind, open_backend
 
 __all__ = ["StudySummary", "run_study"]
 
-Objective = Callable[[TrialHandle], Any]
+_STATES: dict[OutcomeState, TrialState] = {
+    "complete": TrialState.COMPLETE,
+    "pruned": TrialState.PRUNED,
+    "failed": TrialState.FAIL,
+}
+_STATUS: dict[TrialState, OutcomeState] = {state: status for status, state in _STATES.items()}
 
 
 @dataclass(frozen=True)
@@ -42,21 +60,8 @@ class StudySummary:
     pareto_front: list[tuple[dict[str, Any], list[float]]] = field(default_factory=list)
 
 
-def _check_budget(value: Any, name: str, *, kind: type) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
-        raise SpecError(
-            f"{name} must be a positive {'number' if kind is float else 'whole number'}, got {value!r}."
-        )
-
-
-def _epochs_of(trial: FrozenTrial) -> int:
-    return max(trial.intermediate_values, default=0)
-
-
 def run_study(
-    objective: Objective,
+    objective: Objective | Executor,
     space: SearchSpace,
     *,
     direction: Direction = "minimize",
@@ -70,20 +75,26 @@ def run_study(
     max_total_epochs: int | None = None,
     target: float | None = None,
     seed: int = 0,
+    events: StudyEvents | None = None,
+    clock: Clock = system_clock,
+    deadline: float | None = None,
 ) -> StudySummary:
     """Run trials until a budget is spent; return what was found.
 
-    ``objective(handle)`` trains one configuration (``handle.params``, a nested override dict), calls
+    ``objective``: an :class:`~tunelab.search.Executor`, or a function of a
+    :class:`~tunelab.search.TrialHandle` (wrapped in :class:`~tunelab.search.ObjectiveExecutor`, which says
+    what its results mean): it trains one configuration (``handle.params``, a nested override dict), calls
     ``handle.report(epoch, value)`` after each epoch, and returns the final value (a sequence of values for
-    ``directions``). Outcomes: returned a finite value → COMPLETE; told STOP (or raised
-    ``optuna.TrialPruned``) → PRUNED; raised :class:`~tunelab.errors.TrainingError` or returned a non-finite
-    value → FAIL with the reason in the user attribute ``fail_reason``, and the study goes on. Any other
-    exception is recorded as FAIL too, then propagates.
+    ``directions``). A trial that completes with a value that is not finite is recorded as FAIL with the
+    reason in the user attribute ``fail_reason``, and the study goes on.
 
-    Budgets (at least one of the first three): ``n_trials`` finished trials in the study, counting those of an
-    earlier run of the same study (so rerunning after a crash finishes the job); ``timeout_s`` seconds of this
-    call; ``max_total_epochs`` epochs reported over the study; and ``target``: stop once a trial reaches it.
-    Budgets are checked between trials; a running trial always finishes.
+    Budgets (at least one of the first three): ``n_trials`` finished trials in the study, counting those of
+    an earlier run of the same study; ``timeout_s`` seconds of this call on ``clock``; ``max_total_epochs``
+    epochs reported over the study; and ``target``: stop once a trial reaches it. ``deadline``, instead of
+    ``timeout_s``: the time on ``clock`` at which the study's time is spent (a share of a longer budget that
+    started earlier; already past, the study runs one pack and stops). Budgets are checked between
+    packs; a running trial stops for time only within or between its epochs (``handle.out_of_time()``), and
+    only once a trial of the study has completed. ``events`` hears of every trial's start, reports and end.
     """
     dirs = list(directions) if directions is not None else [direction]
     multi = len(dirs) > 1
@@ -93,12 +104,62 @@ def run_study(
         raise SpecError(
             f"space must be a SearchSpace (SearchSpace.from_dict(...)), got {type(space).__name__}."
         )
-    _check_budget(n_trials, "n_trials", kind=int)
-    _check_budget(timeout_s, "timeout_s", kind=float)
-    _check_budget(max_total_epochs, "max_total_epochs", kind=int)
-    if n_trials is None and timeout_s is None and max_total_epochs is None:
-        raise SpecError("give the study a budget: n_trials, timeout_s or max_total_epochs (or several).")
+    executor = _as_executor(objective, n_objectives=len(dirs))
+    if timeout_s is not None and deadline is not None:
+        raise SpecError(
+            "give the study timeout_s (seconds from now) or deadline (a time on its clock), not both."
+        )
+    check_positive(timeout_s, "timeout_s", whole=False)
+    started = clock.monotonic()
+    budget = StudyBudget(
+        n_trials=n_trials,
+        deadline=deadline if timeout_s is None else started + timeout_s,
+        max_total_epochs=max_total_epochs,
+        target=target,
+        direction=dirs[0],
+        clock=clock,
+    )
     scheduler = scheduler if scheduler is not None else NoScheduler(direction=dirs[0])
+    _check_scheduler(scheduler, dirs, multi=multi, target=target)
+    if isinstance(sampler, str):
+        sampler = make_sampler(sampler, seed=seed, space=space, multi_objective=multi)
+
+    executor.start(scheduler)
+    backend = open_backend(storage, study_name=study_name, directions=dirs, sampler=sampler, clock=clock)
+    try:
+        packs = executor.max_pack_size > 1
+        loop = _StudyLoop(
+            executor,
+            space,
+            backend,
+            scheduler,
+            budget,
+            events or NoEvents(),
+            multi=multi,
+            packer=Packer(
+                backend.study,
+                space,
+                per_member_paths=executor.per_member_paths,
+                shared=backend.shared,
+                startup_populations=startup_populations(sampler) if packs else 0,
+                seed=seed,
+            ),
+        )
+        stop_reason = loop.run()
+    finally:
+        backend.close()
+    return summarize(backend.study, space, stop_reason, clock.monotonic() - started, multi=multi)
+
+
+def _as_executor(objective: Objective | Executor, *, n_objectives: int) -> Executor:
+    if all(hasattr(objective, name) for name in ("start", "pack_size", "run", "max_pack_size")):
+        return objective  # type: ignore[return-value]
+    return ObjectiveExecutor(objective, n_objectives=n_objectives)  # type: ignore[arg-type]
+
+
+def _check_scheduler(
+    scheduler: BaseScheduler, dirs: list[Direction], *, multi: bool, target: float | None
+) -> None:
     if multi and not isinstance(scheduler, NoScheduler):
         raise SpecError(
             "early-stopping schedulers rank trials by one value; with several objectives use scheduler=None."
@@ -110,104 +171,128 @@ def run_study(
             f"the scheduler was built with direction='{scheduler.direction}' but the study will "
             f"{dirs[0]}; build it with direction='{dirs[0]}'."
         )
-    if isinstance(sampler, str):
-        sampler = make_sampler(sampler, seed=seed, space=space, multi_objective=multi)
-
-    started = time.monotonic()
-    backend = open_backend(storage, study_name=study_name, directions=dirs, sampler=sampler)
-    try:
-        seen: set[int] = set()
-        _replay(backend.study, space, scheduler, seen)
-        stop_reason = _loop(
-            objective,
-            space,
-            backend,
-            scheduler,
-            multi=multi,
-            budget=_Budget(n_trials, timeout_s, max_total_epochs, target, dirs[0], started),
-            seen=seen,
-        )
-    finally:
-        backend.close()
-    return _summarize(backend.study, space, stop_reason, time.monotonic() - started, multi=multi)
 
 
-@dataclass
-class _Budget:
-    n_trials: int | None
-    timeout_s: float | None
-    max_total_epochs: int | None
-    target: float | None
-    direction: str
-    started: float
+class _StudyLoop:
+    def __init__(
+        self,
+        executor: Executor,
+        space: SearchSpace,
+        backend: StudyBackend,
+        scheduler: BaseScheduler,
+        budget: StudyBudget,
+        events: StudyEvents,
+        *,
+        multi: bool,
+        packer: Packer,
+    ) -> None:
+        self.executor, self.space, self.backend = executor, space, backend
+        self.study, self.scheduler, self.budget, self.events = backend.study, scheduler, budget, events
+        self.multi, self.packer = multi, packer
+        self.seen: set[int] = set()  # trials the scheduler knows: started here, or replayed from the storage
+        self.counts = StudyCounts.of_study(self.study)
+        self.reached_target = False
+        grid = self.study.sampler
+        self.grid = grid if isinstance(grid, optuna.samplers.GridSampler) else None
 
-    def spent(self, n_finished: int, n_epochs: int) -> str | None:
-        """The budget that is used up (its name, the study's stop reason), or None to go on."""
-        if self.n_trials is not None and n_finished >= self.n_trials:
-            return "n_trials"
-        # Time ends a study only once it has run a trial: a search always ends with a result (or the first
-        # trial's failure), however little time it was given.
-        if n_finished and self.timeout_s is not None and time.monotonic() - self.started >= self.timeout_s:
-            return "timeout"
-        if self.max_total_epochs is not None and n_epochs >= self.max_total_epochs:
-            return "max_total_epochs"
-        return None
+    def run(self) -> str:
+        """Train packs until a budget is spent; the reason the study stopped."""
+        replay(self.study, self.space, self.scheduler, self.seen)
+        finished = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if any(self.budget.reached_target(t.values[0]) for t in finished if self.budget.target is not None):
+            return "target"
+        while True:
+            if self.backend.shared:
+                # Other processes run trials on this study too: the scheduler ranks theirs as well, and the
+                # budgets count every process's trials.
+                replay(self.study, self.space, self.scheduler, self.seen)
+                self.counts = StudyCounts.of_study(self.study)
+            spent = self.budget.spent(self.counts)
+            if spent is not None:
+                return spent
+            if self.grid is not None and self.grid.is_exhausted(self.study):
+                return "grid_exhausted"
+            cap = self.budget.pack_cap(self.counts, self.executor.max_pack_size)
+            time_left = self.budget.time_left()
+            pack = self.packer.next_pack(partial(self.executor.pack_size, cap=cap, time_left=time_left))
+            handles = self._start(pack)
+            try:
+                outcomes = self.executor.run(handles)
+            except BaseException as err:
+                for handle in handles:
+                    if not handle.ended:
+                        handle.end(Outcome.from_error(err))
+                raise
+            for handle, outcome in zip(handles, outcomes, strict=True):
+                if not handle.ended:
+                    handle.end(outcome)
+            if self.reached_target:
+                return "target"
 
-    def past_deadline(self) -> bool:
-        """Whether the time budget is spent (a running trial's check; :meth:`spent` is the loop's)."""
-        return self.timeout_s is not None and time.monotonic() - self.started >= self.timeout_s
+    def _start(self, pack: list[tuple[optuna.Trial, dict[str, Any]]]) -> list[TrialHandle]:
+        out_of_time = self.budget.trial_deadline(self.study)  # one per pack: see StudyDeadline
+        checkpoints = self.executor.checkpoints
+        handles = []
+        for trial, params in pack:
+            self.seen.add(trial.number)
+            if checkpoints:
+                self.backend.touch(trial.number)
+            handle = TrialHandle(
+                trial,
+                params,
+                scheduler=self.scheduler,
+                multi_objective=self.multi,
+                on_report=self._reported,
+                on_end=self.conclude,
+                out_of_time=out_of_time,
+            )
+            if self.executor.max_pack_size > 1:  # the pack a trial trained in: the number of its first trial
+                handle.set_attr("population", pack[0][0].number)
+            self.scheduler.on_trial_start(trial.number, params)
+            self.events.trial_started(trial.number, params)
+            handles.append(handle)
+        return handles
 
-    def trial_deadline(self, study: optuna.Study) -> StudyDeadline | None:
-        """The check running trials make (:meth:`TrialHandle.out_of_time`); None without a time budget."""
-        return None if self.timeout_s is None else StudyDeadline(self.past_deadline, study)
+    def _reported(self, handle: TrialHandle, epoch: int, value: float) -> None:
+        if self.executor.checkpoints:
+            self.backend.touch(handle.number)
+        self.events.trial_reported(handle.number, epoch, value)
 
-    def reached_target(self, value: float) -> bool:
-        if self.target is None:
-            return False
-        return value <= self.target if self.direction == "minimize" else value >= self.target
-
-
-def _find_tell() -> Callable[..., Any] | None:
-    """Optuna's ``Study.tell`` minus its last step, when this Optuna has it with the expected parameters."""
-    import inspect
-
-    try:
-        from optuna.study._tell import _tell_with_warning
-    except ImportError:
-        return None
-    expected = ["study", "trial", "value_or_values", "state", "skip_if_finished", "suppress_warning"]
-    if list(inspect.signature(_tell_with_warning).parameters) != expected:
-        return None
-    return _tell_with_warning
-
-
-_TELL = _find_tell()
-
-
-def tell(
-    study: optuna.Study, trial: optuna.Trial, values: Sequence[float] | None, *, state: TrialState
-) -> None:
-    """``study.tell(trial, values, state=state)`` without building the deep copy of the finished trial that
-    ``Study.tell`` returns (and the search never reads): about 0.4 ms a trial, a fifth of an in-memory TPE
-    trial's whole cost. Uses the function ``Study.tell`` itself calls first (private to Optuna, so checked by
-    signature once; any other Optuna takes ``study.tell``, slower but the same)."""
-    if _TELL is None:
-        study.tell(trial, values, state=state)
-    else:
-        _TELL(study, trial, values, state, False, False)
+    def conclude(self, handle: TrialHandle, outcome: Outcome) -> None:
+        """End ``handle``'s trial with ``outcome``: store its attributes (and why it failed), tell the study,
+        end it in the scheduler, write it to the storage, count it, and tell the events."""
+        status: OutcomeState = outcome.state
+        values, reason, attrs = list(outcome.values), outcome.reason, outcome.attrs
+        if status == "complete":
+            reason = not_finite(values)
+            if reason is not None:  # its attributes would describe a result that is not one
+                status, attrs = "failed", {}
+        for key, value in attrs.items():
+            handle.set_attr(key, value)
+        if status == "failed":
+            handle.set_attr("fail_reason", reason or "unknown")
+        try:
+            tell(self.study, handle._trial, values if status == "complete" else None, state=_STATES[status])
+        except RuntimeError:
+            # GridSampler calls study.stop() once the grid is done, which Optuna allows only inside
+            # optimize(); the result is stored before that, and the loop sees the exhausted grid next.
+            if self.grid is None or not self.grid.is_exhausted(self.study):
+                raise
+        self.scheduler.on_trial_end(handle.number, status)
+        self.backend.touch(handle.number, finished=True)
+        self.counts = self.counts.plus(status, handle.last_epoch)
+        self.events.trial_finished(handle.number, status, values[0] if status == "complete" else None)
+        if status == "complete" and not self.multi and self.budget.reached_target(values[0]):
+            self.reached_target = True
 
 
-def _replay(
-    study: optuna.Study, space: SearchSpace, scheduler: BaseScheduler, seen: set[int] | None = None
-) -> None:
+def replay(study: optuna.Study, space: SearchSpace, scheduler: BaseScheduler, seen: set[int]) -> None:
     """Feed finished trials the scheduler has not seen to it: an earlier run's (so rungs and medians resume
     where they were), and, on a storage shared by several workers, the other workers' trials."""
-    status = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-    for trial in study.get_trials(deepcopy=False, states=tuple(status)):
-        if seen is not None:
-            if trial.number in seen:
-                continue
-            seen.add(trial.number)
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        if trial.number in seen:
+            continue
+        seen.add(trial.number)
         try:
             params = space.overrides_from_params(trial.params)
         except SpecError:
@@ -215,160 +300,35 @@ def _replay(
         scheduler.on_trial_start(trial.number, params)
         for epoch in sorted(trial.intermediate_values):
             scheduler.on_report(trial.number, epoch, trial.intermediate_values[epoch])
-        scheduler.on_trial_end(trial.number, status[trial.state])  # type: ignore[arg-type]
+        scheduler.on_trial_end(trial.number, _STATUS[trial.state])
 
 
-def _loop(
-    objective: Objective,
-    space: SearchSpace,
-    backend: StudyBackend,
-    scheduler: BaseScheduler,
-    *,
-    multi: bool,
-    budget: _Budget,
-    seen: set[int],
-) -> str:
-    study = backend.study
-    # On a storage other processes write to, their finished trials reach the scheduler before each ask.
-    shared = backend.shared
-    finished = study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    )
-    n_finished = len(finished)
-    n_epochs = sum(_epochs_of(t) for t in finished)
-    if budget.target is not None and any(
-        t.state == TrialState.COMPLETE and budget.reached_target(t.values[0]) for t in finished
-    ):
-        return "target"
-    grid = study.sampler if isinstance(study.sampler, optuna.samplers.GridSampler) else None
-    while True:
-        spent = budget.spent(n_finished, n_epochs)
-        if spent is not None:
-            return spent
-        if grid is not None and grid.is_exhausted(study):
-            return "grid_exhausted"
-        if shared:
-            _replay(study, space, scheduler, seen)
-        trial = study.ask()
-        seen.add(trial.number)
-        backend.touch(trial.number)
-        state, values, epochs = _run_one(
-            objective, trial, space, backend, scheduler, multi=multi, out_of_time=budget.trial_deadline(study)
-        )
-        try:
-            tell(study, trial, values, state=state)
-        except RuntimeError:
-            # GridSampler calls study.stop() once the grid is done, which Optuna allows only inside
-            # optimize();
-            # the result is stored before that, and the loop sees the exhausted grid at its next check.
-            if grid is None or not grid.is_exhausted(study):
-                raise
-        status = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
-        scheduler.on_trial_end(trial.number, status)  # type: ignore[arg-type]
-        backend.touch(trial.number, finished=True)
-        n_finished += 1
-        n_epochs += epochs
-        if state == TrialState.COMPLETE and values is not None and budget.reached_target(values[0]):
-            return "target"
-
-
-def _run_one(
-    objective: Objective,
-    trial: optuna.Trial,
-    space: SearchSpace,
-    backend: StudyBackend,
-    scheduler: BaseScheduler,
-    *,
-    multi: bool,
-    out_of_time: StudyDeadline | None = None,
-) -> tuple[TrialState, list[float] | None, int]:
-    """Run the objective on one trial: the state and values to tell Optuna, and the epochs it reported."""
-    params = space.sample(trial)
-    handle = TrialHandle(
-        trial,
-        params,
-        scheduler=scheduler,
-        multi_objective=multi,
-        after_report=lambda: backend.touch(trial.number),
-        out_of_time=out_of_time,
-    )
-    scheduler.on_trial_start(trial.number, params)
-    state, values = _outcome(objective, handle, trial, backend, scheduler)
-    return state, values, handle.last_epoch
-
-
-def _outcome(
-    objective: Objective,
-    handle: TrialHandle,
-    trial: optuna.Trial,
-    backend: StudyBackend,
-    scheduler: BaseScheduler,
-) -> tuple[TrialState, list[float] | None]:
-    try:
-        result = objective(handle)
-    except optuna.TrialPruned:
-        return TrialState.PRUNED, None
-    except TrainingError as err:
-        trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
-        return TrialState.FAIL, None
-    except BaseException as err:
-        trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
-        trial.study.tell(trial, state=TrialState.FAIL)
-        scheduler.on_trial_end(trial.number, "failed")
-        backend.touch(trial.number, finished=True)
-        raise
-    if handle.stopped:
-        return TrialState.PRUNED, None
-    values = _as_values(result, n_objectives=len(trial.study.directions))
-    if values is None:
-        reason = f"the objective returned {result!r}, which is not finite"
-        trial.set_user_attr("fail_reason", reason)
-        return TrialState.FAIL, None
-    return TrialState.COMPLETE, values
-
-
-def _as_values(result: Any, *, n_objectives: int) -> list[float] | None:
-    """The objective's result as ``n_objectives`` floats; None if one is not finite."""
-    items = list(result) if isinstance(result, (list, tuple)) else [result]
-    try:
-        values = [float(v) for v in items]
-    except (TypeError, ValueError):
-        raise SpecError(
-            f"the objective must return {'a number' if n_objectives == 1 else f'{n_objectives} numbers'}, "
-            f"but it returned {result!r}."
-        ) from None
-    if len(values) != n_objectives:
-        raise SpecError(
-            f"the objective returned {len(values)} values for {n_objectives} objectives: {result!r}."
-        )
-    return values if all(math.isfinite(v) for v in values) else None
-
-
-def _summarize(
+def summarize(
     study: optuna.Study, space: SearchSpace, stop_reason: str, elapsed_s: float, *, multi: bool
 ) -> StudySummary:
+    """The :class:`StudySummary` of ``study`` as it is now."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    counts = StudyCounts.of(trials)
     best_params = best_value = best_trial = None
     front: list[tuple[dict[str, Any], list[float]]] = []
-    if complete and not multi:
-        best = study.best_trial
+    if counts.n_complete and not multi:
+        best: FrozenTrial = study.best_trial
         best_params, best_value, best_trial = (
             space.overrides_from_params(best.params),
             best.value,
             best.number,
         )
-    elif complete:
+    elif counts.n_complete:
         front = [(space.overrides_from_params(t.params), list(t.values)) for t in study.best_trials]
     return StudySummary(
         study_name=study.study_name,
         best_params=best_params,
         best_value=best_value,
         best_trial=best_trial,
-        n_complete=len(complete),
-        n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
-        n_failed=sum(t.state == TrialState.FAIL for t in trials),
-        n_epochs=sum(_epochs_of(t) for t in trials),
+        n_complete=counts.n_complete,
+        n_pruned=counts.n_pruned,
+        n_failed=counts.n_failed,
+        n_epochs=counts.n_epochs,
         elapsed_s=elapsed_s,
         stop_reason=stop_reason,
         pareto_front=front,

@@ -22,6 +22,7 @@ recorded with the trial but not merged into the spec.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,7 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tunelab.errors import SpecError
 from tunelab.search._packing import structural_paths
 from tunelab.search._samplers import SAMPLER_NAMES
-from tunelab.search.schedulers import PbtScheduler
+from tunelab.search.schedulers import (
+    AshaScheduler,
+    BaseScheduler,
+    Direction,
+    HyperbandScheduler,
+    MedianStoppingScheduler,
+    NoScheduler,
+    PbtScheduler,
+)
 from tunelab.search.space import SearchSpace
 
 __all__ = ["SchedulerSpec", "SearchSpec", "metric_direction", "parse_duration", "pbt_mutable"]
@@ -122,13 +131,21 @@ class SchedulerSpec(BaseModel):
         return self
 
 
-def pbt_mutable(space: SearchSpace) -> list[str]:
+def pbt_mutable(space: SearchSpace, per_member_paths: Collection[str]) -> list[str]:
     """The parameters PBT may perturb in ``space``: those it would by default (float and choice parameters,
-    not per-layer, that nothing depends on) that are not structural. Structural parameters (layer widths,
-    batch size, optimizer...) are equal within a population and shape its tensors, so they cannot change
-    while weights are copied between members."""
-    structural = structural_paths(space)
-    return [path for path in PbtScheduler(space).mutable if path not in structural]
+    not per-layer, that nothing depends on) that are not structural (``per_member_paths``: what members of a
+    population may hold each their own values of). Structural parameters (layer widths, batch size,
+    optimizer...) are equal within a population and shape its tensors, so they cannot change while weights
+    are copied between members."""
+    structural = structural_paths(space, per_member_paths)
+    mutable = [path for path in PbtScheduler(space).mutable if path not in structural]
+    if not mutable:
+        raise SpecError(
+            "scheduler pbt has nothing to perturb: it changes float and choice parameters that each member "
+            "trains with (train.lr, train.weight_decay, model.dropout...), and search.space has none (its "
+            f"parameters: {', '.join(sorted(space))}). Add one, or choose another scheduler."
+        )
+    return mutable
 
 
 class SearchSpec(BaseModel):
@@ -205,13 +222,6 @@ class SearchSpec(BaseModel):
                 f"{how}; a population of {self.population_size} has no other member to copy. Set "
                 "search.population_size to at least 2 (4 or more works best) or leave it out"
             )
-        if self.space and not pbt_mutable(self.search_space()):
-            raise ValueError(
-                "scheduler pbt has nothing to perturb: it changes float and choice parameters that each "
-                "member trains with (train.lr, train.weight_decay, model.dropout...), and search.space has "
-                f"none (its parameters: {', '.join(sorted(self.space))}). Add one, or choose another "
-                "scheduler"
-            )
         return self
 
     @property
@@ -220,3 +230,37 @@ class SearchSpec(BaseModel):
 
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.space)
+
+    def make_scheduler(
+        self, max_epochs: int, direction: Direction, *, per_member_paths: Collection[str] = (), seed: int = 0
+    ) -> BaseScheduler:
+        """The scheduler :attr:`scheduler` names, for trials of up to ``max_epochs`` epochs (folds
+        included). PBT perturbs only parameters members of a population hold each their own values of
+        (``per_member_paths``); its draws (sources, perturbations) are seeded with ``seed``."""
+        cfg = self.scheduler
+        if cfg.name == "pbt":
+            space = self.search_space()
+            return PbtScheduler(
+                space,
+                perturbation_interval=cfg.perturbation_interval,
+                quantile_fraction=cfg.quantile_fraction,
+                resample_probability=cfg.resample_probability,
+                mutable=pbt_mutable(space, per_member_paths),
+                seed=seed,
+                direction=direction,
+            )
+        if cfg.name == "none" or max_epochs <= cfg.min_epochs:
+            return NoScheduler(direction=direction)
+        if cfg.name == "median":
+            return MedianStoppingScheduler(
+                n_startup_trials=max(1, cfg.n_startup_trials),
+                grace_epochs=cfg.min_epochs,
+                direction=direction,
+            )
+        kind = AshaScheduler if cfg.name == "asha" else HyperbandScheduler
+        return kind(
+            min_resource=cfg.min_epochs,
+            max_resource=max_epochs,
+            reduction_factor=cfg.reduction_factor,
+            direction=direction,
+        )

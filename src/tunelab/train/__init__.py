@@ -10,32 +10,35 @@ step (`lr_at`).
 from __future__ import annotations
 
 from tunelab.train._augment import augment_images
+from tunelab.train._batches import batch_bounds
 from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from tunelab.train._device import denormals_flushed, flush_denormals, resolve_device
-from tunelab.train._losses import Task, make_loss, output_dim_for
-from tunelab.train._metrics import compute_metrics
+from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
+from tunelab.train._metrics import compute_metrics, resolve_metrics
 from tunelab.train._monitor import MonitorState
 from tunelab.train._optimizers import make_optimizer, penalized_parameters
-from tunelab.train._schedules import Clock, PlateauState, lr_at, update_plateau
+from tunelab.train._schedules import PER_STEP_SCHEDULES, PlateauState, RunLength, lr_at, update_plateau
 from tunelab.train._spec import AugmentSpec, EarlyStoppingSpec, ScheduleSpec, TrainSpec
 from tunelab.train._trainer import Trainer
 
 __all__ = [
+    "PER_STEP_SCHEDULES",
     "AugmentSpec",
     "Callback",
     "Checkpoint",
-    "Clock",
     "EarlyStopping",
     "EarlyStoppingSpec",
     "History",
     "MonitorState",
     "PlateauState",
+    "RunLength",
     "ScheduleSpec",
     "Task",
     "TrainSpec",
     "Trainer",
     "augment_images",
+    "batch_bounds",
     "compute_metrics",
     "denormals_flushed",
     "flush_denormals",
@@ -46,6 +49,23 @@ __all__ = [
     "output_dim_for",
     "penalized_parameters",
     "resolve_device",
+    "resolve_loss",
+    "resolve_metrics",
     "save_checkpoint",
     "update_plateau",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Deprecated names, kept for one release.
+    if name == "Clock":
+        import warnings
+
+        warnings.warn(
+            "tunelab.train.Clock is now tunelab.train.RunLength (tunelab.clock.Clock is the time source "
+            "budgets read); the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return RunLength
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

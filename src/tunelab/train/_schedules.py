@@ -1,6 +1,6 @@
 """Learning-rate schedules as closed-form functions of the optimizer step.
 
-Each schedule is a pure function ``(base_lr, step, clock) -> lr``, so that a fused population can evaluate it
+Each schedule is a pure function ``(base_lr, step, length) -> lr``, so that a fused population can evaluate it
 per member. Notation: ``t`` is the 0-based optimizer step, ``S`` the steps per epoch, ``e = t // S`` the
 0-based epoch, ``T = S * epochs`` the total number of steps. The trainer sets the rate before every step.
 
@@ -31,7 +31,7 @@ from typing import NamedTuple
 from tunelab.train._monitor import MonitorState, update_monitor
 from tunelab.train._spec import ScheduleSpec
 
-__all__ = ["PER_STEP_SCHEDULES", "Clock", "PlateauState", "lr_at", "update_plateau"]
+__all__ = ["PER_STEP_SCHEDULES", "PlateauState", "RunLength", "lr_at", "update_plateau"]
 
 # Schedules whose rate changes within an epoch; the others change only at epoch boundaries.
 PER_STEP_SCHEDULES = frozenset({"cosine", "warmup", "onecycle"})
@@ -40,8 +40,9 @@ _ONECYCLE_DIV = 25.0
 _ONECYCLE_FINAL_DIV = 1e4
 
 
-class Clock(NamedTuple):
-    """Where a step sits in the run: ``steps_per_epoch`` (S) and ``n_epochs``."""
+class RunLength(NamedTuple):
+    """A run's length in optimizer steps, ``steps_per_epoch`` (S) times ``n_epochs``: where a step sits in
+    the run, which is what a schedule's rate depends on."""
 
     steps_per_epoch: int
     n_epochs: int
@@ -66,9 +67,11 @@ def update_plateau(state: PlateauState, value: float, *, epoch: int, patience: i
     return PlateauState(monitor, state.n_reductions)
 
 
-def lr_at(spec: ScheduleSpec, base_lr: float, step: int, clock: Clock, *, n_reductions: int = 0) -> float:
+def lr_at(
+    spec: ScheduleSpec, base_lr: float, step: int, length: RunLength, *, n_reductions: int = 0
+) -> float:
     """The learning rate for optimizer step ``step`` (0-based); ``n_reductions`` is the plateau's count."""
-    epoch = step // clock.steps_per_epoch
+    epoch = step // length.steps_per_epoch
     name = spec.name
     if name == "constant":
         return base_lr
@@ -77,11 +80,11 @@ def lr_at(spec: ScheduleSpec, base_lr: float, step: int, clock: Clock, *, n_redu
     if name == "exponential":
         return base_lr * spec.gamma**epoch
     if name == "cosine":
-        return _cosine(base_lr, spec.min_lr, step, clock.total_steps)
+        return _cosine(base_lr, spec.min_lr, step, length.total_steps)
     if name == "warmup":
-        return _warmup_cosine(spec, base_lr, step, clock)
+        return _warmup_cosine(spec, base_lr, step, length)
     if name == "onecycle":
-        return _one_cycle(spec.max_lr or base_lr, spec.pct_start, step, clock.total_steps)
+        return _one_cycle(spec.max_lr or base_lr, spec.pct_start, step, length.total_steps)
     return max(base_lr * spec.factor**n_reductions, spec.min_lr)  # plateau
 
 
@@ -89,11 +92,11 @@ def _cosine(start: float, end: float, step: float, n_steps: float) -> float:
     return end + (start - end) * (1.0 + math.cos(math.pi * step / n_steps)) / 2.0
 
 
-def _warmup_cosine(spec: ScheduleSpec, base_lr: float, step: int, clock: Clock) -> float:
-    n_warmup = spec.warmup_epochs * clock.steps_per_epoch
+def _warmup_cosine(spec: ScheduleSpec, base_lr: float, step: int, length: RunLength) -> float:
+    n_warmup = spec.warmup_epochs * length.steps_per_epoch
     if step < n_warmup:
         return base_lr * (step + 1) / n_warmup
-    return _cosine(base_lr, spec.min_lr, step - n_warmup, clock.total_steps - n_warmup)
+    return _cosine(base_lr, spec.min_lr, step - n_warmup, length.total_steps - n_warmup)
 
 
 def _one_cycle(max_lr: float, pct_start: float, step: int, n_steps: int) -> float:

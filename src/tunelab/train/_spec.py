@@ -7,7 +7,7 @@ here, with pydantic's message naming the field, the bound and the value given.
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,6 +81,24 @@ class TrainSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # The fields members of one fused population may hold each their own values of (each is a [K] vector or
+    # per-member state there); every other field is shared by the population. The one definition of that fact
+    # for training settings (tunelab.execute derives the search's per-member paths from it).
+    PER_MEMBER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "lr",
+            "momentum",
+            "betas",
+            "eps",
+            "weight_decay",
+            "l1",
+            "schedule",
+            "label_smoothing",
+            "grad_clip",
+            "early_stopping",
+        }
+    )
+
     # gd: full-batch gradient descent (one step per epoch on all training rows); momentum / nesterov: SGD with
     # (Nesterov) momentum; rmsprop uses torch's alpha=0.99 and no momentum.
     optimizer: OptimizerName = "adam"
@@ -123,6 +141,10 @@ class TrainSpec(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"metrics {names} name a metric twice; list each once")
         return names
+
+    def rows_per_step(self, n_rows: int) -> int:
+        """Rows in each optimizer step's minibatch for ``n_rows`` training rows: all of them for gd."""
+        return n_rows if self.optimizer == "gd" else min(self.batch_size, n_rows)
 
     @model_validator(mode="after")
     def _schedule_fits_run(self) -> TrainSpec:

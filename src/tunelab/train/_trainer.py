@@ -16,6 +16,7 @@ from torch import nn
 
 from tunelab.errors import DataError, SpecError, TrainingError
 from tunelab.train._augment import augment_images
+from tunelab.train._batches import batch_bounds
 from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint, save_checkpoint
 from tunelab.train._device import (
@@ -28,7 +29,7 @@ from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
 from tunelab.train._metrics import compute_metrics, resolve_metrics
 from tunelab.train._monitor import MonitorState
 from tunelab.train._optimizers import make_optimizer, penalized_parameters
-from tunelab.train._schedules import PER_STEP_SCHEDULES, Clock, PlateauState, lr_at, update_plateau
+from tunelab.train._schedules import PER_STEP_SCHEDULES, PlateauState, RunLength, lr_at, update_plateau
 from tunelab.train._spec import TrainSpec
 
 __all__ = ["Trainer"]
@@ -121,8 +122,8 @@ class Trainer:
             self._restore(resume_from, run)
         self.history = run.history
         n_rows = len(X)
-        bounds = self._batch_bounds(n_rows)
-        clock = Clock(len(bounds), spec.epochs)
+        bounds = batch_bounds(n_rows, spec.rows_per_step(n_rows))
+        length = RunLength(len(bounds), spec.epochs)
         callbacks = [run.tracker, run.history, *self.callbacks]
         batch_hooks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         logs: dict[str, Any] = {}
@@ -132,17 +133,19 @@ class Trainer:
                 "n_train": n_rows,
                 "n_val": len(val_data[0]) if val_data is not None else 0,
                 "epochs": spec.epochs,
-                "steps_per_epoch": clock.steps_per_epoch,
+                "steps_per_epoch": length.steps_per_epoch,
                 "initial_epoch": run.epoch,
             }
             for callback in callbacks:
                 callback.on_train_begin(dict(begin))
             for epoch in range(run.epoch + 1, spec.epochs + 1):
                 started = time.perf_counter()
-                lr = self._set_lr((epoch - 1) * clock.steps_per_epoch, clock, run.plateau.n_reductions)
+                lr = self._set_lr((epoch - 1) * length.steps_per_epoch, length, run.plateau.n_reductions)
                 for callback in callbacks:
                     callback.on_epoch_begin(epoch, {"lr": lr})
-                trained = self._train_epoch(X, y, bounds, epoch, clock, run.plateau.n_reductions, batch_hooks)
+                trained = self._train_epoch(
+                    X, y, bounds, epoch, length, run.plateau.n_reductions, batch_hooks
+                )
                 if trained is None:
                     run.history.interrupted_in = epoch
                     break
@@ -169,15 +172,6 @@ class Trainer:
                 callback.on_train_end(dict(logs))
         return run.history
 
-    def _batch_bounds(self, n_rows: int) -> list[tuple[int, int]]:
-        """``(start, end)`` of each batch in the epoch's permutation; gd takes all rows at once."""
-        size = n_rows if self.spec.optimizer == "gd" else min(self.spec.batch_size, n_rows)
-        bounds = [(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
-        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
-            # A lone last row would break BatchNorm (no statistics of one row): join it to the batch before.
-            bounds[-2:] = [(bounds[-2][0], n_rows)]
-        return bounds
-
     def _end_epoch(self, run: _Run, epoch: int, logs: dict[str, Any], *, stop: bool) -> None:
         """After the callbacks saw the epoch: history, plateau state, best weights, checkpoints."""
         spec = self.spec
@@ -200,7 +194,7 @@ class Trainer:
         y: torch.Tensor,
         bounds: list[tuple[int, int]],
         epoch: int,
-        clock: Clock,
+        length: RunLength,
         n_reductions: int,
         batch_hooks: list[Callback],
     ) -> tuple[float, float] | None:
@@ -209,12 +203,12 @@ class Trainer:
         spec = self.spec
         self.model.train()
         order = torch.randperm(len(x), generator=self._generator, device=self.device)
-        first_step = (epoch - 1) * clock.steps_per_epoch
+        first_step = (epoch - 1) * length.steps_per_epoch
         per_step_lr = spec.schedule.name in PER_STEP_SCHEDULES  # else fit() set this epoch's rate
         step_losses = []
         for i, (start, end) in enumerate(bounds):
             if per_step_lr:
-                self._set_lr(first_step + i, clock, n_reductions)
+                self._set_lr(first_step + i, length, n_reductions)
             rows = order[start:end]
             inputs, targets = x[rows], y[rows]
             if spec.augment is not None:
@@ -228,8 +222,8 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         return self._epoch_loss(step_losses, bounds, epoch, lr), lr
 
-    def _set_lr(self, step: int, clock: Clock, n_reductions: int) -> float:
-        lr = lr_at(self.spec.schedule, self.spec.lr, step, clock, n_reductions=n_reductions)
+    def _set_lr(self, step: int, length: RunLength, n_reductions: int) -> float:
+        lr = lr_at(self.spec.schedule, self.spec.lr, step, length, n_reductions=n_reductions)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

@@ -12,12 +12,26 @@ The protocol, written into every study's ``summary.json``:
 4. **Test**: the test part, set aside before anything else, is evaluated once, here.
 5. **Export**: the refit model is exported with its preprocessing to ``run_dir/best``.
 
-Everything lives in the run directory: ``study.db`` (Optuna's schema), ``spec.yaml``, per-trial checkpoints
-while a trial runs, ``summary.json``, and ``best/``.
+Everything lives in the run directory (:class:`tunelab.storage.RunLayout`): ``study.db`` (Optuna's schema),
+``spec.yaml``, per-trial checkpoints while a trial runs, ``summary.json``, and ``best/``.
 """
 
+from tunelab.search import Events
 from tunelab.tune._defaults import MODEL_FAMILIES, default_experiment
-from tunelab.tune._protocol import TuneResult, tune_experiment
-from tunelab.tune._trials import Events
+from tunelab.tune._plan import SEARCH_SHARE, TimeBudget
+from tunelab.tune._protocol import tune_experiment
+from tunelab.tune._result import Candidate, Refit, TrialCounts, TuneProtocol, TuneResult
 
-__all__ = ["MODEL_FAMILIES", "Events", "TuneResult", "default_experiment", "tune_experiment"]
+__all__ = [
+    "MODEL_FAMILIES",
+    "SEARCH_SHARE",
+    "Candidate",
+    "Events",
+    "Refit",
+    "TimeBudget",
+    "TrialCounts",
+    "TuneProtocol",
+    "TuneResult",
+    "default_experiment",
+    "tune_experiment",
+]

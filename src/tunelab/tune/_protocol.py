@@ -4,33 +4,33 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+import optuna
+
+from tunelab.clock import Clock, system_clock
 from tunelab.data import load_dataset
 from tunelab.errors import SpecError, TrainingError
-from tunelab.search import (
-    SearchSpec,
-    StudySummary,
-    metric_direction,
-)
-from tunelab.search._storage import connect_storage, hide_password, password_hidden, study_snapshot
+from tunelab.execute import Evaluator, SearchResult, run_search, search_in_workers
+from tunelab.search import Direction, Events, SearchSpec, StudyEvents, metric_direction
 from tunelab.spec import ExperimentSpec
+from tunelab.storage import (
+    RunLayout,
+    connect_storage,
+    hide_password,
+    opened_study,
+    password_hidden,
+    retry_interrupted,
+    study_snapshot,
+)
 from tunelab.train import denormals_flushed
-from tunelab.tune._search import make_plan, run_search
-from tunelab.tune._select import build_summary, json_safe, reevaluate, refit_winner
-from tunelab.tune._trials import Evaluator, Events
-from tunelab.tune._workers import retry_interrupted, search_in_workers
+from tunelab.tune._plan import TimeBudget, make_plan
+from tunelab.tune._result import TrialCounts, TuneProtocol, TuneResult, json_safe
+from tunelab.tune._select import reevaluate, refit_winner
 
-
-@dataclass
-class TuneResult:
-    run_dir: Path
-    summary: dict[str, Any]
-    study: StudySummary
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["tune_experiment"]
 
 
 @denormals_flushed()  # from the start, so that the torch threads loading the data start flushing
@@ -41,15 +41,19 @@ def tune_experiment(
     resume: bool = False,
     storage: str | None = None,
     workers: int = 1,
-    progress: Any = None,
-    log: Any = None,
+    progress: StudyEvents | None = None,
+    log: Callable[[str], None] | None = None,
+    clock: Clock = system_clock,
 ) -> TuneResult:
-    """Run the whole protocol (module docstring) and return its summary; see ``tunelab tune --help``.
+    """Run the whole protocol (module docstring) and return what it found; see ``tunelab tune --help``.
 
     ``workers`` > 1 runs that many search processes on the one storage (TPE with the constant liar), each with
-    an equal share of the CPU threads; selection and the refit then run here.
+    an equal share of the CPU threads; selection and the refit then run here. ``progress`` (a live display,
+    ``tunelab.report.make_progress``) and ``log`` (called with a line per phase and finished trial) hear what
+    happens. ``search.budget`` is one deadline on ``clock``, counted from this call: the search ends at 80%
+    of it, and re-evaluation and the refit start only what fits in the rest.
     """
-    started = time.monotonic()
+    budget = TimeBudget(clock, clock.monotonic())
     search = spec.search or SearchSpec()
     if not search.space:
         raise SpecError(
@@ -59,63 +63,127 @@ def tune_experiment(
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise SpecError(f"--workers must be a whole number from 1 to 64; got {workers!r}.")
+    budget = TimeBudget(clock, budget.start, search.budget_seconds)
     _check_storage_url(storage)
-    run_dir = _open_run_dir(Path(out_dir), spec, resume=resume, storage=storage)
-    storage_url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    say = Events(progress, log)
+    layout = _open_run_dir(RunLayout(out_dir), spec, resume=resume, storage=storage)
+    storage_url = storage or layout.local_storage_url
+    events = Events(progress, log)
     dataset = load_dataset(spec.data)
-    plan = make_plan(spec, search, run_dir, storage_url, workers, task=dataset.task, started=started)
+    metric = search.metric or ("val_accuracy" if dataset.task == "classification" else "val_rmse")
+    direction: Direction = metric_direction(metric) if search.direction == "auto" else search.direction
+    plan = make_plan(
+        spec,
+        layout,
+        storage_url,
+        task=dataset.task,
+        metric=metric,
+        direction=direction,
+        workers=workers,
+        budget=budget,
+    )
     evaluator = Evaluator(spec, plan.data_spec, dataset=dataset)
-    plan.metric = search.metric or ("val_accuracy" if evaluator.task == "classification" else "val_rmse")
-    plan.direction = metric_direction(plan.metric) if search.direction == "auto" else search.direction
-    say(
+    events.phase(
         f"searching {len(search.search_space())} parameters with {search.sampler} and "
-        f"{search.scheduler.name}; metric {plan.metric} ({plan.direction}); "
+        f"{search.scheduler.name}; metric {metric} ({direction}); "
         + (f"{len(plan.folds)}-fold cross-validation" if search.cv else "holdout validation")
         + (f"; {workers} workers" if workers > 1 else "")
     )
-    if resume and workers > 1:
-        retry_interrupted(storage_url, spec.name)
     if workers > 1:
-        study_summary = search_in_workers(plan, evaluator, say)
+        if resume:  # one process would retry them as it opens the study; several share it, so here, once
+            with opened_study(storage_url, spec.name) as study:
+                retry_interrupted(study)
+        found = search_in_workers(plan, evaluator, events)
     else:
-        study_summary = run_search(plan, evaluator, say)
-    shutil.rmtree(run_dir / "trials", ignore_errors=True)
-    if study_summary.best_params is None:
+        found = run_search(plan, evaluator, events, clock=clock)
+    shutil.rmtree(layout.trials, ignore_errors=True)
+    if found.summary.best_params is None:
         raise TrainingError(
-            f"no trial completed ({study_summary.n_failed} failed, {study_summary.n_pruned} pruned); "
+            f"no trial completed ({found.summary.n_failed} failed, {found.summary.n_pruned} pruned); "
             "see the fail reasons with `optuna` on the run's study.db. Widen the budget, or narrow the "
             "search space to values that train (smaller learning rates, for example)."
         )
     # Selection and the summary only read the study: a copy in memory, with no connection held meanwhile.
     study = study_snapshot(storage_url, spec.name)
-    budget_s = search.budget_seconds
-    deadline = None if budget_s is None else started + budget_s
-    space = search.search_space()
     candidates = reevaluate(
-        study, space, spec, evaluator, plan.folds, plan.metric, plan.direction, search, deadline, say
-    )
-    refit = refit_winner(spec, candidates[0], evaluator, search, run_dir, say)
-    summary = build_summary(
-        spec,
-        search,
-        plan.metric,
-        plan.direction,
         study,
-        study_summary,
-        candidates,
-        refit,
-        plan.folds,
-        started,
-        storage_url,
+        search.search_space(),
+        spec,
+        evaluator,
+        folds=plan.folds,
+        metric=metric,
+        direction=direction,
+        deadline=budget.deadline,
+        events=events,
+        clock=clock,
     )
-    summary["protocol"]["workers"] = workers
-    summary["protocol"]["fusion"] = plan.fusion or {"fused": False, "reason": f"{workers} worker processes"}
-    (run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2), encoding="utf-8")
+    refit, trainer = refit_winner(spec, candidates[0], evaluator, layout, events)
+    result = TuneResult(
+        run_dir=layout.root,
+        name=spec.name,
+        task=evaluator.task,
+        metric=metric,
+        direction=direction,
+        candidates=candidates,
+        refit=refit,
+        trials=TrialCounts(found.summary.n_complete, found.summary.n_pruned, found.summary.n_failed),
+        epochs_trained_in_search=found.summary.n_epochs,
+        stop_reason=found.summary.stop_reason,
+        elapsed_seconds=budget.elapsed(),
+        protocol=_protocol(spec, search, plan.folds, refit.epochs, workers, found),
+        storage=hide_password(storage_url),  # a summary is shared; a database password is not
+        study=found.summary,
+        importance=_importance(study),
+        trainer=trainer,
+    )
+    layout.summary.write_text(json.dumps(json_safe(result.to_dict()), indent=2), encoding="utf-8")
     from tunelab.report import build_report
 
-    say(f"report: {build_report(run_dir, storage=storage)}")
-    return TuneResult(run_dir, summary, study_summary, extra={"trainer": refit["trainer"]})
+    events.phase(f"report: {build_report(layout.root, storage=storage)}")
+    return result
+
+
+def _protocol(
+    spec: ExperimentSpec,
+    search: SearchSpec,
+    folds: list[int | None],
+    refit_epochs: int,
+    workers: int,
+    found: SearchResult,
+) -> TuneProtocol:
+    pbt = None
+    if search.scheduler.name == "pbt":
+        cfg = search.scheduler
+        pbt = (
+            f"population-based training: every {cfg.perturbation_interval} epochs the bottom "
+            f"{cfg.quantile_fraction:.0%} of a population copied the weights of a member of the top and "
+            "trained on with its hyperparameters perturbed. PBT's hyperparameter schedule is not replayed: "
+            "re-evaluation and the refit train each candidate from scratch with the values it ended with "
+            "(its final values; best_params), not the sequence of values it went through"
+        )
+    return TuneProtocol(
+        validation="holdout" if folds == [None] else f"{len(folds)}-fold cross-validation",
+        sampler=search.sampler,
+        scheduler=search.scheduler.name,
+        reevaluation=f"top {search.top_k} re-trained with {search.n_seeds} fresh seeds per fold; "
+        "mean ± std and a 95% t-interval; best mean wins",
+        refit=f"winner retrained on train + validation for {refit_epochs} epochs"
+        if search.refit
+        else "no refit: the winner as trained on the training part",
+        test="the test part, set aside first, evaluated once after the refit",
+        workers=workers,
+        fusion=found.fusion.to_dict(),
+        pbt=pbt,
+    )
+
+
+def _importance(study: optuna.Study) -> dict[str, float]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "few trials in some regimes": the figures say so themselves
+            ranked = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):
+        return {}  # fewer than two complete trials, or a single-valued space
+    return {k: round(v, 4) for k, v in ranked.items()}
 
 
 def _check_storage_url(url: str | None) -> None:
@@ -144,19 +212,20 @@ def _check_storage_url(url: str | None) -> None:
     connect_storage(url).engine.dispose()
 
 
-def _open_run_dir(run_dir: Path, spec: ExperimentSpec, *, resume: bool, storage: str | None) -> Path:
-    has_study = (run_dir / "spec.yaml").exists() and (storage is not None or (run_dir / "study.db").exists())
-    recorded = _recorded_storage(run_dir)
+def _open_run_dir(layout: RunLayout, spec: ExperimentSpec, *, resume: bool, storage: str | None) -> RunLayout:
+    run_dir = layout.root
+    has_study = layout.has_study(storage)
     if resume:
-        if not has_study and recorded is not None and (run_dir / "spec.yaml").exists():
+        recorded = layout.recorded_storage()
+        if not has_study and recorded is not None and layout.spec.exists():
             again = (
                 "URL`, URL being that same URL with its password (tunelab does not keep passwords)."
                 if password_hidden(recorded)
                 else f"{recorded}`."
             )
             raise SpecError(
-                f"the study in '{run_dir}' is stored in {recorded} (recorded in {STORAGE_FILE} there), "
-                "not in a study.db beside it, so --resume needs that storage again: resume with "
+                f"the study in '{run_dir}' is stored in {recorded} (recorded in {layout.storage_record.name} "
+                "there), not in a study.db beside it, so --resume needs that storage again: resume with "
                 f"`tunelab tune --resume --out {run_dir} --storage {again}"
             )
         if not has_study:
@@ -164,7 +233,7 @@ def _open_run_dir(run_dir: Path, spec: ExperimentSpec, *, resume: bool, storage:
                 f"there is no study to resume in '{run_dir}' (expected spec.yaml and study.db there). "
                 "Check --out, or start a new study without --resume."
             )
-        return run_dir
+        return layout
     if run_dir.exists() and not run_dir.is_dir():
         raise SpecError(f"--out '{run_dir}' is a file; expected a directory for the study.")
     if has_study:
@@ -176,18 +245,7 @@ def _open_run_dir(run_dir: Path, spec: ExperimentSpec, *, resume: bool, storage:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SpecError(f"cannot create run directory '{run_dir}': {err}. Choose a writable --out.") from None
-    (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    layout.spec.write_text(spec.to_yaml(), encoding="utf-8")
     if storage is not None:
-        (run_dir / STORAGE_FILE).write_text(hide_password(storage) + "\n", encoding="utf-8")
-    return run_dir
-
-
-STORAGE_FILE = "storage.txt"  # the --storage URL of a run, password hidden, for `--resume` to name it
-
-
-def _recorded_storage(run_dir: Path) -> str | None:
-    """The --storage URL the run in ``run_dir`` was created with (password hidden), or None."""
-    try:
-        return (run_dir / STORAGE_FILE).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+        layout.record_storage(storage)
+    return layout

@@ -16,12 +16,10 @@ import torch
 from optuna.trial import TrialState
 
 from tunelab.errors import SpecError
-from tunelab.search import Decision, Exploit, NoScheduler, PbtScheduler, SearchSpace, make_sampler
-from tunelab.search._population_study import run_population_study
-from tunelab.search._spec_population import SpecPopulation
+from tunelab.execute import Evaluator, SpecPopulation
+from tunelab.search import Decision, Exploit, NoScheduler, PbtScheduler, SearchSpace
 from tunelab.search.schedulers import SchedulerDecision
 from tunelab.spec import ExperimentSpec, parse_spec
-from tunelab.tune._trials import Evaluator, trial_spec
 
 BASE = {
     "name": "pbt",
@@ -38,11 +36,6 @@ PARAMS = [
     {"train.lr": lr, "train.weight_decay": wd}
     for lr, wd in [(0.01, 1e-4), (0.002, 1e-3), (0.0005, 1e-5), (0.03, 1e-6)]
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # the shared conftest restores the count afterwards
 
 
 @pytest.fixture(scope="module")
@@ -74,35 +67,33 @@ def nested(params: dict[str, Any]) -> dict[str, Any]:
     return SearchSpace.from_dict(SPACE).overrides_from_params(params)
 
 
-def run(tmp_path: Any, base: Any, scheduler: Any, *, name: str, **kwargs: Any) -> list[Any]:
+@pytest.fixture(scope="module")
+def run(run_populations: Any) -> Any:
     """The four PARAMS trials as one population on digits; the finished trials, by number."""
-    spec, evaluator = base
-    space = SearchSpace.from_dict(kwargs.pop("space", SPACE))
-    url = f"sqlite:///{tmp_path / (name + '.db')}"
-    sampler = make_sampler("tpe", seed=3, space=space)
-    seeded = optuna.create_study(storage=url, study_name=name, sampler=sampler)
-    for params in kwargs.pop("enqueue", PARAMS):
-        seeded.enqueue_trial(params)
-    run_population_study(
-        lambda p: trial_spec(kwargs.get("spec", spec), p),
-        evaluator,
-        space,
-        metric="val_loss",
-        sampler=sampler,
-        scheduler=scheduler,
-        storage=url,
-        study_name=name,
-        population_size=4,
-        n_trials=4,
-        **{k: v for k, v in kwargs.items() if k != "spec"},
-    )
-    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-    assert len({t.user_attrs["population"] for t in trials}) == 1
-    return sorted(trials, key=lambda t: t.number)
+
+    def run(tmp_path: Any, base: Any, scheduler: Any, *, name: str, **kwargs: Any) -> list[Any]:
+        spec, evaluator = base
+        study = run_populations(
+            tmp_path,
+            kwargs.pop("spec", spec),
+            evaluator,
+            kwargs.pop("space", SPACE),
+            name=name,
+            enqueue=kwargs.pop("enqueue", PARAMS),
+            scheduler=scheduler,
+            population_size=4,
+            n_trials=4,
+            **kwargs,
+        )
+        trials = study.get_trials(deepcopy=False)
+        assert len({t.user_attrs["population"] for t in trials}) == 1
+        return sorted(trials, key=lambda t: t.number)
+
+    return run
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: Any, base: Any) -> list[Any]:
+def reference(tmp_path_factory: Any, base: Any, run: Any) -> list[Any]:
     """The four trials as one population without PBT."""
     return run(tmp_path_factory.mktemp("reference"), base, NoScheduler(), name="reference")
 
@@ -228,7 +219,7 @@ def test_set_member_refuses_what_the_population_was_not_built_for(base):
 # ----------------------------------------------------------------------------------- in the population study
 
 
-def test_exploit_without_perturbation_makes_the_member_a_clone_of_its_source(tmp_path, base, reference):
+def test_exploit_without_perturbation_makes_the_member_a_clone_of_its_source(tmp_path, base, run, reference):
     """Trial 1 copies trial 0 after epoch 2 and keeps trial 0's values: from then on the two are one model
     trained with one configuration, so trial 1 reports trial 0's values at epochs 3 and 4 (its own before).
     The trial records the exploit; the two members it did not involve train exactly as without it."""
@@ -246,7 +237,7 @@ def test_exploit_without_perturbation_makes_the_member_a_clone_of_its_source(tmp
 
 
 def test_explored_values_train_the_copy_and_an_exploit_at_the_last_epoch_is_withdrawn(
-    tmp_path, base, reference, monkeypatch
+    tmp_path, base, reference, monkeypatch, run
 ):
     """With a new lr the copy departs from its source after the exploit; the optimizer holds that lr for the
     member right after the exploit (seen through a spy on set_member), and the member's weights are then
@@ -287,7 +278,7 @@ def test_explored_values_train_the_copy_and_an_exploit_at_the_last_epoch_is_with
     assert curve(trials[2]) == curve(reference[2])
 
 
-def test_real_pbt_copies_the_bottom_from_the_top_and_perturbs_by_its_rule(tmp_path, base):
+def test_real_pbt_copies_the_bottom_from_the_top_and_perturbs_by_its_rule(tmp_path, base, run):
     """The real scheduler in the loop: every second epoch the worst of four copies one of the best (as
     reported this epoch) with its lr and weight decay times 0.8 or 1.2; never at the last epoch."""
     spec = parse_spec({**BASE, "train": {**BASE["train"], "epochs": 6}})
@@ -322,7 +313,7 @@ def test_real_pbt_copies_the_bottom_from_the_top_and_perturbs_by_its_rule(tmp_pa
     assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
-def test_pbt_populations_are_not_shrunk_by_a_time_budget(tmp_path, base):
+def test_pbt_populations_are_not_shrunk_by_a_time_budget(tmp_path, base, run):
     """At an assumed rate of one FLOP/s the time budget would shrink a population to a single member (see
     test_population_study); a PBT population keeps its configured size."""
     pbt = PbtScheduler(space_of(), perturbation_interval=2, seed=0)
@@ -334,20 +325,16 @@ def test_pbt_populations_are_not_shrunk_by_a_time_budget(tmp_path, base):
     ("interval", "folds", "message"),
     [(2, [0, 1], "single split"), (1, [None], "at least 2")],
 )
-def test_pbt_settings_a_population_cannot_honour_are_refused(tmp_path, base, interval, folds, message):
+def test_pbt_settings_a_population_cannot_honour_are_refused(tmp_path, base, run, interval, folds, message):
     """Across folds every fold trains from scratch, so no copy could carry over; an exploit step every epoch
-    would rank members before the others reported."""
-    space = space_of()
+    would rank members before the others reported. Refused before any trial starts."""
     with pytest.raises(SpecError, match=message):
-        run_population_study(
-            lambda p: trial_spec(base[0], p),
-            base[1],
-            space,
-            metric="val_loss",
-            sampler=make_sampler("tpe", seed=3, space=space),
-            scheduler=PbtScheduler(space, perturbation_interval=interval),
-            storage=f"sqlite:///{tmp_path / 'refused.db'}",
-            population_size=4,
-            n_trials=4,
+        run(
+            tmp_path,
+            base,
+            PbtScheduler(space_of(), perturbation_interval=interval),
+            name="refused",
             folds=folds,
         )
+    queued = optuna.load_study(study_name="refused", storage=f"sqlite:///{tmp_path / 'refused.db'}").trials
+    assert [t.state for t in queued] == [TrialState.WAITING] * 4  # the enqueued trials: none started

@@ -11,7 +11,8 @@ study: Optuna's API and optuna-dashboard open it.
 The trade-off, honestly: a hard kill (kill -9, power loss) loses what happened since the last flush, at most
 ``flush_every`` trials or ``flush_interval_s`` seconds of work. A trial that runs longer than
 ``flush_interval_s`` is written while it runs (at its next report), so on resume it is found as RUNNING: it is
-marked FAIL with the reason ``interrupted`` and enqueued again with the same parameters. Write-behind assumes
+marked FAIL with the reason ``interrupted`` and enqueued again with the same parameters
+(:func:`~tunelab.storage.retry_interrupted`). Write-behind assumes
 one process per study (it owns the trial numbering); for several workers sharing a database, pass
 ``WriteBehind(url, enabled=False)`` or an Optuna storage object, which writes every change directly.
 """
@@ -20,10 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import distribution_to_json
@@ -31,23 +31,14 @@ from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tunelab.clock import Clock, system_clock
 from tunelab.errors import SpecError
-from tunelab.search.schedulers import Direction
+from tunelab.storage._trials import retry_interrupted
+from tunelab.storage._urls import connect_storage, hide_password, in_memory_copy
 
-__all__ = [
-    "StudyBackend",
-    "WriteBehind",
-    "connect_storage",
-    "connected_storage",
-    "hide_password",
-    "open_backend",
-    "opened_study",
-    "password_hidden",
-    "study_snapshot",
-]
+__all__ = ["StudyBackend", "WriteBehind", "open_backend"]
 
-HIDDEN_PASSWORD = "***"  # what SQLAlchemy's render_as_string(hide_password=True) writes instead
-INTERRUPTED = "interrupted: the trial was running when the previous run of this study stopped"
+Direction = Literal["minimize", "maximize"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +90,7 @@ class StudyBackend:
                 with contextlib.suppress(
                     Exception
                 ):  # the database failed: keep the live study, and its error
-                    self.study = _in_memory_copy(self.study)
+                    self.study = in_memory_copy(self.study)
         finally:
             if self._owned is not None:
                 self._owned.engine.dispose()
@@ -114,8 +105,10 @@ class _WriteBehindBackend(StudyBackend):
         study_name: str,
         directions: Sequence[Direction],
         sampler: optuna.samplers.BaseSampler,
+        clock: Clock = system_clock,
     ) -> None:
         self._config = config
+        self._clock = clock
         self._rdb = connect_storage(config.url)
         try:
             self._open(study_name, directions, sampler)
@@ -136,23 +129,19 @@ class _WriteBehindBackend(StudyBackend):
         )
         _check_directions(rdb_study, directions, study_name, hide_password(config.url))
         self._rdb_study_id = rdb_study._study_id
-        stale = [t for t in self._rdb.get_all_trials(self._rdb_study_id) if t.state == TrialState.RUNNING]
-        for trial in stale:
-            self._rdb.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-            self._rdb.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        # Write-behind owns the study (one process), so a trial still RUNNING was interrupted: retried.
+        retried = retry_interrupted(rdb_study)
         memory = optuna.create_study(
             storage=InMemoryStorage(), study_name=study_name, directions=list(directions), sampler=sampler
         )
         existing = self._rdb.get_all_trials(self._rdb_study_id)
-        memory.add_trials(existing)
+        memory.add_trials(existing)  # the retries too: WAITING, with their fixed parameters
         # add_trials keeps the order, so memory trial i is database trial number i.
         self._ids = {memory.trials[i]._trial_id: t._trial_id for i, t in enumerate(existing)}
-        for trial in stale:
-            memory.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        super().__init__(memory, retried=[t.number for t in stale])
-        self._dirty: set[int] = {t._trial_id for t in memory.trials if t.state == TrialState.WAITING}
+        super().__init__(memory, retried=retried)
+        self._dirty: set[int] = set()
         self._n_finished_pending = 0
-        self._last_flush = time.monotonic()
+        self._last_flush = self._clock.monotonic()
 
     def touch(self, number: int, *, finished: bool = False) -> None:
         self._dirty.add(
@@ -161,7 +150,7 @@ class _WriteBehindBackend(StudyBackend):
         self._n_finished_pending += finished
         if (
             self._n_finished_pending >= self._config.flush_every
-            or time.monotonic() - self._last_flush >= self._config.flush_interval_s
+            or self._clock.monotonic() - self._last_flush >= self._config.flush_interval_s
         ):
             self.flush()
 
@@ -187,7 +176,7 @@ class _WriteBehindBackend(StudyBackend):
             self._ids.update((t._trial_id, rdb_id) for t, rdb_id in zip(new, rdb_ids, strict=True))
         self._dirty.clear()
         self._n_finished_pending = 0
-        self._last_flush = time.monotonic()
+        self._last_flush = self._clock.monotonic()
 
     def _update(self, rdb_id: int, trial: FrozenTrial) -> None:
         """Bring a trial already in the database (written while it ran) up to date."""
@@ -276,114 +265,6 @@ def _insert_trials(rdb: RDBStorage, study_id: int, trials: Sequence[FrozenTrial]
     return ids
 
 
-def connect_storage(url: str) -> RDBStorage:
-    """Optuna's database storage at ``url`` (tables created if new).
-
-    A database that cannot be opened (server down, wrong host or port, refused login, no such database, no
-    right to create tables, an SQLite file in a missing folder) is the user's to fix, so it is a
-    :class:`SpecError` naming the URL, password hidden, and the driver's reason, instead of SQLAlchemy's
-    traceback.
-    """
-    from sqlalchemy.exc import ArgumentError, DBAPIError
-
-    try:
-        return RDBStorage(url)
-    except (ArgumentError, ImportError) as err:  # an unknown dialect (postgres://), a driver not installed
-        raise SpecError(
-            f"cannot open the study storage {_shown(url)}: {_sentence(str(err))} Check the URL's scheme "
-            "(dialect+driver, e.g. sqlite:///study.db or postgresql+psycopg://user:password@host/db) and "
-            "that its driver is installed (pip install 'tunelab[postgres]' for PostgreSQL)."
-        ) from None
-    except DBAPIError as err:
-        shown = _shown(url)
-        reason = _sentence(str(err.orig))  # the driver's message
-        raise SpecError(
-            f"cannot open the study storage {shown}: {reason} For a database server, check that it is "
-            "running and reachable at that host and port, and that the URL's user, password and database "
-            "exist (create the database first, e.g. `createdb NAME` for PostgreSQL); for SQLite, that the "
-            "file's folder exists and is writable."
-        ) from None
-
-
-def hide_password(url: str) -> str:
-    """``url`` with its password, if it has one, shown as ``***``: the form to print or write to a file.
-
-    A URL without a password comes back unchanged (character for character: SQLite paths are not re-quoted).
-    """
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
-
-
-def _shown(url: str) -> str:
-    """``url`` to print: password hidden, or only its scheme when SQLAlchemy cannot parse it."""
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return hide_password(url)
-    except ArgumentError:
-        return url.split("://", 1)[0] + "://..." if "://" in url else url
-
-
-def _sentence(message: str) -> str:
-    """``message`` on one line, ending in a full stop."""
-    message = " ".join(message.split())
-    return message if message.endswith((".", "?", "!")) else message + "."
-
-
-def password_hidden(url: str) -> bool:
-    """Whether ``url`` is one :func:`hide_password` wrote (its password is ``***``), so cannot log in."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).password == HIDDEN_PASSWORD
-    except ArgumentError:
-        return False
-
-
-@contextlib.contextmanager
-def connected_storage(url: str) -> Iterator[RDBStorage]:
-    """Optuna's storage at ``url`` (:func:`connect_storage`), its database connections closed on exit.
-
-    Optuna never closes the engine of a storage it builds from a URL, so each ``optuna.load_study(url)``
-    would leave a connection open (to a database server, until the garbage collector runs).
-    """
-    storage = connect_storage(url)
-    try:
-        yield storage
-    finally:
-        storage.engine.dispose()
-
-
-@contextlib.contextmanager
-def opened_study(url: str, name: str) -> Iterator[optuna.Study]:
-    """The study ``name`` at ``url``, to read and write inside the ``with`` block; closed on exit.
-
-    Raises ``KeyError`` when the storage holds no study of that name (as ``optuna.load_study`` does).
-    """
-    with connected_storage(url) as storage:
-        yield optuna.load_study(study_name=name, storage=storage)
-
-
-def study_snapshot(url: str, name: str) -> optuna.Study:
-    """A copy in memory of the study ``name`` at ``url`` as it is now, its database connection closed: for
-    reading a finished study (selection, summary, report) without holding a connection open.
-
-    Raises ``KeyError`` when the storage holds no study of that name.
-    """
-    with opened_study(url, name) as study:
-        return _in_memory_copy(study)
-
-
-def _in_memory_copy(study: optuna.Study) -> optuna.Study:
-    """``study`` (directions, attributes, trials with their numbers) copied to Optuna's in-memory storage."""
-    memory = InMemoryStorage()
-    optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=memory)
-    return optuna.load_study(study_name=study.study_name, storage=memory)
-
-
 def _check_directions(study: optuna.Study, directions: Sequence[Direction], name: str, where: str) -> None:
     wanted = [StudyDirection.MAXIMIZE if d == "maximize" else StudyDirection.MINIMIZE for d in directions]
     if list(study.directions) != wanted:
@@ -400,8 +281,10 @@ def open_backend(
     study_name: str,
     directions: Sequence[Direction],
     sampler: optuna.samplers.BaseSampler,
+    clock: Clock = system_clock,
 ) -> StudyBackend:
-    """Open (or create) the study ``study_name`` in ``storage``; see the module docstring for the choices."""
+    """Open (or create) the study ``study_name`` in ``storage``; see the module docstring for the choices.
+    ``clock`` times write-behind's ``flush_interval_s``."""
     if isinstance(storage, str):
         storage = WriteBehind(storage, enabled=storage.startswith("sqlite:///"))
     if isinstance(storage, WriteBehind):
@@ -411,7 +294,9 @@ def open_backend(
                 f"{storage.flush_interval_s}."
             )
         if storage.enabled:
-            return _WriteBehindBackend(storage, study_name=study_name, directions=directions, sampler=sampler)
+            return _WriteBehindBackend(
+                storage, study_name=study_name, directions=directions, sampler=sampler, clock=clock
+            )
         owned = connect_storage(storage.url)
         try:
             study = optuna.create_study(

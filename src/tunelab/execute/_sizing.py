@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tunelab.models import ModelSpec, build_model
-from tunelab.search.schedulers import AshaScheduler, BaseScheduler, HyperbandScheduler
+from tunelab.search import AshaScheduler, BaseScheduler, HyperbandScheduler
 
 __all__ = ["POPULATION_SHARE", "PopulationSizer", "expected_epochs", "forward_flops"]
 

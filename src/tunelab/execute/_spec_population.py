@@ -4,13 +4,15 @@ The bridge between the search's configurations (a ``ModelSpec`` and a ``TrainSpe
 :class:`~tunelab.fused.PopulationTrainer`. It builds each member's model with ``build_model`` seeded by
 ``train.seed``, as the sequential search does, maps every per-member field of the ``TrainSpec`` to a ``[K]``
 hyperparameter, and draws the single-model :class:`~tunelab.train.Trainer`'s own batches, so that a member
-trained here follows the trajectory of the same configuration trained alone (FUSED.md, correctness bar).
+trained here follows the trajectory of the same configuration trained alone (docs/FUSED.md, the correctness
+bar).
 
-What a member shares with the others (the population's *structure*): layer shapes, optimizer family, batch
-size, epochs, loss, training seed (hence batch order and initial weights), augmentation, device and CUDA
-graphs. What is its own: lr and its schedule (evaluated per member with :func:`~tunelab.train.lr_at`, plateau
-state included), weight decay (weights only, as :func:`~tunelab.train.penalized_parameters` decides),
-momentum, betas, eps, L1, label smoothing, gradient-clip norm, dropout rate, init scheme and early stopping.
+What is a member's own: the fields ``TrainSpec.PER_MEMBER_FIELDS`` and a model spec's ``PER_MEMBER_FIELDS``
+name (lr and its schedule, evaluated per member with :func:`~tunelab.train.lr_at`, plateau state included;
+weight decay on weights only, as :func:`~tunelab.train.penalized_parameters` decides; momentum, betas, eps,
+L1, label smoothing, gradient-clip norm, early stopping; dropout rate and init). Everything else is the
+population's *structure*, shared: layer shapes, optimizer family, batch size, epochs, loss, training seed
+(hence batch order and initial weights), augmentation, device, CUDA graphs.
 
 For population-based training, :meth:`exploit` copies one member over another and :meth:`set_member` gives a
 member new per-member values mid-training.
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,47 +31,30 @@ import torch
 from torch import Tensor
 
 from tunelab.errors import SpecError
-from tunelab.fused import (
-    PopAdagrad,
-    PopAdam,
-    PopAdamW,
-    PopRMSprop,
-    PopSGD,
-    Population,
-    PopulationOptimizer,
-    PopulationTrainer,
-    member_loss,
-)
+from tunelab.execute._pop_optimizer import make_population_optimizer, optimizer_hparams
+from tunelab.fused import Population, PopulationTrainer, member_loss
 from tunelab.models import CNNSpec, MLPSpec, ModelSpec, build_model
 from tunelab.train import (
-    Clock,
+    PER_STEP_SCHEDULES,
     EarlyStopping,
     PlateauState,
+    RunLength,
     TrainSpec,
     augment_images,
+    batch_bounds,
     compute_metrics,
     lr_at,
     resolve_device,
+    resolve_loss,
+    resolve_metrics,
     update_plateau,
 )
-from tunelab.train._losses import resolve_loss
-from tunelab.train._metrics import resolve_metrics
-from tunelab.train._schedules import PER_STEP_SCHEDULES
 
-__all__ = ["SHARED_TRAIN_FIELDS", "DecayGroups", "SpecPopulation", "fusible_loss_reason"]
+__all__ = ["SHARED_TRAIN_FIELDS", "SpecPopulation", "fusible_loss_reason"]
 
-# TrainSpec fields every member of a population must share; all others are per member.
-SHARED_TRAIN_FIELDS = (
-    "optimizer",
-    "batch_size",
-    "epochs",
-    "loss",
-    "seed",
-    "augment",
-    "metrics",
-    "device",
-    "amp",
-    "cuda_graphs",
+# TrainSpec fields every member of a population must share: all but the per-member ones.
+SHARED_TRAIN_FIELDS = tuple(
+    name for name in TrainSpec.model_fields if name not in TrainSpec.PER_MEMBER_FIELDS
 )
 # A rate only used to give a member the Dropout modules of the others; its real rate is set right after.
 _PLACEHOLDER_DROPOUT = 0.5
@@ -83,55 +69,6 @@ def fusible_loss_reason(task: str, loss: str) -> str | None:
     if resolved != supported:
         return f"loss '{resolved}' has no population form (fused populations train {supported} for {task})"
     return None
-
-
-class DecayGroups(PopulationOptimizer):
-    """Two population optimizers of one kind: per-member weights (``[K, ...]`` with at least two dims per
-    member) with weight decay, the other parameters (biases, normalization) without, as
-    :func:`tunelab.train.make_optimizer` groups them. Everything else is the base class's contract, with
-    ``weight_decay`` read and set on the weights' group."""
-
-    def __init__(self, decayed: PopulationOptimizer, others: PopulationOptimizer) -> None:
-        # The base constructor is not called: all state lives in the two inner optimizers.
-        self.decayed, self.others = decayed, others
-        self.params = [*decayed.params, *others.params]
-        self.n_members = decayed.n_members
-        self.implementation = decayed.implementation
-        self._sync()
-
-    def _sync(self) -> None:
-        self.hparams = self.decayed.hparams
-        self.step_count = self.decayed.step_count
-
-    def set_hparam(self, name: str, value: Any, *, members: Sequence[int] | Tensor | None = None) -> None:
-        self.decayed.set_hparam(name, value, members=members)
-        if name != "weight_decay":
-            self.others.set_hparam(name, value, members=members)
-
-    def zero_grad(self) -> None:
-        self.decayed.zero_grad()
-        self.others.zero_grad()
-
-    def step(self, *, alive: Tensor | None = None) -> None:
-        self.decayed.step(alive=alive)
-        self.others.step(alive=alive)
-
-    def graph_signature(self) -> Hashable:
-        return (self.decayed.graph_signature(), self.others.graph_signature())
-
-    def select_(self, index: Tensor) -> None:
-        self.decayed.select_(index)
-        self.others.select_(index)
-        self.n_members = self.decayed.n_members
-        self._sync()
-
-    def reset_(self, k: int) -> None:
-        self.decayed.reset_(k)
-        self.others.reset_(k)
-
-    def copy_member_(self, src: int, dst: int) -> None:
-        self.decayed.copy_member_(src, dst)
-        self.others.copy_member_(src, dst)
 
 
 class SpecPopulation:
@@ -208,7 +145,7 @@ class SpecPopulation:
         population.set_dropout_rate(torch.tensor([_dropout(spec) for spec in models], dtype=torch.float64))
         self.trainer = PopulationTrainer(
             population,
-            _make_optimizer(population, self.trains, grouped="train.weight_decay" in mutable),
+            make_population_optimizer(population, self.trains, grouped="train.weight_decay" in mutable),
             task="classification" if task == "classification" else "regression",
             label_smoothing=[t.label_smoothing for t in self.trains],
             l1=[t.l1 for t in self.trains],
@@ -221,7 +158,7 @@ class SpecPopulation:
         self.trackers = [_tracker(t) for t in self.trains]
         self.plateaus = [PlateauState() for _ in self.trains]
         self.epoch = 0
-        self._clock: Clock | None = None  # the last epoch's, for the rate set_member gives a member
+        self._length: RunLength | None = None  # the last epoch's, for the rate set_member gives a member
 
     @property
     def n_members(self) -> int:
@@ -242,30 +179,35 @@ class SpecPopulation:
         returns None (the members' weights are then mid-epoch: for a trial that is being stopped)."""
         first = self.trains[0]
         n_rows = len(x)
-        bounds = _batch_bounds(n_rows, n_rows if first.optimizer == "gd" else first.batch_size)
-        clock = Clock(len(bounds), first.epochs)
-        self._clock = clock
+        rows_per_step = first.rows_per_step(n_rows)
+        length = RunLength(len(batch_bounds(n_rows, rows_per_step)), first.epochs)
+        self._length = length
         self.epoch += 1
-        first_step = (self.epoch - 1) * clock.steps_per_epoch
-        per_step = any(t.schedule.name in PER_STEP_SCHEDULES for t in self.trains)
-        self._set_lr(first_step, clock)
-        order = torch.randperm(n_rows, generator=self.generator, device=self.device)
-        total = torch.zeros(self.n_members, dtype=torch.float64, device=self.device)
-        for i, (start, end) in enumerate(bounds):
-            if per_step and i > 0:
-                self._set_lr(first_step + i, clock)
-            rows = order[start:end]
-            inputs, targets = x[rows], y[rows]
-            if first.augment is not None:
-                inputs = augment_images(inputs, first.augment, generator=self.generator)
-            total += self.trainer.train_step(inputs, targets).to(torch.float64) * (end - start)
-            if interrupt is not None and interrupt():
-                return None
-        return (total / n_rows).tolist()
+        first_step = (self.epoch - 1) * length.steps_per_epoch
+        self._set_lr(first_step, length)
 
-    def _set_lr(self, step: int, clock: Clock) -> None:
+        def per_step_lr(i: int) -> None:  # the epoch's first rate is set above
+            if i > 0:
+                self._set_lr(first_step + i, length)
+
+        per_step = any(t.schedule.name in PER_STEP_SCHEDULES for t in self.trains)
+        augment = first.augment
+        losses = self.trainer.fit_epoch(
+            x,
+            y,
+            batch_size=rows_per_step,
+            generator=self.generator,
+            before_step=per_step_lr if per_step else None,
+            transform=None
+            if augment is None
+            else partial(augment_images, spec=augment, generator=self.generator),
+            interrupt=interrupt,
+        )
+        return None if losses is None else losses.tolist()
+
+    def _set_lr(self, step: int, length: RunLength) -> None:
         rates = [
-            lr_at(t.schedule, t.lr, step, clock, n_reductions=p.n_reductions)
+            lr_at(t.schedule, t.lr, step, length, n_reductions=p.n_reductions)
             for t, p in zip(self.trains, self.plateaus, strict=True)
         ]
         self.trainer.optimizer.set_hparam("lr", rates)
@@ -385,7 +327,7 @@ class SpecPopulation:
             {
                 "lr": self._scheduled_lr(train, self.plateaus[k]),
                 "weight_decay": train.weight_decay,
-                **_optimizer_hparams(train, train.optimizer),
+                **optimizer_hparams(train, train.optimizer),
                 "label_smoothing": train.label_smoothing,
                 "l1": train.l1,
                 "clip_norm": math.inf if train.grad_clip is None else train.grad_clip,
@@ -402,30 +344,20 @@ class SpecPopulation:
     def _scheduled_lr(self, train: TrainSpec, plateau: PlateauState) -> float:
         """The rate ``train``'s schedule gives at the population's next step (its base rate before any
         epoch); :meth:`train_epoch` sets it again before that step."""
-        if self._clock is None:
+        if self._length is None:
             return train.lr
-        step = self.epoch * self._clock.steps_per_epoch
-        return lr_at(train.schedule, train.lr, step, self._clock, n_reductions=plateau.n_reductions)
+        step = self.epoch * self._length.steps_per_epoch
+        return lr_at(train.schedule, train.lr, step, self._length, n_reductions=plateau.n_reductions)
 
 
 def _structure(model: ModelSpec) -> dict[str, Any]:
     """A model spec without its per-member fields (dropout, init): what members of a population share."""
-    return model.model_dump(exclude={"dropout", "init", "init_gain"})
+    return model.model_dump(exclude=set(model.PER_MEMBER_FIELDS))
 
 
 def _unshared_field(train: TrainSpec, reference: TrainSpec) -> str | None:
     """The first of :data:`SHARED_TRAIN_FIELDS` on which ``train`` differs from ``reference``, or None."""
     return next((n for n in SHARED_TRAIN_FIELDS if getattr(train, n) != getattr(reference, n)), None)
-
-
-def _batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
-    """The single trainer's batches: slices of the epoch's permutation, a lone last row joined to the one
-    before (BatchNorm needs two rows)."""
-    size = min(batch_size, n_rows)
-    bounds = [(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
-        bounds[-2:] = [(bounds[-2][0], n_rows)]
-    return bounds
 
 
 def _tracker(train: TrainSpec) -> EarlyStopping:
@@ -450,48 +382,3 @@ def _with_common_dropout(models: Sequence[ModelSpec], *, always: bool = False) -
         else spec
         for spec in models
     ]
-
-
-def _optimizer_hparams(train: TrainSpec, name: str) -> dict[str, float]:
-    """A member's hyperparameters of the population optimizer for ``name`` (other than lr and decay)."""
-    if name in ("gd", "sgd", "momentum", "nesterov"):
-        return {"momentum": train.momentum if name in ("momentum", "nesterov") else 0.0}
-    if name in ("adam", "adamw"):
-        return {"beta1": train.betas[0], "beta2": train.betas[1], "eps": train.eps}
-    return {"eps": train.eps}  # rmsprop, adagrad
-
-
-def _make_optimizer(
-    population: Population, trains: list[TrainSpec], *, grouped: bool = False
-) -> PopulationOptimizer:
-    """The population optimizer for ``trains[0].optimizer`` with every member's hyperparameters, grouped as
-    the single trainer's ``make_optimizer`` groups parameters (``grouped``: in decayed and other parameters
-    even when no member decays yet)."""
-    name = trains[0].optimizer
-    K = len(trains)
-    decay = [t.weight_decay for t in trains]
-    hparams: dict[str, Any] = {"lr": [t.lr for t in trains]}
-    per_member = [_optimizer_hparams(t, name) for t in trains]
-    for key in per_member[0]:
-        hparams[key] = [values[key] for values in per_member]
-    kind: type[PopulationOptimizer]
-    extra: dict[str, Any] = {}
-    if name in ("gd", "sgd", "momentum", "nesterov"):
-        kind = PopSGD
-        extra["nesterov"] = name == "nesterov"
-    elif name in ("adam", "adamw"):
-        kind = PopAdamW if name == "adamw" else PopAdam
-    elif name == "rmsprop":
-        kind = PopRMSprop
-    else:
-        kind = PopAdagrad
-    params = [p for p in population.parameters() if p.requires_grad]
-    if not any(decay) and not grouped:
-        return kind(params, n_members=K, weight_decay=0.0, **hparams, **extra)
-    # Per member a weight is [K, ...] with at least two dims of its own, as penalized_parameters decides.
-    weights = [p for p in params if p.dim() >= 3]
-    others = [p for p in params if p.dim() < 3]
-    decayed = kind(weights, n_members=K, weight_decay=decay, **hparams, **extra)
-    if not others:
-        return decayed
-    return DecayGroups(decayed, kind(others, n_members=K, weight_decay=0.0, **hparams, **extra))

@@ -1,7 +1,7 @@
 """Whether to train a search's trials as fused populations, and how many members: decided by measurement.
 
-FUSED.md measured on a 2-core CPU: fused MLPs pay (3.2x at 784-64-10, 1.5x at 784-256-10), fused CNNs and
-LSTMs do not (grouped convolutions ran at 0.37x). So ``fused: auto`` considers MLPs only, and fuses when a
+On a 2-core CPU fused MLPs pay (3.2x at 784-64-10, 1.5x at 784-256-10) and fused CNNs and LSTMs do not
+(grouped convolutions ran at 0.37x; docs/FUSED.md). So ``fused: auto`` considers MLPs only, and fuses when a
 short probe on the study's own data says a population trains more member-samples per second than the ordinary
 single-model trainer; K grows 1, 2, 4, 8, 16 while throughput still rises by at least 10%.
 """
@@ -17,13 +17,24 @@ import optuna
 import torch
 from torch import Tensor
 
+from tunelab.data import DataBundle
 from tunelab.errors import SpecError, TrainingError
+from tunelab.execute._evaluator import output_dim
+from tunelab.execute._sizing import forward_flops
+from tunelab.execute._spec_population import SpecPopulation, fusible_loss_reason
 from tunelab.models import ModelSpec, build_model
-from tunelab.search._sizing import forward_flops
-from tunelab.search._spec_population import SpecPopulation, fusible_loss_reason
+from tunelab.search import SearchSpace, SearchSpec
+from tunelab.spec import ExperimentSpec
 from tunelab.train import TrainSpec, make_loss, make_optimizer, resolve_device
 
-__all__ = ["FusionDecision", "choose_fusion", "fusion_blocker", "measure_throughput"]
+__all__ = [
+    "PBT_MIN_POPULATION",
+    "FusionDecision",
+    "choose_fusion",
+    "fusion_blocker",
+    "measure_throughput",
+    "pbt_fusion",
+]
 
 FusedMode = Literal["auto", "on", "off"]
 _SIZES = (1, 2, 4, 8, 16)
@@ -31,6 +42,9 @@ _MIN_GAIN = 1.10  # a bigger population must train at least 10% more member-samp
 _PROBE_SECONDS = 0.3  # per measurement, in _WINDOWS windows
 _WINDOWS = 3
 _PROBE_BATCHES = 16  # distinct minibatches the probe cycles through
+# PBT's population size when none is configured: the measured one, but no fewer members than this, since
+# members rank and copy one another (with 4 and quantile_fraction 0.25, the worst copies the best).
+PBT_MIN_POPULATION = 4
 
 
 @dataclass(frozen=True)
@@ -55,10 +69,10 @@ class FusionDecision:
 
 
 def choose_fusion(
-    search: Any,
-    bundle: Any,
+    search: SearchSpec,
+    bundle: DataBundle,
     *,
-    make_spec: Callable[[dict[str, Any]], Any],
+    make_spec: Callable[[dict[str, Any]], ExperimentSpec],
     seed: int = 0,
 ) -> FusionDecision:
     """Decide how a search (``search``: a ``SearchSpec``) trains its trials on ``bundle`` (a ``DataBundle``).
@@ -93,28 +107,27 @@ def choose_fusion(
         if bundle.task == "classification" or bundle.y_train.ndim == 2
         else bundle.y_train[:, None]
     )
-    n_targets = int(y.shape[1]) if y.ndim == 2 else 1
-    from tunelab.train import output_dim_for
-
-    output_dim = output_dim_for(bundle.task, bundle.n_classes, n_targets, spec.train.loss)
+    outputs = output_dim(bundle, spec.train)
     rates = measure_throughput(
         spec.model,
         spec.train,
         (bundle.X_train, y),
         input_shape=tuple(bundle.input_shape),
-        output_dim=output_dim,
+        output_dim=outputs,
         task=bundle.task,
     )
     decision = decide(mode, rates, population_size=None)
     probed = _describe(spec)
-    flops = forward_flops(spec.model, input_shape=tuple(bundle.input_shape), output_dim=output_dim)
+    flops = forward_flops(spec.model, input_shape=tuple(bundle.input_shape), output_dim=outputs)
     flop_rate = 3.0 * flops * rates.get(f"K={decision.population_size}", 0.0) or None
     return FusionDecision(
         decision.fused, decision.population_size, f"{decision.reason} ({probed})", rates, flop_rate
     )
 
 
-def _sample_spec(space: Any, make_spec: Callable[[dict[str, Any]], Any], *, seed: int) -> Any:
+def _sample_spec(
+    space: SearchSpace, make_spec: Callable[[dict[str, Any]], ExperimentSpec], *, seed: int
+) -> ExperimentSpec:
     """A configuration the sampler might propose, drawn at random from ``space`` (the probe's subject)."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     error: TrainingError | None = None
@@ -126,12 +139,56 @@ def _sample_spec(space: Any, make_spec: Callable[[dict[str, Any]], Any], *, seed
     raise SpecError(f"five configurations sampled from search.space were all rejected; the last: {error}")
 
 
-def _describe(spec: Any) -> str:
+def _describe(spec: ExperimentSpec) -> str:
     model = spec.model
     shape = f"hidden {list(model.hidden)}" if hasattr(model, "hidden") else model.type
     return (
         f"probed on a sampled {model.type} ({shape}), {spec.train.optimizer}, batch {spec.train.batch_size}"
     )
+
+
+def pbt_fusion(
+    search: SearchSpec,
+    bundle: DataBundle,
+    *,
+    make_spec: Callable[[dict[str, Any]], ExperimentSpec],
+    seed: int = 0,
+) -> FusionDecision:
+    """PBT's populations: fused whatever ``search.fused: auto`` would measure (PBT copies weights between
+    trials trained side by side), of ``search.population_size`` members, or else of the measured size but no
+    fewer than :data:`PBT_MIN_POPULATION`; never shrunk to fit a time budget (see
+    ``PopulationExecutor.pack_size``). A search that cannot run as populations at all (a custom model,
+    amp...) is a :class:`SpecError`."""
+    sampled = _sample_spec(search.search_space(), make_spec, seed=seed)
+    blocker = fusion_blocker(
+        mode="on",
+        model=sampled.model,
+        train=sampled.train,
+        task=bundle.task,
+        sampler=search.sampler,
+    )
+    if blocker is not None:
+        raise SpecError(
+            f"scheduler pbt trains its trials side by side as fused populations, but this search cannot run "
+            f"as populations: {blocker}. Choose another scheduler (asha, hyperband, median, none)."
+        )
+    forced = search.model_copy(update={"fused": "on"})
+    measured = choose_fusion(forced, bundle, make_spec=make_spec, seed=seed)
+    if search.population_size is not None:
+        size, how = search.population_size, "as search.population_size asks"
+    else:
+        size = max(PBT_MIN_POPULATION, measured.population_size)
+        how = f"the measured size but at least {PBT_MIN_POPULATION}; {measured.reason}"
+    why = (
+        "whatever search.fused 'auto' would decide"
+        if search.fused == "auto"
+        else f"search.fused '{search.fused}'"
+    )
+    reason = (
+        f"scheduler pbt trains its trials side by side, so the search runs as fused populations ({why}); "
+        f"each population is one PBT population of {size} members ({how})"
+    )
+    return FusionDecision(True, size, reason, measured.throughput, measured.flop_rate)
 
 
 def fusion_blocker(
@@ -141,8 +198,8 @@ def fusion_blocker(
     family = getattr(model, "type", "custom")
     if mode == "auto" and family != "mlp":
         return (
-            f"model type '{family}': on this CPU fused {family.upper()}s measured slower than sequential "
-            "(FUSED.md); auto fuses MLPs only"
+            f"model type '{family}': on a CPU fused {family.upper()}s measured slower than sequential; auto "
+            "fuses MLPs only"
         )
     if family == "custom":
         return "a custom model's structure is unknown to the population layers"
@@ -167,7 +224,7 @@ def measure_throughput(
     1, 2, 4... members (``K=<k>``) on minibatches of ``data``, growing K while it pays (see module docstring).
     """
     x, y = data
-    batch = min(train.batch_size, len(x)) if train.optimizer != "gd" else len(x)
+    batch = train.rows_per_step(len(x))
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(train.seed))
     starts = range(0, len(x) - batch + 1, batch)[:_PROBE_BATCHES]
     batches = [(x[order[s : s + batch]], y[order[s : s + batch]]) for s in starts] or [(x, y)]

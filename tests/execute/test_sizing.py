@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tunelab.execute import POPULATION_SHARE, PopulationSizer, expected_epochs, forward_flops
 from tunelab.models import CNNSpec, MLPSpec
 from tunelab.search import AshaScheduler, HyperbandScheduler, MedianStoppingScheduler, NoScheduler
-from tunelab.search._sizing import POPULATION_SHARE, PopulationSizer, expected_epochs, forward_flops
 
 
 def test_expected_epochs_follow_the_rungs():

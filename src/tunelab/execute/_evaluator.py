@@ -1,0 +1,105 @@
+"""One configuration on one fold: the fold's prepared data, the trainer, the score. And a trial's spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from tunelab.data import DataBundle, DataSpec, load_dataset, prepare_data
+from tunelab.errors import SpecError, TrainingError
+from tunelab.models import build_model
+from tunelab.search import merge_overrides
+from tunelab.spec import ExperimentSpec, parse_spec
+from tunelab.train import Callback, Trainer, TrainSpec, output_dim_for
+
+__all__ = ["Evaluator", "FoldData", "output_dim", "trial_spec"]
+
+
+class FoldData(Protocol):
+    """Where executors get their data: the prepared bundle of a fold (None: the holdout split)."""
+
+    def bundle(self, fold: int | None) -> DataBundle: ...
+
+
+def output_dim(bundle: DataBundle, train: TrainSpec) -> int:
+    """The model output size for ``bundle``'s task trained with ``train``'s loss."""
+    n_targets = int(bundle.y_train.shape[1]) if bundle.y_train.ndim == 2 else 1
+    return output_dim_for(bundle.task, bundle.n_classes, n_targets, train.loss)
+
+
+class Evaluator:
+    """Trains one configuration on one fold; reads the source once and keeps each fold's tensors."""
+
+    def __init__(self, spec: ExperimentSpec, data_spec: DataSpec, *, dataset: Any = None) -> None:
+        self.data_spec = data_spec
+        self.seed = spec.seed
+        self.dataset = dataset if dataset is not None else load_dataset(data_spec)
+        self._bundles: dict[int | None, DataBundle] = {}
+        self.task = self.bundle(None).task
+
+    def bundle(self, fold: int | None) -> DataBundle:
+        if fold not in self._bundles:
+            spec = self.data_spec
+            if fold is None and spec.split.method not in ("holdout", "timeseries"):
+                spec = spec.model_copy(update={"split": spec.split.model_copy(update={"method": "holdout"})})
+            self._bundles[fold] = prepare_data(spec, seed=self.seed, fold=fold, dataset=self.dataset)
+        return self._bundles[fold]
+
+    def trainer(self, spec: ExperimentSpec, bundle: DataBundle, **kwargs: Any) -> Trainer:
+        model = build_model(
+            spec.model,
+            input_shape=bundle.input_shape,
+            output_dim=output_dim(bundle, spec.train),
+            seed=spec.train.seed,
+        )
+        return Trainer(
+            model,
+            spec.train,
+            task=bundle.task,
+            n_classes=bundle.n_classes,
+            target_scale=bundle.target_scale,
+            **kwargs,
+        )
+
+    def score(
+        self,
+        spec: ExperimentSpec,
+        fold: int | None,
+        metric: str,
+        *,
+        callbacks: tuple[Callback, ...] = (),
+        run_dir: Path | None = None,
+        resume_from: Path | None = None,
+    ) -> tuple[float, int] | None:
+        """Train on the fold's training part; return the validation ``metric`` and the best epoch, or None
+        if a callback ended the training within an epoch (the time budget)."""
+        bundle = self.bundle(fold)
+        trainer = self.trainer(spec, bundle, callbacks=callbacks, run_dir=run_dir)
+        history = trainer.fit(
+            (bundle.X_train, bundle.y_train), (bundle.X_val, bundle.y_val), resume_from=resume_from
+        )
+        if history.interrupted_in is not None:
+            return None
+        values = trainer.evaluate(bundle.X_val, bundle.y_val)
+        key = metric.removeprefix("val_")
+        if key not in values:
+            raise SpecError(
+                f"search.metric '{metric}' is not computed for this task; available: "
+                f"{', '.join('val_' + k for k in values)}."
+            )
+        best_epoch = history.best_epoch or len(history.epochs)
+        return float(values[key]), int(best_epoch)
+
+
+def trial_spec(base: ExperimentSpec, overrides: dict[str, Any], *, seed: int | None = None) -> ExperimentSpec:
+    """The base spec with a trial's parameters merged in (helper parameters ``_name`` left out)."""
+    clean = {k: v for k, v in overrides.items() if not k.startswith("_")}
+    merged = merge_overrides(base.model_dump(mode="json"), clean)
+    merged.pop("search", None)
+    if seed is not None:
+        merged["train"]["seed"] = seed
+    try:
+        return parse_spec(merged, source="a sampled configuration")
+    except SpecError as err:
+        # A combination the space allows but the spec rejects: the trial fails, the study goes on.
+        raise TrainingError(str(err)) from None

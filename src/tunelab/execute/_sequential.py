@@ -1,0 +1,114 @@
+"""``SequentialExecutor``: one trial at a time through the single-model trainer, fold after fold."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import SpecError, TrainingError
+from tunelab.execute._evaluator import Evaluator, trial_spec
+from tunelab.search import BaseExecutor, Decision, Outcome, TrialHandle
+from tunelab.spec import ExperimentSpec
+from tunelab.storage import RunLayout
+from tunelab.train import Callback
+
+__all__ = ["SequentialExecutor"]
+
+
+class SequentialExecutor(BaseExecutor):
+    """Trains each trial alone with :class:`~tunelab.train.Trainer` on every fold in turn, reporting after
+    every epoch (at epochs offset by ``i * epochs`` on fold i), so the scheduler can stop it early fold by
+    fold; its value is the mean over the folds, with the user attributes ``fold_values`` and
+    ``best_epochs``.
+
+    Each trial saves a checkpoint every epoch under ``run_dir/trials/<number>/fold<k>/``; a trial retrying
+    one a kill interrupted (``handle.retry_of``) continues from that checkpoint. A trial's checkpoints are
+    removed when it completes.
+    """
+
+    checkpoints = True
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        evaluator: Evaluator,
+        *,
+        metric: str,
+        run_dir: str | Path,
+        folds: Sequence[int | None] = (None,),
+    ) -> None:
+        self.spec, self.evaluator, self.metric = spec, evaluator, metric
+        self.layout, self.folds = RunLayout(run_dir), list(folds)
+
+    def run_trial(self, handle: TrialHandle) -> Outcome:
+        try:
+            spec = trial_spec(self.spec, handle.params)
+        except TrainingError as err:
+            return Outcome.from_error(err)
+        values: list[float] = []
+        best_epochs: list[int] = []
+        for index, fold in enumerate(self.folds):
+            if index > 0 and handle.out_of_time():
+                return Outcome.pruned()
+            reporter = _Reporter(
+                handle,
+                self.metric,
+                offset=index * spec.train.epochs,
+                final_epoch=spec.train.epochs if index == len(self.folds) - 1 else None,
+            )
+            try:
+                scored = self.evaluator.score(
+                    spec,
+                    fold,
+                    self.metric,
+                    callbacks=(reporter,),
+                    run_dir=self.layout.trial_dir(handle.number, index),
+                    resume_from=self._checkpoint_to_resume(handle, index),
+                )
+            except TrainingError as err:
+                return Outcome.from_error(err)
+            if reporter.stopped or scored is None:
+                return Outcome.pruned()
+            value, best_epoch = scored
+            values.append(value)
+            best_epochs.append(best_epoch)
+        shutil.rmtree(self.layout.trial_dir(handle.number), ignore_errors=True)
+        return Outcome.complete(statistics.fmean(values), fold_values=values, best_epochs=best_epochs)
+
+    def _checkpoint_to_resume(self, handle: TrialHandle, fold_index: int) -> Path | None:
+        original = handle.retry_of
+        if original is None:
+            return None
+        path = self.layout.trial_dir(original, fold_index) / "checkpoint.pt"
+        return path if path.exists() else None
+
+
+class _Reporter(Callback):
+    """Reports the metric after each epoch to the trial and passes the scheduler's decision back; asks the
+    trial whether the study's time is spent between epochs and after every minibatch."""
+
+    def __init__(self, handle: TrialHandle, metric: str, offset: int, *, final_epoch: int | None) -> None:
+        self.handle, self.metric, self.offset = handle, metric, offset
+        # The trial's last epoch (its last fold's); None on other folds, whose last epoch is not the trial's.
+        self.final_epoch = final_epoch
+        self.stopped = False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool | None:
+        if self.metric not in logs:
+            raise SpecError(
+                f"search.metric '{self.metric}' is not in the training logs; available: "
+                f"{', '.join(k for k in logs if k.startswith('val_'))}."
+            )
+        decision = self.handle.report(self.offset + epoch, float(logs[self.metric]))
+        self.stopped = decision is Decision.STOP
+        if not self.stopped and epoch != self.final_epoch:
+            self.stopped = self.handle.out_of_time()
+        return self.stopped
+
+    def on_batch_end(self, epoch: int, step: int) -> bool | None:
+        # Within any epoch, the last one's included: the budget holds to a minibatch, not to an epoch.
+        self.stopped = self.handle.out_of_time(within_epoch=True)
+        return self.stopped

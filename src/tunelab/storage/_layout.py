@@ -1,0 +1,141 @@
+"""The run directory: the one place that names its files, and finds the study a run is stored in.
+
+A ``tunelab tune`` run directory holds ``spec.yaml`` (written first), the study (``study.db``, or a database
+named in ``storage.txt``), ``trials/<number>/fold<k>/`` checkpoints while trials run, and at the end
+``summary.json``, ``final_history.json``, ``test_predictions.csv``, ``best/`` (the exported model) and
+``report.html``. A ``tunelab train`` run directory holds ``spec.yaml``, ``history.csv`` / ``history.json``,
+checkpoints, ``model.pt``, ``curves.png``, ``metrics.json``, ``test_predictions.csv``, ``summary.json`` and
+``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import DataError
+from tunelab.storage._urls import hide_password, password_hidden
+
+__all__ = ["RunLayout"]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of the run directory ``root``."""
+
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def study_db(self) -> Path:
+        return self.root / "study.db"
+
+    @property
+    def storage_record(self) -> Path:
+        """The ``--storage`` URL the study was created with, password hidden (absent for ``study.db``)."""
+        return self.root / "storage.txt"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def trials(self) -> Path:
+        """Checkpoints of running trials: ``trials/<number>/fold<k>/``, removed as each trial ends."""
+        return self.root / "trials"
+
+    def trial_dir(self, number: int, fold_index: int | None = None) -> Path:
+        trial = self.trials / str(number)
+        return trial if fold_index is None else trial / f"fold{fold_index}"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def final_history(self) -> Path:
+        return self.root / "final_history.json"
+
+    @property
+    def history_json(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.root / "test_predictions.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    # -- where the study is stored --
+    @property
+    def local_storage_url(self) -> str:
+        """The URL of ``study.db`` here, the default storage of a run."""
+        return f"sqlite:///{self.study_db.resolve()}"
+
+    def has_study(self, storage: str | None = None) -> bool:
+        """Whether a study was started here: ``spec.yaml`` and its storage (``storage``, or ``study.db``)."""
+        return self.spec.exists() and (storage is not None or self.study_db.exists())
+
+    def record_storage(self, url: str) -> None:
+        self.storage_record.write_text(hide_password(url) + "\n", encoding="utf-8")
+
+    def recorded_storage(self) -> str | None:
+        """The ``--storage`` URL the study was created with (password hidden), from ``storage.txt``."""
+        try:
+            return self.storage_record.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def _summary_storage(self) -> str | None:
+        """The storage a finished run's ``summary.json`` names (runs from before ``storage.txt`` too)."""
+        try:
+            recorded = json.loads(self.summary.read_text(encoding="utf-8")).get("storage")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return recorded if isinstance(recorded, str) and recorded else None
+
+    def study_url(self, storage: str | None = None, *, command: str = "tunelab report") -> str | None:
+        """The URL of the run's study: ``storage`` when given; else ``study.db`` here (while the study runs,
+        too); else the URL the run recorded (``storage.txt``, or a finished run's ``summary.json``); None
+        when there is none.
+
+        A recorded URL whose password was hidden cannot log in: a :class:`~tunelab.errors.DataError` says to
+        give it again with ``{command} RUN_DIR --storage URL``.
+        """
+        if storage is not None:
+            return storage
+        if self.study_db.is_file():
+            return self.local_storage_url
+        recorded = self.recorded_storage() or self._summary_storage()
+        if recorded is not None and password_hidden(recorded):
+            raise DataError(
+                f"the study of '{self.root}' is stored in {recorded}, recorded with its password hidden "
+                "(tunelab keeps no passwords), so it cannot be opened from the run directory alone. Give the "
+                f"full URL, password included: `{command} {self.root} --storage URL`."
+            )
+        return recorded

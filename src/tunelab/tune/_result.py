@@ -1,0 +1,209 @@
+"""What a tuning run found, as typed records; ``summary.json`` is :meth:`TuneResult.to_dict`."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.search import StudySummary
+from tunelab.train import Trainer
+
+__all__ = ["Candidate", "Refit", "TrialCounts", "TuneProtocol", "TuneResult", "json_safe"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration re-evaluated after the search: its ``scores`` over fresh training seeds and folds,
+    their mean, standard deviation and 95% interval over ``n`` finite runs (``n`` 0: not re-evaluated, the
+    budget was spent). Under PBT ``params`` are the values the trial ended with; ``initial_params``, the
+    number of exploits and where the values came from are kept too."""
+
+    trial: int
+    params: dict[str, Any]
+    search_value: float | None
+    scores: list[float] = field(default_factory=list)
+    best_epochs: list[int] = field(default_factory=list)
+    n: int = 0
+    mean: float = math.nan
+    std: float = math.nan
+    ci95: tuple[float, float] = (math.nan, math.nan)
+    initial_params: dict[str, Any] | None = None
+    pbt_exploits: int | None = None
+    params_from: str | None = None
+
+    @property
+    def value(self) -> float | None:
+        """The candidate's estimate: the re-evaluation's mean, or the search's own value without one."""
+        return self.mean if self.n else self.search_value
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "trial": self.trial,
+            "params": self.params,
+            "search_value": self.search_value,
+            "scores": list(self.scores),
+            "best_epochs": list(self.best_epochs),
+        }
+        if self.initial_params is not None:
+            record.update(
+                initial_params=self.initial_params,
+                pbt_exploits=self.pbt_exploits,
+                params_from=self.params_from,
+            )
+        record.update(n=self.n, mean=self.mean, std=self.std, ci95=list(self.ci95))
+        return record
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The delivered model: retrained on train + validation for ``epochs`` (``on_train_and_validation``), or
+    the winner as trained on the training part; its ``test_metrics``, evaluated once."""
+
+    epochs: int
+    test_metrics: dict[str, float]
+    on_train_and_validation: bool = True
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    complete: int
+    pruned: int
+    failed: int
+
+    @property
+    def total(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    def to_dict(self) -> dict[str, int]:
+        return {"complete": self.complete, "pruned": self.pruned, "failed": self.failed, "total": self.total}
+
+
+@dataclass(frozen=True)
+class TuneProtocol:
+    """How the run chose its model, in words (each field a sentence of ``summary.json``'s protocol)."""
+
+    validation: str
+    sampler: str
+    scheduler: str
+    reevaluation: str
+    refit: str
+    test: str
+    workers: int = 1
+    fusion: dict[str, Any] = field(default_factory=dict)
+    pbt: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "validation": self.validation,
+            "sampler": self.sampler,
+            "scheduler": self.scheduler,
+            "reevaluation": self.reevaluation,
+            "refit": self.refit,
+            "test": self.test,
+        }
+        if self.pbt is not None:
+            record["pbt"] = self.pbt
+        record.update(workers=self.workers, fusion=self.fusion)
+        return record
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``tune_experiment`` found and delivered; ``summary.json`` in the run directory is
+    :meth:`to_dict`. ``trainer`` holds the delivered model (``trainer.model``), ``study`` the search's
+    own summary."""
+
+    run_dir: Path
+    name: str
+    task: str
+    metric: str
+    direction: str
+    candidates: list[Candidate]
+    refit: Refit
+    trials: TrialCounts
+    epochs_trained_in_search: int
+    stop_reason: str
+    elapsed_seconds: float
+    protocol: TuneProtocol
+    storage: str
+    study: StudySummary
+    importance: dict[str, float] = field(default_factory=dict)
+    trainer: Trainer | None = field(default=None, repr=False, compare=False)
+    export: str = "best/"
+
+    @property
+    def winner(self) -> Candidate:
+        return self.candidates[0]
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return self.winner.params
+
+    @property
+    def best_value(self) -> float | None:
+        return self.winner.value
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return self.refit.test_metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``summary.json`` (non-finite numbers are written as null)."""
+        winner = self.winner
+        summary: dict[str, Any] = {
+            "name": self.name,
+            "task": self.task,
+            "metric": self.metric,
+            "direction": self.direction,
+            "best_params": winner.params,
+            "best_value": self.best_value,
+            "best_trial": winner.trial,
+            "test_metrics": self.test_metrics,
+            "trials": self.trials.to_dict(),
+            "epochs_trained_in_search": self.epochs_trained_in_search,
+            "stop_reason": self.stop_reason,
+            "elapsed_seconds": round(self.elapsed_seconds, 2),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "importance": self.importance,
+            "protocol": self.protocol.to_dict(),
+            "storage": self.storage,
+            "export": self.export,
+        }
+        if winner.initial_params is not None:
+            summary["best_params_are"] = (
+                f"the values trial {winner.trial} ended with under PBT, from {winner.params_from}; it "
+                "started from best_initial_params"
+            )
+            summary["best_initial_params"] = winner.initial_params
+        return summary
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """:meth:`to_dict`: what ``summary.json`` holds, as a dict."""
+        return self.to_dict()
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Deprecated: ``result.trainer``. Goes in the next release."""
+        warnings.warn(
+            'TuneResult.extra is deprecated: use result.trainer instead of result.extra["trainer"]',
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return {"trainer": self.trainer}
+
+
+def json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats become null; tuples lists; other objects their string form."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
