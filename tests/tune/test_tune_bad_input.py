@@ -166,3 +166,11 @@ def test_zero_config_wrong_target_lists_columns(tmp_path):
     assert code == 2
     assert "lable" in out
     assert "label" in out
+
+
+def test_zero_config_invalid_task_is_a_message():
+    """A value pydantic rejects (its ValidationError, not a TunelabError) is a message and exit code 2 too."""
+    code, out = run_cli("tune", "--data", "iris", "--task", "nonsense")
+    assert code == 2
+    assert "task: Input should be" in out
+    assert "(got 'nonsense')" in out

@@ -1,119 +1,25 @@
-"""The `tunelab` command line. Thin: it parses, calls the Python API, and formats what comes back.
-
-Every error a user can cause is a :class:`~tunelab.errors.TunelabError`; it is printed as a message (no
-traceback) and the process exits with code 2, the conventional code for bad usage.
-"""
+"""`tunelab tune` and `tunelab demo`: a study, honest selection, the refit winner, and their summary."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from tunelab.errors import TunelabError
-
-app = typer.Typer(
-    name="tunelab",
-    help="Train, tune, validate and export deep-learning models, faster.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err_console = Console(stderr=True)
-out_console = Console()
-
-EXIT_USER_ERROR = 2
+from tunelab.cli._app import before_torch, err_console, fmt, out_console, user_errors
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a user's error into a clear message and exit code 2; never a traceback."""
-    try:
-        yield
-    except TunelabError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    except ValidationError as err:
-        from tunelab.spec import format_validation_error
-
-        err_console.print(
-            f"[bold red]error:[/] {format_validation_error(err, source='the input')}", highlight=False
-        )
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted; files written so far are kept.")
-        raise typer.Exit(130) from None
-
-
-@app.command()
-def train(
-    spec_path: Annotated[
-        Path, typer.Argument(metavar="SPEC", help="YAML experiment spec (data, model, train).")
-    ],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory. Default: runs/<spec name>.")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.", min=1)] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Override the seed (data split, init and training).")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="Override train.device: auto, cpu, cuda or mps.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
-    json_lines: Annotated[
-        bool, typer.Option("--json", help="Print JSON lines (one per epoch, then the summary).")
-    ] = False,
-    tensorboard: Annotated[
-        Path | None,
-        typer.Option(help="Also log every epoch to TensorBoard event files here (extra 'tensorboard')."),
-    ] = None,
-) -> None:
-    """Train one configuration; write its run directory (spec, history, checkpoints, curves, metrics)."""
-    with user_errors():
-        from tunelab.spec import load_spec, parse_spec
-
-        spec = load_spec(spec_path)
-        overrides: dict[str, Any] = {}
-        if epochs is not None:
-            overrides.setdefault("train", {})["epochs"] = epochs
-        if device is not None:
-            overrides.setdefault("train", {})["device"] = device
-        if seed is not None:
-            overrides["seed"] = seed
-            overrides.setdefault("train", {})["seed"] = seed
-        if overrides:
-            merged = spec.model_dump(mode="json")
-            for section, values in overrides.items():
-                if isinstance(values, dict):
-                    merged[section].update(values)
-                else:
-                    merged[section] = values
-            spec = parse_spec(merged, source="the spec with command-line overrides")
-        _run_train(
-            spec,
-            out or Path("runs") / spec.name,
-            overwrite=overwrite,
-            quiet=quiet,
-            json_lines=json_lines,
-            tensorboard=tensorboard,
-        )
-
-
-@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),
     budget: Annotated[str, typer.Option(help="Wall-time budget of the study.")] = "90s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
 ) -> None:
     """The main job on embedded defaults: a short study of MLPs on scikit-learn's digits, stored in SQLite."""
+    before_torch()
     with user_errors():
         import optuna
 
@@ -142,34 +48,6 @@ def demo(
         _print_tune_summary(result.summary, out)
 
 
-@app.command()
-def dashboard(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `tunelab tune` (its study.db).")],
-    port: Annotated[int, typer.Option(help="Port to serve on, on 127.0.0.1.", min=1, max=65535)] = 8080,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            help="The study's full URL when it is not RUN_DIR/study.db (e.g. PostgreSQL, password included)."
-        ),
-    ] = None,
-) -> None:
-    """Open optuna-dashboard on RUN_DIR's study at http://127.0.0.1:PORT/ (this machine only)."""
-    with user_errors():
-        from tunelab.report import serve_dashboard
-
-        def ready(url: str) -> None:
-            err_console.print(
-                f"optuna-dashboard on {url} (this machine only; it has no login). Ctrl-C to stop.",
-                highlight=False,
-            )
-
-        try:
-            serve_dashboard(run_dir, port=port, on_ready=ready, storage=storage)
-        except KeyboardInterrupt:
-            err_console.print("dashboard stopped.")
-
-
-@app.command()
 def tune(
     spec_path: Annotated[
         Path | None, typer.Argument(metavar="[SPEC]", help="YAML spec with a search section (or use --data).")
@@ -209,6 +87,7 @@ def tune(
     ] = None,
 ) -> None:
     """Search hyperparameters, select honestly, refit the winner, test it once, export it, write a report."""
+    before_torch()
     with user_errors():
         if tensorboard is not None:
             from tunelab.report import require_tensorboard
@@ -259,26 +138,6 @@ def tune(
 
 def _budget_s(search: Any) -> float | None:
     return None if search is None else search.budget_seconds
-
-
-@app.command()
-def report(
-    run_dir: Annotated[
-        Path, typer.Argument(help="A run directory made by `tunelab tune` or `tunelab train`.")
-    ],
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            help="SQLAlchemy URL of the study, password included, for a run tuned with --storage "
-            "(summary.json keeps it without the password)."
-        ),
-    ] = None,
-) -> None:
-    """(Re)generate RUN_DIR/report.html: a self-contained page with every plot, readable offline."""
-    with user_errors():
-        from tunelab.report import build_report
-
-        err_console.print(f"wrote {build_report(run_dir, storage=storage)}", highlight=False)
 
 
 def _tune_spec(
@@ -340,51 +199,6 @@ def _no_study(out: Path) -> Any:
     )
 
 
-@app.command()
-def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A tuned run directory (or its best/ export).")],
-    data_path: Annotated[Path, typer.Argument(metavar="DATA", help="New rows: a CSV or Parquet file.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the predictions (CSV).")] = Path(
-        "predictions.csv"
-    ),
-) -> None:
-    """Apply the exported best model, with its preprocessing, to new rows."""
-    with user_errors():
-        from tunelab.export import find_export, load
-
-        frame = _read_rows(data_path)
-        exported = load(find_export(run_dir))
-        predictions = exported.predict_frame(frame)
-        try:
-            predictions.to_csv(out, index=False)
-        except OSError as err:
-            from tunelab.errors import SpecError
-
-            raise SpecError(f"cannot write predictions to '{out}': {err}. Choose a writable --out.") from None
-        err_console.print(f"wrote {len(predictions):,} predictions to {out}", highlight=False)
-
-
-def _read_rows(path: Path) -> Any:
-    """New rows to predict: a CSV or Parquet table."""
-    import pandas as pd
-
-    from tunelab.errors import DataError
-
-    if not path.is_file():
-        raise DataError(
-            f"data file '{path}' does not exist. Give the path of a CSV or Parquet file of new rows."
-        )
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise DataError(
-            f"cannot read '{path}' as a {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'} "
-            f"table: {err}. Expected a table with the same feature columns the model was trained on."
-        ) from None
-
-
 def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
     trials = summary["trials"]
     out_console.print(
@@ -399,9 +213,9 @@ def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
         low, high = cand["ci95"]
         table.add_row(
             str(cand["trial"]),
-            _fmt(cand["search_value"]),
-            f"{_fmt(cand['mean'])} ± {_fmt(cand['std'])}",
-            f"[{_fmt(low)}, {_fmt(high)}]",
+            fmt(cand["search_value"]),
+            f"{fmt(cand['mean'])} ± {fmt(cand['std'])}",
+            f"[{fmt(low)}, {fmt(high)}]",
             str(cand["n"]),
         )
     out_console.print(table)
@@ -441,56 +255,3 @@ DEMO_SPEC: dict[str, Any] = {
         "n_seeds": 2,
     },
 }
-
-
-def _run_train(
-    spec: Any, out: Path, *, overwrite: bool, quiet: bool, json_lines: bool, tensorboard: Path | None = None
-) -> None:
-    from tunelab.report import EpochPrinter, TensorBoardLogger
-    from tunelab.run import train_experiment
-
-    callbacks: list[Any] = [] if quiet else [EpochPrinter(n_epochs=spec.train.epochs, json_lines=json_lines)]
-    if tensorboard is not None:
-        callbacks.append(TensorBoardLogger(tensorboard))  # a missing extra fails here, before training
-    result = train_experiment(spec, out_dir=out, callbacks=callbacks, overwrite=overwrite)
-    if json_lines:
-        sys.stdout.write(json.dumps({"event": "summary", **result.summary}) + "\n")
-        return
-    _print_summary(result.summary, out)
-
-
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    table = Table(title=f"{summary['name']} — {summary['task']}", show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("validation", justify="right")
-    table.add_column("test", justify="right")
-    for key in summary["val_metrics"]:
-        val = summary["val_metrics"].get(key)
-        test = summary["test_metrics"].get(key)
-        table.add_row(key, _fmt(val), _fmt(test))
-    out_console.print(table)
-    training = summary["training"]
-    out_console.print(
-        f"epochs run: {training['epochs_run']} (best {training['best_epoch']}"
-        f"{', stopped early' if training['stopped_early'] else ''}); "
-        f"parameters: {summary['model']['n_parameters']:,}; time: {summary['elapsed_seconds']:.1f}s; "
-        f"device: {training['device']}",
-        highlight=False,
-    )
-    out_console.print(f"run directory: {out}", highlight=False)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "-"
-
-
-def main() -> None:
-    """Console-script entry point."""
-    from tunelab.train import flush_denormals
-
-    flush_denormals()  # before any torch work, so that torch's worker threads inherit it
-    app()
-
-
-if __name__ == "__main__":
-    main()
