@@ -42,6 +42,7 @@ lint: dev
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: dev system-deps lint
 	$(BIN)/pytest
