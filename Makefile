@@ -39,8 +39,8 @@ system-deps:
 	else echo "note: run 'sudo apt-get install -y $(SYSTEM_PACKAGES)' to enable every test"; fi
 
 lint: dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples tools
+	$(BIN)/ruff format --check src tests bench examples tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -55,4 +55,4 @@ bench: venv
 	$(BIN)/python bench/fused.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
