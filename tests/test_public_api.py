@@ -13,6 +13,7 @@ PACKAGES = [
     "tunelab.errors",
     "tunelab.execute",
     "tunelab.export",
+    "tunelab.layout",
     "tunelab.fused",
     "tunelab.models",
     "tunelab.report",

@@ -25,6 +25,7 @@ import torch
 
 from tunelab.data import DataBundle, prepare_data
 from tunelab.errors import SpecError
+from tunelab.layout import RunLayout
 from tunelab.models import build_model, count_parameters
 from tunelab.report import plot_training_curves
 from tunelab.spec import ExperimentSpec
@@ -57,7 +58,7 @@ def train_experiment(
     started = time.perf_counter()
     run_dir = _prepare_run_dir(out_dir, overwrite=overwrite) if out_dir is not None else None
     if run_dir is not None:
-        (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+        RunLayout(run_dir).spec.write_text(spec.to_yaml(), encoding="utf-8")
 
     bundle = prepare_data(spec.data, seed=spec.seed)
     n_targets = int(bundle.y_train.shape[1]) if bundle.y_train.ndim == 2 else 1
@@ -119,7 +120,7 @@ def _prepare_run_dir(out_dir: str | Path, *, overwrite: bool) -> Path:
     run_dir = Path(out_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise SpecError(f"--out '{run_dir}' is a file; expected a directory for the run's outputs.")
-    if run_dir.exists() and (run_dir / "summary.json").exists() and not overwrite:
+    if run_dir.exists() and RunLayout(run_dir).summary.exists() and not overwrite:
         raise SpecError(
             f"run directory '{run_dir}' already holds a finished run (summary.json). Nothing was changed. "
             "Choose another --out, or pass --overwrite to replace it."
@@ -140,16 +141,15 @@ def _write_run(
     test_metrics: dict[str, float],
     summary: dict[str, Any],
 ) -> None:
-    history.to_frame().to_csv(run_dir / "history.csv", index=False)
-    (run_dir / "history.json").write_text(json.dumps(history.to_dict(), indent=2), encoding="utf-8")
-    torch.save(model.state_dict(), run_dir / "model.pt")
-    plot_training_curves(
-        history.epochs, run_dir / "curves.png", title=spec.name, best_epoch=history.best_epoch
-    )
+    layout = RunLayout(run_dir)
+    history.to_frame().to_csv(layout.history_csv, index=False)
+    layout.history_json.write_text(json.dumps(history.to_dict(), indent=2), encoding="utf-8")
+    torch.save(model.state_dict(), layout.model)
+    plot_training_curves(history.epochs, layout.curves, title=spec.name, best_epoch=history.best_epoch)
     metrics = {"val": val_metrics, "test": test_metrics}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    layout.metrics.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     # summary.json last: its presence marks a finished run.
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    layout.summary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 def write_test_predictions(path: Path, trainer: Trainer, bundle: DataBundle) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from tunelab.cli._app import before_torch, err_console, fmt, out_console, user_errors
+from tunelab.layout import RunLayout
 
 
 def demo(
@@ -35,7 +36,7 @@ def demo(
                 "(1,797 8x8 images, 10 classes), TPE + ASHA, stored in SQLite; then the best configuration "
                 "is re-evaluated with fresh seeds, refit, tested once and exported."
             )
-        if out.exists() and (out / "spec.yaml").exists():
+        if out.exists() and RunLayout(out).spec.exists():
             import shutil
 
             shutil.rmtree(out)  # the demo always starts fresh
@@ -159,7 +160,8 @@ def _tune_spec(
             raise SpecError("--resume needs --out DIR: the run directory of the study to continue.")
         if spec_path is not None or data is not None:
             raise SpecError("--resume continues the study saved in --out; leave out SPEC and --data.")
-        return load_spec(out / "spec.yaml") if (out / "spec.yaml").exists() else _no_study(out)
+        spec_file = RunLayout(out).spec
+        return load_spec(spec_file) if spec_file.exists() else _no_study(out)
     if spec_path is not None and data is not None:
         raise SpecError(
             "give either SPEC or --data, not both (the spec's data section says where the data is)."

@@ -10,9 +10,9 @@ from typing import Any
 
 from tunelab.errors import SpecError, TrainingError
 from tunelab.execute._evaluator import Evaluator, trial_spec
+from tunelab.layout import RunLayout
 from tunelab.search import BaseExecutor, Decision, Outcome, TrialHandle
 from tunelab.spec import ExperimentSpec
-from tunelab.storage import RunLayout
 from tunelab.train import Callback
 
 __all__ = ["SequentialExecutor"]
@@ -82,7 +82,7 @@ class SequentialExecutor(BaseExecutor):
         original = handle.retry_of
         if original is None:
             return None
-        path = self.layout.trial_dir(original, fold_index) / "checkpoint.pt"
+        path = RunLayout(self.layout.trial_dir(original, fold_index)).checkpoint
         return path if path.exists() else None
 
 

@@ -12,8 +12,9 @@ import torch
 from tunelab.errors import TrainingError
 from tunelab.execute._evaluator import Evaluator
 from tunelab.execute._search import SearchPlan, SearchResult, run_search
+from tunelab.layout import RunLayout
 from tunelab.search import Events, StudyEvents
-from tunelab.storage import RunLayout, StudyCounts, connected_storage, study_snapshot
+from tunelab.storage import StudyCounts, connected_storage, study_snapshot
 from tunelab.train import flush_denormals
 
 __all__ = ["search_in_workers"]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tunelab.errors import DataError
+from tunelab.layout import RunLayout
 
 __all__ = [
     "FORMAT",
@@ -31,10 +32,6 @@ ONNX = "model.onnx"
 PREPROCESSOR = "preprocessor.json"
 PREPROCESSOR_ARRAYS = "preprocessor.npz"
 
-# The convention of `tunelab tune`: the chosen model is exported to RUN_DIR/best/.
-BEST = "best"
-# Files that mark a run directory written by tunelab (train or tune), for a helpful error message.
-_RUN_MARKERS = ("summary.json", "spec.yaml", "history.csv")
 
 LAYOUT = (
     f"A tunelab export is a directory with {METADATA} (written last: its presence marks a complete export), "
@@ -72,7 +69,8 @@ def find_export(run_dir: str | Path) -> Path:
             else ""
         )
         raise DataError(f"'{directory}' is a file, not a directory.{hint} {LAYOUT}")
-    for candidate in (directory, directory / BEST):
+    run = RunLayout(directory)
+    for candidate in (directory, run.export):
         if is_export(candidate):
             return candidate
     if (directory / METADATA).exists():
@@ -89,13 +87,14 @@ def find_export(run_dir: str | Path) -> Path:
             "which is written last, so the export was interrupted or files were removed. Export the model "
             f"again. {LAYOUT}"
         )
-    if any((directory / marker).exists() for marker in _RUN_MARKERS):
+    best = run.export.name
+    if run.is_run():
         raise DataError(
             f"'{directory}' is a tunelab run but holds no exported model: neither it nor "
-            f"'{directory / BEST}' has {METADATA}. Export one with tunelab.export.export_model, or run "
-            f"`tunelab tune`, which exports its best model to RUN_DIR/{BEST}/. {LAYOUT}"
+            f"'{run.export}' has {METADATA}. Export one with tunelab.export.export_model, or run "
+            f"`tunelab tune`, which exports its best model to RUN_DIR/{best}/. {LAYOUT}"
         )
     raise DataError(
-        f"'{directory}' is neither a tunelab run nor an export: it has no {METADATA} and no {BEST}/ "
+        f"'{directory}' is neither a tunelab run nor an export: it has no {METADATA} and no {best}/ "
         f"subdirectory. {LAYOUT}"
     )

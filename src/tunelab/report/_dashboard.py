@@ -18,7 +18,8 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from tunelab.errors import DataError, MissingExtraError, SpecError
-from tunelab.storage import RunLayout, connect_storage
+from tunelab.layout import RunLayout
+from tunelab.storage import connect_storage, run_study_url
 
 __all__ = ["LOOPBACK_HOSTS", "make_dashboard_server", "serve_dashboard", "study_storage_url"]
 
@@ -34,7 +35,7 @@ def study_storage_url(run_dir: str | Path, *, storage: str | None = None) -> str
         raise DataError(
             f"'{run_dir}' is not a directory. Expected the run directory of `tunelab tune` (its --out)."
         )
-    url = RunLayout(run_dir).study_url(storage, command="tunelab dashboard")
+    url = run_study_url(RunLayout(run_dir), storage, command="tunelab dashboard")
     if url is None:
         raise DataError(
             f"'{run_dir}' holds no study (no study.db, and no storage recorded). Expected the run directory "

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunelab.layout import RunLayout
 from tunelab.report import _model_figures as model_figs
 from tunelab.report import _search_figures as search_figs
 from tunelab.report._rundata import RunData, load_run, load_study
@@ -81,7 +82,7 @@ def build_report(run_dir: str | Path, *, path: str | Path | None = None, storage
         )
     )
     sections = [s for s in drafts if s is not None]
-    out = Path(path) if path is not None else run.run_dir / "report.html"
+    out = Path(path) if path is not None else RunLayout(run.run_dir).report
     out.write_text(_page(run, sections), encoding="utf-8")
     return out
 

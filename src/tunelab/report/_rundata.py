@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tunelab.errors import DataError
-from tunelab.storage import RunLayout
+from tunelab.layout import RunLayout
 
 if TYPE_CHECKING:
     import optuna
@@ -42,7 +42,8 @@ def load_run(run_dir: str | Path) -> RunData:
     Raises :class:`DataError` when the directory holds no finished run (no ``summary.json``).
     """
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
+    layout = RunLayout(run_dir)
+    summary_path = layout.summary
     if not summary_path.is_file():
         what = "does not exist" if not run_dir.exists() else "holds no summary.json"
         raise DataError(
@@ -52,9 +53,9 @@ def load_run(run_dir: str | Path) -> RunData:
         )
     summary = _read_json(summary_path)
     kind: Literal["tune", "train"] = "tune" if "protocol" in summary else "train"
-    history_file = "final_history.json" if kind == "tune" else "history.json"
-    history = _read_json(run_dir / history_file) if (run_dir / history_file).is_file() else {}
-    metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    history_file = layout.final_history if kind == "tune" else layout.history_json
+    history = _read_json(history_file) if history_file.is_file() else {}
+    metrics = _read_json(layout.metrics) if layout.metrics.is_file() else {}
     if not metrics and "test_metrics" in summary:
         metrics = {"test": summary["test_metrics"]}
     return RunData(
@@ -63,9 +64,9 @@ def load_run(run_dir: str | Path) -> RunData:
         summary=summary,
         epochs=list(history.get("epochs", [])),
         best_epoch=history.get("best_epoch"),
-        predictions=_read_predictions(run_dir / "test_predictions.csv"),
+        predictions=_read_predictions(layout.test_predictions),
         class_names=_class_names(run_dir, summary),
-        spec=_read_spec(run_dir / "spec.yaml"),
+        spec=_read_spec(layout.spec),
         metrics=metrics,
     )
 
@@ -79,12 +80,12 @@ def load_study(run: RunData, *, storage: str | None = None) -> optuna.Study | No
     ``storage``: without it this raises :class:`DataError` saying so.
     """
     from tunelab.errors import TunelabError
-    from tunelab.storage import hide_password, study_snapshot
+    from tunelab.storage import hide_password, run_study_url, study_snapshot
 
     if run.kind != "tune":
         return None
     name = run.summary.get("name")
-    url = RunLayout(run.run_dir).study_url(storage, command="tunelab report")
+    url = run_study_url(RunLayout(run.run_dir), storage, command="tunelab report")
     if not url or not name:
         return None
     try:
@@ -138,7 +139,7 @@ def _read_predictions(path: Path) -> pd.DataFrame | None:
 
 def _class_names(run_dir: Path, summary: dict[str, Any]) -> list[str] | None:
     names = (summary.get("data") or {}).get("class_names")
-    metadata = run_dir / "best" / "metadata.json"
+    metadata = RunLayout(run_dir).export / "metadata.json"
     if names is None and metadata.is_file():
         names = _read_json(metadata).get("class_names")
     return [str(n) for n in names] if names else None

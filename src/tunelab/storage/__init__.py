@@ -4,14 +4,15 @@
   memory with write-behind to SQLite (:class:`WriteBehind`);
 - URLs: :func:`connect_storage` (a clear error for a database that cannot be opened), :func:`hide_password`,
   :func:`study_snapshot` (a finished study copied to memory, no connection held);
-- :class:`RunLayout`: the files of a run directory, and the study a run is stored in;
+- :func:`run_study_url`: where a run directory's study is stored (the directory's files:
+  :class:`tunelab.layout.RunLayout`);
 - :func:`retry_interrupted` (trials a killed run left RUNNING are queued again) and :class:`StudyCounts`.
 
 Imports no torch: a search process and the report read studies without it.
 """
 
 from tunelab.storage._backend import StudyBackend, WriteBehind, open_backend
-from tunelab.storage._layout import RunLayout
+from tunelab.storage._runs import record_storage, run_study_url
 from tunelab.storage._trials import FINISHED, INTERRUPTED, StudyCounts, retry_interrupted
 from tunelab.storage._urls import (
     HIDDEN_PASSWORD,
@@ -29,7 +30,6 @@ __all__ = [
     "FINISHED",
     "HIDDEN_PASSWORD",
     "INTERRUPTED",
-    "RunLayout",
     "StudyBackend",
     "StudyCounts",
     "WriteBehind",
@@ -40,7 +40,9 @@ __all__ = [
     "open_backend",
     "opened_study",
     "password_hidden",
+    "record_storage",
     "retry_interrupted",
+    "run_study_url",
     "shown_url",
     "study_snapshot",
 ]

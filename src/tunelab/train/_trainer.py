@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import DataError, SpecError, TrainingError
+from tunelab.layout import RunLayout
 from tunelab.train._augment import augment_images
 from tunelab.train._batches import batch_bounds
 from tunelab.train._callbacks import Callback, EarlyStopping, History
@@ -350,10 +351,11 @@ class Trainer:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = self._checkpoint(run)
+        layout = RunLayout(run_dir)
         if due:
-            save_checkpoint(run_dir / "checkpoint.pt", checkpoint)
+            save_checkpoint(layout.checkpoint, checkpoint)
         if improved:
-            save_checkpoint(run_dir / "best.pt", checkpoint)
+            save_checkpoint(layout.best_checkpoint, checkpoint)
 
     def _restore(self, path: str | Path, run: _Run) -> None:
         """Load a checkpoint into the model, optimizer, RNGs and the loop state ``run``."""

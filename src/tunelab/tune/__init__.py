@@ -12,7 +12,7 @@ The protocol, written into every study's ``summary.json``:
 4. **Test**: the test part, set aside before anything else, is evaluated once, here.
 5. **Export**: the refit model is exported with its preprocessing to ``run_dir/best``.
 
-Everything lives in the run directory (:class:`tunelab.storage.RunLayout`): ``study.db`` (Optuna's schema),
+Everything lives in the run directory (:class:`tunelab.layout.RunLayout`): ``study.db`` (Optuna's schema),
 ``spec.yaml``, per-trial checkpoints while a trial runs, ``summary.json``, and ``best/``.
 """
 

@@ -8,9 +8,9 @@ from tunelab.clock import Clock
 from tunelab.data import n_splits
 from tunelab.errors import SpecError
 from tunelab.execute import SearchPlan
+from tunelab.layout import RunLayout
 from tunelab.search import Direction, SearchSpec
 from tunelab.spec import ExperimentSpec
-from tunelab.storage import RunLayout
 
 __all__ = ["SEARCH_SHARE", "TimeBudget", "make_plan"]
 

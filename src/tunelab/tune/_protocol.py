@@ -14,14 +14,15 @@ from tunelab.clock import Clock, system_clock
 from tunelab.data import load_dataset
 from tunelab.errors import SpecError, TrainingError
 from tunelab.execute import Evaluator, SearchResult, run_search, search_in_workers
+from tunelab.layout import RunLayout
 from tunelab.search import Direction, Events, SearchSpec, StudyEvents, metric_direction
 from tunelab.spec import ExperimentSpec
 from tunelab.storage import (
-    RunLayout,
     connect_storage,
     hide_password,
     opened_study,
     password_hidden,
+    record_storage,
     retry_interrupted,
     study_snapshot,
 )
@@ -247,5 +248,5 @@ def _open_run_dir(layout: RunLayout, spec: ExperimentSpec, *, resume: bool, stor
         raise SpecError(f"cannot create run directory '{run_dir}': {err}. Choose a writable --out.") from None
     layout.spec.write_text(spec.to_yaml(), encoding="utf-8")
     if storage is not None:
-        layout.record_storage(storage)
+        record_storage(layout, storage)
     return layout

@@ -15,10 +15,10 @@ from tunelab.clock import Clock, system_clock
 from tunelab.data import DataBundle
 from tunelab.errors import TrainingError
 from tunelab.execute import Evaluator, output_dim, trial_spec
+from tunelab.layout import RunLayout
 from tunelab.run import write_test_predictions
 from tunelab.search import Events, SearchSpace, SearchSpec
 from tunelab.spec import ExperimentSpec
-from tunelab.storage import RunLayout
 from tunelab.train import Trainer
 from tunelab.tune._result import Candidate, Refit
 

@@ -1,4 +1,4 @@
-"""The run directory: the one place that names its files, and finds the study a run is stored in.
+"""The run directory: the one place that names its files.
 
 A ``tunelab tune`` run directory holds ``spec.yaml`` (written first), the study (``study.db``, or a database
 named in ``storage.txt``), ``trials/<number>/fold<k>/`` checkpoints while trials run, and at the end
@@ -6,6 +6,10 @@ named in ``storage.txt``), ``trials/<number>/fold<k>/`` checkpoints while trials
 ``report.html``. A ``tunelab train`` run directory holds ``spec.yaml``, ``history.csv`` / ``history.json``,
 checkpoints, ``model.pt``, ``curves.png``, ``metrics.json``, ``test_predictions.csv``, ``summary.json`` and
 ``report.html``.
+
+Plain paths, no dependencies: every room that reads or writes a run directory names its files through
+:class:`RunLayout` (``tunelab.export`` too, which must not import the study's storage). Finding the study a
+run is stored in is :func:`tunelab.storage.run_study_url`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-from tunelab.errors import DataError
-from tunelab.storage._urls import hide_password, password_hidden
 
 __all__ = ["RunLayout"]
 
@@ -76,6 +77,15 @@ class RunLayout:
         return self.root / "metrics.json"
 
     @property
+    def checkpoint(self) -> Path:
+        """The trainer's last checkpoint (of a train run, or of a trial's fold: ``trial_dir(n, k)``)."""
+        return self.root / "checkpoint.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.root / "best.pt"
+
+    @property
     def model(self) -> Path:
         return self.root / "model.pt"
 
@@ -97,12 +107,13 @@ class RunLayout:
         """The URL of ``study.db`` here, the default storage of a run."""
         return f"sqlite:///{self.study_db.resolve()}"
 
+    def is_run(self) -> bool:
+        """Whether the directory holds a run tunelab wrote (tune or train), finished or not."""
+        return any(path.exists() for path in (self.spec, self.summary, self.history_csv))
+
     def has_study(self, storage: str | None = None) -> bool:
         """Whether a study was started here: ``spec.yaml`` and its storage (``storage``, or ``study.db``)."""
         return self.spec.exists() and (storage is not None or self.study_db.exists())
-
-    def record_storage(self, url: str) -> None:
-        self.storage_record.write_text(hide_password(url) + "\n", encoding="utf-8")
 
     def recorded_storage(self) -> str | None:
         """The ``--storage`` URL the study was created with (password hidden), from ``storage.txt``."""
@@ -111,31 +122,10 @@ class RunLayout:
         except OSError:
             return None
 
-    def _summary_storage(self) -> str | None:
+    def summary_storage(self) -> str | None:
         """The storage a finished run's ``summary.json`` names (runs from before ``storage.txt`` too)."""
         try:
             recorded = json.loads(self.summary.read_text(encoding="utf-8")).get("storage")
         except (OSError, ValueError, AttributeError):
             return None
         return recorded if isinstance(recorded, str) and recorded else None
-
-    def study_url(self, storage: str | None = None, *, command: str = "tunelab report") -> str | None:
-        """The URL of the run's study: ``storage`` when given; else ``study.db`` here (while the study runs,
-        too); else the URL the run recorded (``storage.txt``, or a finished run's ``summary.json``); None
-        when there is none.
-
-        A recorded URL whose password was hidden cannot log in: a :class:`~tunelab.errors.DataError` says to
-        give it again with ``{command} RUN_DIR --storage URL``.
-        """
-        if storage is not None:
-            return storage
-        if self.study_db.is_file():
-            return self.local_storage_url
-        recorded = self.recorded_storage() or self._summary_storage()
-        if recorded is not None and password_hidden(recorded):
-            raise DataError(
-                f"the study of '{self.root}' is stored in {recorded}, recorded with its password hidden "
-                "(tunelab keeps no passwords), so it cannot be opened from the run directory alone. Give the "
-                f"full URL, password included: `{command} {self.root} --storage URL`."
-            )
-        return recorded
