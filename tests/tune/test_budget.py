@@ -109,7 +109,7 @@ def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_mod
     result = tune_experiment(
         spec, out_dir=tmp_path / "run", clock=clock, progress=SpendsTheBudgetAt(clock, 0, to=100.0)
     )
-    assert (result.trials.complete, result.trials.total, result.stop_reason) == (1, 1, "timeout")
+    assert (result.trials.n_complete, result.trials.n_finished, result.stop_reason) == (1, 1, "timeout")
     assert result.winner.n == 0  # no time left for a fresh run
     assert result.summary["candidates"][0]["n"] == 0
     assert (tmp_path / "run" / "best" / "metadata.json").is_file()
@@ -146,8 +146,8 @@ def test_the_searchs_share_of_a_budget_counts_from_the_start_of_tune_experiment(
     )
     result = tune_experiment(spec, out_dir=tmp_path / "run", clock=Late())
     assert result.stop_reason == "timeout"
-    assert result.trials.complete == (1 if fused == "off" else 2)
-    assert result.trials.pruned == result.trials.failed == 0
+    assert result.trials.n_complete == (1 if fused == "off" else 2)
+    assert result.trials.n_pruned == result.trials.n_failed == 0
 
 
 class _CountingEvaluator:

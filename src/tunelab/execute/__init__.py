@@ -18,7 +18,6 @@ from tunelab.execute._fusion import (
     choose_fusion,
     fusion_blocker,
     measure_throughput,
-    pbt_fusion,
 )
 from tunelab.execute._population import PopulationExecutor, check_pbt_population
 from tunelab.execute._search import SearchPlan, SearchResult, run_search
@@ -48,7 +47,6 @@ __all__ = [
     "fusion_blocker",
     "measure_throughput",
     "output_dim",
-    "pbt_fusion",
     "run_search",
     "search_in_workers",
     "trial_spec",

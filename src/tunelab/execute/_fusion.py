@@ -33,7 +33,6 @@ __all__ = [
     "choose_fusion",
     "fusion_blocker",
     "measure_throughput",
-    "pbt_fusion",
 ]
 
 FusedMode = Literal["auto", "on", "off"]
@@ -81,8 +80,14 @@ def choose_fusion(
     spec) is checked by :func:`fusion_blocker` (``on`` raises :class:`~tunelab.errors.SpecError` with the
     reason; ``auto`` goes sequential); then ``search.population_size`` is taken as it is, or measured with
     :func:`measure_throughput` on that configuration and decided as the module docstring says.
+
+    PBT copies weights between trials trained side by side, so under scheduler ``pbt`` the search is fused
+    whatever ``auto`` would measure (a search that cannot run as populations is a ``SpecError``), in
+    populations of ``search.population_size`` or else of the measured size but no fewer than
+    :data:`PBT_MIN_POPULATION` (and never shrunk to fit a time budget: ``PopulationExecutor.pack_size``).
     """
-    mode: FusedMode = search.fused
+    pbt = search.scheduler.name == "pbt"
+    mode: FusedMode = "on" if pbt else search.fused
     if mode == "off":
         return FusionDecision(False, 1, "search.fused is off")
     spec = _sample_spec(search.search_space(), make_spec, seed=seed)
@@ -93,6 +98,11 @@ def choose_fusion(
         task=bundle.task,
         sampler=search.sampler,
     )
+    if blocker is not None and pbt:
+        raise SpecError(
+            f"scheduler pbt trains its trials side by side as fused populations, but this search cannot run "
+            f"as populations: {blocker}. Choose another scheduler (asha, hyperband, median, none)."
+        )
     if blocker is not None and mode == "on":
         raise SpecError(
             f"search.fused is 'on', but this search cannot run as fused populations: {blocker}. "
@@ -101,7 +111,14 @@ def choose_fusion(
     if blocker is not None:
         return FusionDecision(False, 1, blocker)
     if search.population_size is not None:
-        return decide(mode, {}, population_size=search.population_size)
+        decision = decide(mode, {}, population_size=search.population_size)
+    else:
+        decision = _measured(mode, spec, bundle)
+    return _for_pbt(search, decision) if pbt else decision
+
+
+def _measured(mode: FusedMode, spec: ExperimentSpec, bundle: DataBundle) -> FusionDecision:
+    """The decision from the throughput of ``spec``'s populations against its single-model trainer."""
     y = (
         bundle.y_train
         if bundle.task == "classification" or bundle.y_train.ndim == 2
@@ -147,33 +164,8 @@ def _describe(spec: ExperimentSpec) -> str:
     )
 
 
-def pbt_fusion(
-    search: SearchSpec,
-    bundle: DataBundle,
-    *,
-    make_spec: Callable[[dict[str, Any]], ExperimentSpec],
-    seed: int = 0,
-) -> FusionDecision:
-    """PBT's populations: fused whatever ``search.fused: auto`` would measure (PBT copies weights between
-    trials trained side by side), of ``search.population_size`` members, or else of the measured size but no
-    fewer than :data:`PBT_MIN_POPULATION`; never shrunk to fit a time budget (see
-    ``PopulationExecutor.pack_size``). A search that cannot run as populations at all (a custom model,
-    amp...) is a :class:`SpecError`."""
-    sampled = _sample_spec(search.search_space(), make_spec, seed=seed)
-    blocker = fusion_blocker(
-        mode="on",
-        model=sampled.model,
-        train=sampled.train,
-        task=bundle.task,
-        sampler=search.sampler,
-    )
-    if blocker is not None:
-        raise SpecError(
-            f"scheduler pbt trains its trials side by side as fused populations, but this search cannot run "
-            f"as populations: {blocker}. Choose another scheduler (asha, hyperband, median, none)."
-        )
-    forced = search.model_copy(update={"fused": "on"})
-    measured = choose_fusion(forced, bundle, make_spec=make_spec, seed=seed)
+def _for_pbt(search: SearchSpec, measured: FusionDecision) -> FusionDecision:
+    """PBT's populations (see :func:`choose_fusion`), from what was measured (or configured)."""
     if search.population_size is not None:
         size, how = search.population_size, "as search.population_size asks"
     else:

@@ -11,13 +11,14 @@ from typing import Any
 from tunelab.clock import Clock, system_clock
 from tunelab.data import DataSpec
 from tunelab.execute._evaluator import Evaluator, trial_spec
-from tunelab.execute._fusion import FusionDecision, choose_fusion, pbt_fusion
+from tunelab.execute._fusion import FusionDecision, choose_fusion
 from tunelab.execute._population import PopulationExecutor
 from tunelab.execute._sequential import SequentialExecutor
 from tunelab.search import (
     Direction,
     Executor,
     SearchSpec,
+    StudyBudget,
     StudyEvents,
     StudySummary,
     WriteBehind,
@@ -53,6 +54,13 @@ class SearchPlan:
     def search(self) -> SearchSpec:
         return self.spec.search or SearchSpec()
 
+    def study_budget(self, clock: Clock) -> StudyBudget:
+        """The search's budgets, its time a deadline on ``clock``."""
+        search = self.search
+        return StudyBudget(
+            self.n_trials, self.search_deadline, search.max_total_epochs, search.target, self.direction, clock
+        )
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -78,10 +86,8 @@ def run_search(
         plan.spec.train.epochs * len(plan.folds), plan.direction, per_member_paths=PER_MEMBER_PATHS, seed=seed
     )
     make_spec = partial(trial_spec, plan.spec)
-    # Fused populations where they apply and pay; PBT copies weights between trials trained side by side, so
-    # it is fused whatever the measurement says. With several workers each process decides for itself.
-    choose = pbt_fusion if search.scheduler.name == "pbt" else choose_fusion
-    fusion = choose(search, evaluator.bundle(plan.folds[0]), make_spec=make_spec, seed=plan.spec.seed)
+    # Fused populations where they apply and pay (PBT's always). With several workers each process decides.
+    fusion = choose_fusion(search, evaluator.bundle(plan.folds[0]), make_spec=make_spec, seed=plan.spec.seed)
     events.phase(
         f"fused populations of {fusion.population_size}: {fusion.reason}"
         if fusion.fused
@@ -92,7 +98,7 @@ def run_search(
         executor = PopulationExecutor(
             make_spec,
             evaluator,
-            population_size=fusion.population_size,
+            fusion.population_size,
             metric=plan.metric,
             folds=plan.folds,
             flop_rate=fusion.flop_rate,
@@ -109,13 +115,9 @@ def run_search(
         scheduler=scheduler,
         storage=_storage(plan),
         study_name=plan.spec.name,
-        n_trials=plan.n_trials,
-        deadline=plan.search_deadline,
-        max_total_epochs=search.max_total_epochs,
-        target=search.target,
+        budget=plan.study_budget(clock),
         seed=seed,
         events=events,
-        clock=clock,
     )
     return SearchResult(summary, fusion)
 

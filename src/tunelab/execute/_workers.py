@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import optuna
 import torch
@@ -56,14 +56,7 @@ def search_in_workers(plan: SearchPlan, evaluator: Evaluator, events: StudyEvent
             f"{plan.run_dir}" + ("`." if local else " --storage URL` (the same storage URL).")
         )
     counts = StudyCounts.of_study(study_snapshot(plan.storage_url, plan.spec.name))
-    summary = replace(
-        result.summary,
-        n_complete=counts.n_complete,
-        n_pruned=counts.n_pruned,
-        n_failed=counts.n_failed,
-        n_epochs=counts.n_epochs,
-    )
-    return replace(result, summary=summary)
+    return replace(result, summary=replace(result.summary, **asdict(counts)))
 
 
 def _worker_main(plan: SearchPlan, index: int, threads: int) -> None:

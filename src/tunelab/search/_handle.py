@@ -74,7 +74,6 @@ class TrialHandle:
         params: dict[str, Any],
         *,
         scheduler: BaseScheduler,
-        multi_objective: bool = False,
         on_report: Callable[[TrialHandle, int, float], None] | None = None,
         on_end: Callable[[TrialHandle, Outcome], None] | None = None,
         out_of_time: StudyDeadline | None = None,
@@ -83,7 +82,8 @@ class TrialHandle:
         self.params = params
         self._sampled_params = params  # params follows PBT's exploits; these stay as sampled
         self._scheduler = scheduler
-        self._multi_objective = multi_objective
+        # Optuna keeps intermediate values for single-objective studies only.
+        self._keeps_reports = len(trial.study.directions) == 1
         self._on_report, self._on_end, self._out_of_time = on_report, on_end, out_of_time
         self.last_epoch = 0
         self.stopped = False
@@ -121,7 +121,7 @@ class TrialHandle:
             )
         value = float(value)
         self.last_epoch = epoch
-        if not self._multi_objective:  # Optuna keeps intermediate values for single-objective studies only
+        if self._keeps_reports:
             self._trial.report(value, epoch)
         if self._on_report is not None:
             self._on_report(self, epoch, value)

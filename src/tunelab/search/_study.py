@@ -11,7 +11,7 @@ study, the scheduler, the storage, the counts and the events.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -59,6 +59,10 @@ class StudySummary:
     stop_reason: str
     pareto_front: list[tuple[dict[str, Any], list[float]]] = field(default_factory=list)
 
+    @property
+    def counts(self) -> StudyCounts:
+        return StudyCounts(self.n_complete, self.n_pruned, self.n_failed, self.n_epochs)
+
 
 def run_study(
     objective: Objective | Executor,
@@ -74,10 +78,10 @@ def run_study(
     timeout_s: float | None = None,
     max_total_epochs: int | None = None,
     target: float | None = None,
+    budget: StudyBudget | None = None,
     seed: int = 0,
     events: StudyEvents | None = None,
     clock: Clock = system_clock,
-    deadline: float | None = None,
 ) -> StudySummary:
     """Run trials until a budget is spent; return what was found.
 
@@ -90,11 +94,12 @@ def run_study(
 
     Budgets (at least one of the first three): ``n_trials`` finished trials in the study, counting those of
     an earlier run of the same study; ``timeout_s`` seconds of this call on ``clock``; ``max_total_epochs``
-    epochs reported over the study; and ``target``: stop once a trial reaches it. ``deadline``, instead of
-    ``timeout_s``: the time on ``clock`` at which the study's time is spent (a share of a longer budget that
-    started earlier; already past, the study runs one pack and stops). Budgets are checked between
-    packs; a running trial stops for time only within or between its epochs (``handle.out_of_time()``), and
-    only once a trial of the study has completed. ``events`` hears of every trial's start, reports and end.
+    epochs reported over the study; and ``target``: stop once a trial reaches it. Or, instead of those,
+    ``budget``: a :class:`~tunelab.search.StudyBudget`, whose time is a deadline on its own clock (a share of
+    a longer budget that started earlier; already past, the study runs one pack and stops). Budgets are
+    checked between packs; a running trial stops for time only within or between its epochs
+    (``handle.out_of_time()``), and only once a trial of the study has completed. ``events`` hears of every
+    trial's start, reports and end.
     """
     dirs = list(directions) if directions is not None else [direction]
     multi = len(dirs) > 1
@@ -105,22 +110,18 @@ def run_study(
             f"space must be a SearchSpace (SearchSpace.from_dict(...)), got {type(space).__name__}."
         )
     executor = _as_executor(objective, n_objectives=len(dirs))
-    if timeout_s is not None and deadline is not None:
+    if budget is None:
+        check_positive(timeout_s, "timeout_s", whole=False)
+        deadline = None if timeout_s is None else clock.monotonic() + timeout_s
+        budget = StudyBudget(n_trials, deadline, max_total_epochs, target, dirs[0], clock)
+    elif any(value is not None for value in (n_trials, timeout_s, max_total_epochs, target)):
         raise SpecError(
-            "give the study timeout_s (seconds from now) or deadline (a time on its clock), not both."
+            "give the study budget=, or n_trials / timeout_s / max_total_epochs / target; not both."
         )
-    check_positive(timeout_s, "timeout_s", whole=False)
+    clock = budget.clock
     started = clock.monotonic()
-    budget = StudyBudget(
-        n_trials=n_trials,
-        deadline=deadline if timeout_s is None else started + timeout_s,
-        max_total_epochs=max_total_epochs,
-        target=target,
-        direction=dirs[0],
-        clock=clock,
-    )
     scheduler = scheduler if scheduler is not None else NoScheduler(direction=dirs[0])
-    _check_scheduler(scheduler, dirs, multi=multi, target=target)
+    _check_scheduler(scheduler, dirs, multi=multi, target=budget.target)
     if isinstance(sampler, str):
         sampler = make_sampler(sampler, seed=seed, space=space, multi_objective=multi)
 
@@ -241,7 +242,6 @@ class _StudyLoop:
                 trial,
                 params,
                 scheduler=self.scheduler,
-                multi_objective=self.multi,
                 on_report=self._reported,
                 on_end=self.conclude,
                 out_of_time=out_of_time,
@@ -307,28 +307,18 @@ def summarize(
     study: optuna.Study, space: SearchSpace, stop_reason: str, elapsed_s: float, *, multi: bool
 ) -> StudySummary:
     """The :class:`StudySummary` of ``study`` as it is now."""
-    trials = study.get_trials(deepcopy=False)
-    counts = StudyCounts.of(trials)
-    best_params = best_value = best_trial = None
+    counts = StudyCounts.of(study.get_trials(deepcopy=False))
+    best: tuple[dict[str, Any] | None, float | None, int | None] = (None, None, None)
     front: list[tuple[dict[str, Any], list[float]]] = []
     if counts.n_complete and not multi:
-        best: FrozenTrial = study.best_trial
-        best_params, best_value, best_trial = (
-            space.overrides_from_params(best.params),
-            best.value,
-            best.number,
-        )
+        trial: FrozenTrial = study.best_trial
+        best = space.overrides_from_params(trial.params), trial.value, trial.number
     elif counts.n_complete:
         front = [(space.overrides_from_params(t.params), list(t.values)) for t in study.best_trials]
     return StudySummary(
-        study_name=study.study_name,
-        best_params=best_params,
-        best_value=best_value,
-        best_trial=best_trial,
-        n_complete=counts.n_complete,
-        n_pruned=counts.n_pruned,
-        n_failed=counts.n_failed,
-        n_epochs=counts.n_epochs,
+        study.study_name,
+        *best,
+        **asdict(counts),
         elapsed_s=elapsed_s,
         stop_reason=stop_reason,
         pareto_front=front,

@@ -20,7 +20,7 @@ from tunelab.search import Events
 from tunelab.tune._defaults import MODEL_FAMILIES, default_experiment
 from tunelab.tune._plan import SEARCH_SHARE, TimeBudget
 from tunelab.tune._protocol import tune_experiment
-from tunelab.tune._result import Candidate, Refit, TrialCounts, TuneProtocol, TuneResult
+from tunelab.tune._result import Candidate, Refit, TuneProtocol, TuneResult
 
 __all__ = [
     "MODEL_FAMILIES",
@@ -29,7 +29,6 @@ __all__ = [
     "Events",
     "Refit",
     "TimeBudget",
-    "TrialCounts",
     "TuneProtocol",
     "TuneResult",
     "default_experiment",

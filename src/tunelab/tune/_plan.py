@@ -69,13 +69,13 @@ def make_plan(
     if n_trials is None and budget.seconds is None and search.max_total_epochs is None:
         n_trials = 20
     return SearchPlan(
-        spec=spec,
-        data_spec=data_spec,
-        folds=folds,
-        run_dir=layout.root,
-        storage_url=storage_url,
-        metric=metric,
-        direction=direction,
+        spec,
+        data_spec,
+        folds,
+        layout.root,
+        storage_url,
+        metric,
+        direction,
         workers=workers,
         n_trials=n_trials,
         search_deadline=budget.search_deadline,

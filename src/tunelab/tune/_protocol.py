@@ -28,7 +28,7 @@ from tunelab.storage import (
 )
 from tunelab.train import denormals_flushed
 from tunelab.tune._plan import TimeBudget, make_plan
-from tunelab.tune._result import TrialCounts, TuneProtocol, TuneResult, json_safe
+from tunelab.tune._result import TuneProtocol, TuneResult, json_safe
 from tunelab.tune._select import reevaluate, refit_winner
 
 __all__ = ["tune_experiment"]
@@ -126,13 +126,10 @@ def tune_experiment(
         direction=direction,
         candidates=candidates,
         refit=refit,
-        trials=TrialCounts(found.summary.n_complete, found.summary.n_pruned, found.summary.n_failed),
-        epochs_trained_in_search=found.summary.n_epochs,
-        stop_reason=found.summary.stop_reason,
+        study=found.summary,
         elapsed_seconds=budget.elapsed(),
         protocol=_protocol(spec, search, plan.folds, refit.epochs, workers, found),
         storage=hide_password(storage_url),  # a summary is shared; a database password is not
-        study=found.summary,
         importance=_importance(study),
         trainer=trainer,
     )

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.search import StudySummary
+from tunelab.storage import StudyCounts
 from tunelab.train import Trainer
 
-__all__ = ["Candidate", "Refit", "TrialCounts", "TuneProtocol", "TuneResult", "json_safe"]
+__all__ = ["Candidate", "Refit", "TuneProtocol", "TuneResult", "json_safe"]
 
 
 @dataclass(frozen=True)
@@ -68,20 +69,6 @@ class Refit:
 
 
 @dataclass(frozen=True)
-class TrialCounts:
-    complete: int
-    pruned: int
-    failed: int
-
-    @property
-    def total(self) -> int:
-        return self.complete + self.pruned + self.failed
-
-    def to_dict(self) -> dict[str, int]:
-        return {"complete": self.complete, "pruned": self.pruned, "failed": self.failed, "total": self.total}
-
-
-@dataclass(frozen=True)
 class TuneProtocol:
     """How the run chose its model, in words (each field a sentence of ``summary.json``'s protocol)."""
 
@@ -123,16 +110,22 @@ class TuneResult:
     direction: str
     candidates: list[Candidate]
     refit: Refit
-    trials: TrialCounts
-    epochs_trained_in_search: int
-    stop_reason: str
+    study: StudySummary
     elapsed_seconds: float
     protocol: TuneProtocol
     storage: str
-    study: StudySummary
     importance: dict[str, float] = field(default_factory=dict)
     trainer: Trainer | None = field(default=None, repr=False, compare=False)
     export: str = "best/"
+
+    @property
+    def trials(self) -> StudyCounts:
+        """The study's trials by how they ended (all workers' with ``--workers``), and their epochs."""
+        return self.study.counts
+
+    @property
+    def stop_reason(self) -> str:
+        return self.study.stop_reason
 
     @property
     def winner(self) -> Candidate:
@@ -162,8 +155,13 @@ class TuneResult:
             "best_value": self.best_value,
             "best_trial": winner.trial,
             "test_metrics": self.test_metrics,
-            "trials": self.trials.to_dict(),
-            "epochs_trained_in_search": self.epochs_trained_in_search,
+            "trials": {
+                "complete": self.trials.n_complete,
+                "pruned": self.trials.n_pruned,
+                "failed": self.trials.n_failed,
+                "total": self.trials.n_finished,
+            },
+            "epochs_trained_in_search": self.trials.n_epochs,
             "stop_reason": self.stop_reason,
             "elapsed_seconds": round(self.elapsed_seconds, 2),
             "candidates": [c.to_dict() for c in self.candidates],
