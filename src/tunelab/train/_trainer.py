@@ -26,6 +26,7 @@ from tunelab.train._device import (
     resolve_device,
     scoped_global_rng,
 )
+from tunelab.train._inputs import checked_labels, checked_pair, checked_targets
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
 from tunelab.train._metrics import compute_metrics, resolve_metrics
 from tunelab.train._monitor import MonitorState
@@ -387,43 +388,13 @@ class Trainer:
     # ------------------------------------------------------------------ input checks
 
     def _checked_tensors(self, data: Any, part: str) -> Tensors:
-        """``(x, y)`` on the device, checked once: tensors, same rows, finite x, labels that fit the task."""
-        if not (isinstance(data, tuple | list) and len(data) == 2):
-            raise DataError(f"{part} data must be a pair (X, y) of tensors, got {type(data).__name__}")
-        X, y = data
-        if not (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor)):
-            raise DataError(
-                f"{part} X and y must be torch tensors, got {type(X).__name__} and {type(y).__name__}; "
-                "convert with torch.as_tensor(...)"
-            )
-        if len(X) == 0 or len(X) != len(y):
-            raise DataError(
-                f"{part} X has {len(X)} rows and y has {len(y)}; expected the same number, at least 1"
-            )
-        X, y = X.to(self.device), y.to(self.device)
-        if X.is_floating_point() and not _all_finite(X):
-            raise DataError(f"{part} X holds NaN or infinite values; impute or drop them before training")
-        if self.task == "classification":
-            return X, self._checked_labels(y, part)
-        if not y.is_floating_point():
-            raise DataError(f"{part} y for {self.task} must be floating point, got {y.dtype}; use y.float()")
-        return X, y.unsqueeze(1) if y.ndim == 1 else y
-
-    def _checked_labels(self, y: torch.Tensor, part: str) -> torch.Tensor:
-        if y.dtype != torch.int64 or y.ndim != 1:
-            raise DataError(
-                f"{part} y for classification must be int64 class ids of shape [N], got {y.dtype} "
-                f"{list(y.shape)}; use y.long()"
-            )
-        low, high = int(y.min()), int(y.max())
-        if self.n_classes is None:
-            self.n_classes = max(high + 1, 2)
-        if low < 0 or high >= self.n_classes:
-            raise DataError(
-                f"{part} y holds class ids from {low} to {high}, but there are {self.n_classes} classes; "
-                f"expected ids in 0..{self.n_classes - 1}"
-            )
-        return y
+        """``(x, y)`` on the device, checked once: tensors, same rows, finite x, labels that fit the task
+        (for classification without ``n_classes``, they set it)."""
+        X, y = checked_pair(data, part, device=self.device)
+        if self.task != "classification":
+            return X, checked_targets(y, part, task=self.task)
+        self.n_classes = checked_labels(y, part, n_classes=self.n_classes)
+        return X, y
 
     def _check_fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Checks that need the training data: augmentation fits the inputs, and a dry forward pass on two
@@ -464,10 +435,3 @@ class Trainer:
 def _asks_to_stop(hooks: list[Callback], epoch: int, step: int) -> bool:
     """Every hook sees the step (a list, not a short-circuiting any()); True if one asks to stop."""
     return any([bool(hook.on_batch_end(epoch, step)) for hook in hooks])  # noqa: C419
-
-
-def _all_finite(x: torch.Tensor) -> bool:
-    """True when ``x`` holds no NaN or infinity. A NaN or infinity anywhere makes the sum non-finite, so
-    the cheap sum decides almost always; only a non-finite sum (finite values can overflow) pays for the
-    element-wise check, which would otherwise allocate a mask as large as ``x`` on every fit."""
-    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
