@@ -323,7 +323,7 @@ def test_pbt_populations_are_not_shrunk_by_a_time_budget(tmp_path, base, run):
 
 @pytest.mark.parametrize(
     ("interval", "folds", "message"),
-    [(2, [0, 1], "single split"), (1, [None], "at least 2")],
+    [(2, [0, 1], "single split"), (1, [None], "2 or more")],
 )
 def test_pbt_settings_a_population_cannot_honour_are_refused(tmp_path, base, run, interval, folds, message):
     """Across folds every fold trains from scratch, so no copy could carry over; an exploit step every epoch

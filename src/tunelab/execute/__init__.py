@@ -19,7 +19,7 @@ from tunelab.execute._fusion import (
     fusion_blocker,
     measure_throughput,
 )
-from tunelab.execute._population import PopulationExecutor, check_pbt_population
+from tunelab.execute._population import PopulationExecutor
 from tunelab.execute._search import SearchPlan, SearchResult, run_search
 from tunelab.execute._sequential import SequentialExecutor
 from tunelab.execute._sizing import POPULATION_SHARE, PopulationSizer, expected_epochs, forward_flops
@@ -39,7 +39,6 @@ __all__ = [
     "SearchResult",
     "SequentialExecutor",
     "SpecPopulation",
-    "check_pbt_population",
     "choose_fusion",
     "expected_epochs",
     "forward_flops",

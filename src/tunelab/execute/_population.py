@@ -42,6 +42,7 @@ from tunelab.search import (
     Outcome,
     PbtScheduler,
     TrialHandle,
+    pbt_problem,
     report_together,
 )
 from tunelab.spec import PER_MEMBER_PATHS, ExperimentSpec
@@ -102,7 +103,10 @@ class PopulationExecutor(BaseExecutor):
 
     def start(self, scheduler: BaseScheduler) -> None:
         if isinstance(scheduler, PbtScheduler):
-            check_pbt_population(scheduler, n_folds=len(self.folds))
+            interval, n_folds = scheduler.perturbation_interval, len(self.folds)
+            problem = pbt_problem(perturbation_interval=interval, n_folds=n_folds)
+            if problem is not None:
+                raise SpecError(problem + ".")
         self.scheduler = scheduler
 
     # -- how many members --
@@ -299,23 +303,6 @@ class PopulationExecutor(BaseExecutor):
                 f"{', '.join(k for k in logs if k.startswith('val_'))}."
             )
         return float(logs[self.metric])
-
-
-def check_pbt_population(scheduler: PbtScheduler, *, n_folds: int) -> None:
-    """What PBT needs of a population: an exploit interval of at least two epochs, and one split."""
-    if scheduler.perturbation_interval < 2:
-        raise SpecError(
-            f"PBT's perturbation_interval is {scheduler.perturbation_interval}; a population needs at least "
-            "2. Its members report one after another, and PBT ranks each against the others' latest values: "
-            "with an exploit step every epoch, those that reported first would be ranked before the others "
-            "had a value (at epoch 1 all but the best would copy it)."
-        )
-    if n_folds > 1:
-        raise SpecError(
-            f"PBT copies weights between members trained side by side, but with {n_folds} folds every "
-            "fold trains from scratch, so the copies could not carry over; run PBT on a single split (one "
-            "fold)."
-        )
 
 
 def _spec(member: _Member) -> ExperimentSpec:

@@ -15,7 +15,14 @@ from tunelab.search._handle import StudyDeadline, TrialHandle, report_together
 from tunelab.search._packing import structural_paths
 from tunelab.search._samplers import SAMPLER_NAMES, make_sampler
 from tunelab.search._study import StudySummary, run_study, summarize
-from tunelab.search._tune_spec import SchedulerSpec, SearchSpec, metric_direction, parse_duration, pbt_mutable
+from tunelab.search._tune_spec import (
+    SchedulerSpec,
+    SearchSpec,
+    metric_direction,
+    parse_duration,
+    pbt_mutable,
+    pbt_problem,
+)
 from tunelab.search.schedulers import (
     AshaScheduler,
     BaseScheduler,
@@ -65,6 +72,7 @@ __all__ = [
     "metric_direction",
     "parse_duration",
     "pbt_mutable",
+    "pbt_problem",
     "report_together",
     "run_study",
     "structural_paths",

@@ -1,43 +1,28 @@
 """``BoundedTPESampler``: Optuna's TPE whose cost per trial stops growing with the history.
 
 Why: at every ask Optuna's TPE splits every finished trial into a "good" and a "bad" group, reads every
-trial's parameters and builds one kernel per trial, with Python work per trial, and Optuna 5 evaluates its
-truncated normals with a Python call per element. With a cheap objective that is the whole cost of a trial:
-about 3 ms per ask with a short history, about 9 ms on average over 1,000 trials (tunelab's own cost is
-0.4 ms).
+trial's parameters and builds one kernel per trial, with Python work per trial; with a cheap objective that
+is the whole cost of a trial, and it grows with the history (BENCHMARKS.md has the figures).
 
-What, once the study holds more than ``max_history`` finished trials: TPE models a bounded view of the
-history, ``max_history`` trials (plus the running ones, for the constant liar):
+What: past ``max_history`` finished trials, TPE models a bounded view of the history (plus the running
+trials, for the constant liar): the good group the full history has (TPE's default ``gamma``), so the
+"good" density is full-history TPE's, and the most recent of the other trials, weighted by TPE's default
+weights within the view, as the "bad" density. Up to ``max_history`` the view is the whole history, and
+proposals are Optuna's TPE's from the same random draws (the arithmetic differs beyond the 7th digit).
 
-- the good group the full history has (TPE's default ``gamma`` of the number of finished trials: the 25
-  best for one objective), so the "good" density is full-history TPE's;
-- the most recent of the other trials, weighted by TPE's default weights (linear in age) within the view,
-  as the "bad" density. (Keeping a uniform sample of older trials instead of some recent ones, weighted as
-  the full history would weigh them, or the next-best trials, searched worse in ``bench/tpe_quality.py``.)
+How: a ``TPESampler`` subclass; Optuna's public flow (search-space inference, startup trials, relative and
+independent sampling, constant liar, hooks) is untouched. The private pieces it replaces are each checked
+when a sampler is built, so an Optuna that changes them fails loudly (a ``RuntimeError`` naming this file):
 
-Up to ``max_history`` finished trials the view is the whole history, so proposals are Optuna's TPE's, from
-the same random draws (only the arithmetic differs, beyond the 7th digit); the indexed arrays
-(:mod:`tunelab.search._tpe_history`) serve those asks too (Optuna's own path cost about 3 ms an ask there).
-
-How: a ``TPESampler`` subclass. Optuna's public flow is untouched (search space inference, startup trials,
-relative and independent sampling, constant liar, after-trial hooks). Private pieces of it are replaced or
-called; each is checked when a sampler is built, so that an Optuna that changes them fails loudly (a
-``RuntimeError`` naming this file) rather than silently modelling something else:
-
-- ``TPESampler._sample(study, trial, search_space)``, where TPE models the history: past ``max_history`` it
-  models the view. Finished trials never change, so each is indexed once into numpy arrays of objective
-  values and parameters, and an ask costs a few vectorized passes rather than Python per trial. Several
-  objectives, pruned or infeasible trials in the good group, or a parameter whose distribution changed take
-  Optuna's own split and parameter reading (``_split_trials``, ``_get_internal_repr``) on the view.
-- ``_parzen_estimator_cls`` (Optuna's comment calls it overridable): Optuna's Parzen estimator, vectorized
-  over parameters and evaluated with scipy.special (:mod:`tunelab.search._parzen`). Checked against Optuna's
-  own once per process.
-- ``TPESampler._sample_relative(study, trial, search_space)``: Optuna counts the finished trials at every
-  ask to know whether the startup trials are done (a pass over the whole history); finished trials never
-  go back, so once the count has reached ``n_startup_trials`` for a study it is not taken again.
-- the search-space inference (``IntersectionSearchSpace``, and the parameter groups of ``group=True``),
-  updated with new trials only: Optuna's deep-copies the space at every ask, and its groups re-read every
-  trial at every ask (about 10 ms at 1,000 trials).
+- ``TPESampler._sample``: finished trials never change, so each is indexed once into numpy arrays
+  (:mod:`tunelab.search._tpe_history`) and an ask costs a few vectorized passes. Several objectives, pruned
+  or infeasible trials in the good group, or a parameter whose distribution changed take Optuna's own split
+  and parameter reading (``_split_trials``, ``_get_internal_repr``) on the view;
+- ``_parzen_estimator_cls``: Optuna's Parzen estimator, vectorized (:mod:`tunelab.search._parzen`), checked
+  against Optuna's own once per process;
+- ``TPESampler._sample_relative``: once the finished trials reach ``n_startup_trials`` for a study, they
+  are not counted again at every ask;
+- the search-space inference, updated with new trials only rather than re-read (and deep-copied) per ask.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""The contract between the study loop, which decides, and an executor, which trains.
+"""The contract between the study loop, which decides, and an executor, which trains (:class:`Executor`).
 
-The loop (:func:`~tunelab.search.run_study`) asks the study for a *pack* of trials, gives each a
-:class:`~tunelab.search.TrialHandle`, and hands the pack to an :class:`Executor`. The executor trains the
-trials, reports every epoch through the handles (whose answers are the scheduler's decisions), and gives back
-one :class:`Outcome` per trial. It never tells the study: the loop does, in one place, for every executor.
-
-A sequential executor takes packs of one. A population executor (``tunelab.execute.PopulationExecutor``)
-trains a pack as one fused population; it may end a trial early with ``handle.end(outcome)``, so that the
-study, its storage and the progress display see the result while the rest of the population trains on.
+The loop asks the study for a pack of trials and hands their handles to the executor; the executor trains
+them, reports through the handles and gives back an :class:`Outcome` per trial. It never tells the study:
+the loop does, in one place, for every executor.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Packing trials into fused populations: which search parameters shape the model, and asking a pack.
 
-A population is K trials that share their *structural* parameters: every parameter but the per-member
-ones the executor names (``Executor.per_member_paths``: learning rate, weight decay, dropout... each a [K]
-vector in a fused population; see docs/FUSED.md). The sampler proposes the first trial in full; the others
-are enqueued with its structural values (``study.enqueue_trial``), so the sampler chooses only their
-per-member values. Every trial is an ordinary Optuna trial: storage, resume and the dashboard see nothing
-unusual.
+A population is K trials that share their *structural* parameters: all but the per-member ones the executor
+names (``Executor.per_member_paths``: learning rate, dropout... each a [K] vector in a fused population). The
+sampler proposes the first trial in full, the others only their per-member values; each is an ordinary
+Optuna trial, so storage, resume and the dashboard see nothing unusual.
 
-A model-based sampler starts with random trials (TPE's ``n_startup_trials``, 10 by default) to see the space
-before it models it. Packed, those would be the first two or three populations, two or three structures, and
-the model would know nothing of the batch sizes, depths or optimizers the others have. So the startup is
-counted in populations: the first ``startup_populations`` populations of a study each take their first trial
-from a random draw of the whole space (:func:`startup_populations` gives the sampler's count).
+A model-based sampler's random startup (TPE's ``n_startup_trials``) is counted in populations: packed, ten
+startup trials would be two or three structures, and the model would know nothing of the others. So the
+first ``startup_populations`` populations each draw their first trial, structure included, at random.
 """
 
 from __future__ import annotations
@@ -104,10 +100,9 @@ class Packer:
     A waiting trial of another structure that an ask takes anyway (another process may take the one this
     one looked at) ends the pack and starts the next one.
 
-    ``startup_populations``: until the study holds that many populations (counted by the user attribute
-    ``population`` of its stored trials: another process's running population counts once its trials are
-    stored), a pack's first trial is drawn at random (Optuna's ``RandomSampler``, on a stream derived from
-    ``seed``), structure included; see the module docstring.
+    ``startup_populations``: until the study holds that many populations (by the user attribute
+    ``population`` of its stored trials), a pack's first trial is drawn at random (Optuna's
+    ``RandomSampler``, on a stream derived from ``seed``), structure included.
     """
 
     def __init__(

@@ -1,12 +1,5 @@
-"""``run_study``: the one ask/tell loop. It asks the study for packs of trials, an executor trains them, and
-the loop tells the study how each ended, keeps the counts the budgets read, and tells the progress display.
-
-Per pack: check the budgets (and, on a storage other processes share, first replay their finished trials
-into the scheduler and count them); ask the executor how many trials to pack (:class:`Packer` asks the study
-for the first in full and the others with its structure fixed); start a handle per trial; ``executor.run``;
-end each trial with its outcome in :meth:`_StudyLoop.conclude`, the one place a trial's end is told to the
-study, the scheduler, the storage, the counts and the events.
-"""
+"""``run_study``: the one ask/tell loop over an executor. :meth:`_StudyLoop.conclude` is the one place a
+trial's end is told to the study, the scheduler, the storage, the counts and the progress display."""
 
 from __future__ import annotations
 

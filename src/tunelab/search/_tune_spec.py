@@ -41,7 +41,7 @@ from tunelab.search.schedulers import (
 )
 from tunelab.search.space import SearchSpace
 
-__all__ = ["SchedulerSpec", "SearchSpec", "metric_direction", "parse_duration", "pbt_mutable"]
+__all__ = ["SchedulerSpec", "SearchSpec", "metric_direction", "parse_duration", "pbt_mutable", "pbt_problem"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
@@ -116,12 +116,11 @@ class SchedulerSpec(BaseModel):
                 f"{', '.join(sorted(given & pbt_only))} only apply to scheduler 'pbt', but the scheduler is "
                 f"'{self.name}'; remove them or set name: pbt"
             )
-        if self.name == "pbt" and self.perturbation_interval < 2:
-            raise ValueError(
-                f"perturbation_interval {self.perturbation_interval} is too short: a population's members "
-                "report one after another and PBT ranks each against the others' latest values, so it needs "
-                "an epoch from every member between exploit steps; use 2 or more (the default is 4)"
-            )
+        problem = (
+            pbt_problem(perturbation_interval=self.perturbation_interval) if self.name == "pbt" else None
+        )
+        if problem is not None:
+            raise ValueError(problem)
         if self.name == "pbt" and given & others:
             raise ValueError(
                 f"{', '.join(sorted(given & others))} do not apply to scheduler 'pbt' (it stops no trial; it "
@@ -129,6 +128,66 @@ class SchedulerSpec(BaseModel):
                 "resample_probability"
             )
         return self
+
+
+def pbt_problem(
+    *,
+    perturbation_interval: int,
+    n_folds: int = 1,
+    fused: str = "auto",
+    sampler: str = "tpe",
+    population_size: int | None = None,
+    workers: int = 1,
+    epochs: int | None = None,
+) -> str | None:
+    """Why scheduler pbt cannot run with these settings (the first reason, a sentence without its final
+    stop), or None. PBT's rules, in one place: each caller passes what it knows (``epochs``: the trials'
+    epochs when the space does not vary them)."""
+    how = "scheduler pbt copies weights between trials trained side by side as one fused population"
+    if perturbation_interval < 2:
+        return (
+            f"perturbation_interval {perturbation_interval} is too short: a population's members report one "
+            "after another and PBT ranks each against the others' latest values, so it needs an epoch from "
+            "every member between exploit steps; use 2 or more (the default is 4)"
+        )
+    if fused == "off":
+        return (
+            f"{how}, so it cannot run with search.fused 'off'; set search.fused to 'auto' (PBT then fuses "
+            "whatever the measurement says) or choose another scheduler (asha, hyperband, median, none)"
+        )
+    if n_folds > 1:
+        return (
+            f"{how}; with search.cv ({n_folds} folds) every fold trains from scratch, so copied weights "
+            "could not carry over between folds. Run PBT on a single split: drop search.cv (holdout "
+            "validation), or choose another scheduler"
+        )
+    if sampler == "grid":
+        return (
+            f"{how}; the grid sampler fixes every parameter itself, so trials cannot be packed into "
+            "populations. Use another sampler (tpe, random, qmc...) or another scheduler"
+        )
+    if population_size is not None and population_size < 2:
+        return (
+            f"{how}; a population of {population_size} has no other member to copy. Set "
+            "search.population_size to at least 2 (4 or more works best) or leave it out"
+        )
+    if workers > 1:
+        return (
+            f"{how}, trained in one search process, so it cannot use --workers {workers}. Use --workers 1, "
+            "or another scheduler (asha, hyperband, median, none) with several workers"
+        )
+    if epochs is not None and perturbation_interval >= epochs:
+        fix = (
+            f"set search.scheduler.perturbation_interval between 2 and {epochs - 1}, or raise train.epochs"
+            if epochs >= 3
+            else "raise train.epochs to at least 3 (the interval is at least 2)"
+        )
+        return (
+            f"scheduler pbt exploits every {perturbation_interval} epochs "
+            f"(search.scheduler.perturbation_interval), but trials train {epochs} epochs (train.epochs), so "
+            f"no exploit would ever be carried out (none happens at the last epoch): {fix}"
+        )
+    return None
 
 
 def pbt_mutable(space: SearchSpace, per_member_paths: Collection[str]) -> list[str]:
@@ -200,28 +259,15 @@ class SearchSpec(BaseModel):
         """PBT copies weights between trials trained side by side, which rules some settings out."""
         if self.scheduler.name != "pbt":
             return self
-        how = "scheduler pbt copies weights between trials trained side by side as one fused population"
-        if self.fused == "off":
-            raise ValueError(
-                f"{how}, so it cannot run with search.fused 'off'; set search.fused to 'auto' (PBT then "
-                "fuses whatever the measurement says) or choose another scheduler (asha, hyperband, median, "
-                "none)"
-            )
-        if self.cv is not None:
-            raise ValueError(
-                f"{how}; with search.cv every fold trains from scratch, so copied weights could not carry "
-                "over between folds. Drop search.cv (holdout validation) or choose another scheduler"
-            )
-        if self.sampler == "grid":
-            raise ValueError(
-                f"{how}; the grid sampler fixes every parameter itself, so trials cannot be packed into "
-                "populations. Use another sampler (tpe, random, qmc...) or another scheduler"
-            )
-        if self.population_size is not None and self.population_size < 2:
-            raise ValueError(
-                f"{how}; a population of {self.population_size} has no other member to copy. Set "
-                "search.population_size to at least 2 (4 or more works best) or leave it out"
-            )
+        problem = pbt_problem(
+            perturbation_interval=self.scheduler.perturbation_interval,
+            n_folds=self.cv or 1,
+            fused=self.fused,
+            sampler=self.sampler,
+            population_size=self.population_size,
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property

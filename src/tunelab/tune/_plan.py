@@ -9,7 +9,7 @@ from tunelab.data import n_splits
 from tunelab.errors import SpecError
 from tunelab.execute import SearchPlan
 from tunelab.layout import RunLayout
-from tunelab.search import Direction, SearchSpec
+from tunelab.search import Direction, SearchSpec, pbt_problem
 from tunelab.spec import ExperimentSpec
 
 __all__ = ["SEARCH_SHARE", "TimeBudget", "make_plan"]
@@ -64,7 +64,13 @@ def make_plan(
         )
         folds = list(range(n_splits(data_spec)))
     if search.scheduler.name == "pbt":
-        _check_pbt(spec, search, workers)
+        problem = pbt_problem(
+            perturbation_interval=search.scheduler.perturbation_interval,
+            workers=workers,
+            epochs=None if "train.epochs" in search.space else spec.train.epochs,
+        )
+        if problem is not None:
+            raise SpecError(problem + ".")
     n_trials = search.n_trials
     if n_trials is None and budget.seconds is None and search.max_total_epochs is None:
         n_trials = 20
@@ -80,26 +86,3 @@ def make_plan(
         n_trials=n_trials,
         search_deadline=budget.search_deadline,
     )
-
-
-def _check_pbt(spec: ExperimentSpec, search: SearchSpec, workers: int) -> None:
-    """What PBT needs beyond the search section (which checks itself): one process, and epochs enough for
-    an exploit step before the last epoch."""
-    if workers > 1:
-        raise SpecError(
-            f"scheduler pbt trains each population's trials side by side in one search process, so it cannot "
-            f"use --workers {workers}. Use --workers 1, or another scheduler (asha, hyperband, median, none) "
-            "with several workers."
-        )
-    interval, epochs = search.scheduler.perturbation_interval, spec.train.epochs
-    if "train.epochs" not in search.space and interval >= epochs:
-        fix = (
-            f"Set search.scheduler.perturbation_interval between 2 and {epochs - 1}, or raise train.epochs."
-            if epochs >= 3
-            else "Raise train.epochs to at least 3 (the interval is at least 2)."
-        )
-        raise SpecError(
-            f"scheduler pbt exploits every {interval} epochs (search.scheduler.perturbation_interval), but "
-            f"trials train {epochs} epochs (train.epochs), so no exploit would ever be carried out "
-            f"(none happens at the last epoch). {fix}"
-        )
