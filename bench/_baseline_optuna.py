@@ -12,7 +12,7 @@ What a careful practitioner writes by hand around Optuna:
   weight decay on all parameters (``torch.optim``'s ``weight_decay``), evaluation under ``inference_mode``.
 - **Parallelism**: two worker processes on one ``JournalStorage`` (file backend), each with
   ``torch.set_num_threads(1)``: two single-thread trials side by side train more samples per second than one
-  two-thread trial on this CPU (FUSED.md).
+  two-thread trial on this CPU (docs/FUSED.md).
 - **Denormals flushed to zero** (``torch.set_flush_denormal(True)`` first thing in each worker): on this CPU
   arithmetic on denormal floats, which training produces, is many times slower.
 

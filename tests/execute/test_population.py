@@ -78,7 +78,7 @@ def test_population_study_stores_every_trial_and_packs_by_structure(study, base)
 
 
 def test_member_matches_the_same_config_trained_alone(study, base):
-    """The correctness bar of FUSED.md, through the whole search: each trial's value equals what the
+    """The correctness bar of docs/FUSED.md, through the whole search: each trial's value equals what the
     sequential objective (``Evaluator.score``) gets for its parameters. Batches are identical (the
     population draws the single trainer's permutation from the same seed); dropout is 0 because the single
     trainer draws dropout masks from torch's global RNG and a population from its own generator. The per-step

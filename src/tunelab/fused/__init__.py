@@ -7,8 +7,8 @@
   :class:`PopRMSprop`, :class:`PopAdagrad` (the update equations of their ``torch.optim`` namesakes).
 - :class:`PopulationTrainer` trains, evaluates, shrinks, refills and exploits members in place.
 
-See ``FUSED.md`` for when fusion pays and the correctness bar (a member trained in a population matches the
-same config trained alone).
+When fusion pays and the correctness bar (a member trained in a population matches the same config trained
+alone): docs/FUSED.md in the repository.
 """
 
 from tunelab.fused._base import BasePopulation, structural_signature
