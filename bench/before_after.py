@@ -44,8 +44,8 @@ def _figures(overhead: list[dict], search: list[dict]) -> dict[str, float]:
             figures[f"{case} ms/trial"] = record["ms_per_trial"]
         elif case.startswith("rss_growth"):
             figures["rss_growth_mb"] = record["growth_mb"]
-    (run,) = search
-    figures.update(search_trials=run["trials"], search_epochs=run["epochs"], search_end_s=run["search_end_s"])
+    for run in search:
+        figures.update(trials=run["trials"], epochs=run["epochs"], search_end_s=run["search_end_s"])
     return figures
 
 
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--search-budget", type=float, default=150.0)
     parser.add_argument("--overhead-args", default="", help="extra arguments for overhead.py, e.g. --quick")
+    parser.add_argument("--no-search", action="store_true", help="overhead.py alone")
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
@@ -63,9 +64,8 @@ def main() -> None:
         order = list(trees) if round_index % 2 == 0 else list(reversed(trees))
         for name in order:
             overhead = _run("overhead.py", args.overhead_args.split(), trees[name])
-            search = _run(
-                "search_device.py", ["--device", "cpu", "--budget", str(args.search_budget)], trees[name]
-            )
+            search_args = ["--device", "cpu", "--budget", str(args.search_budget)]
+            search = [] if args.no_search else _run("search_device.py", search_args, trees[name])
             figures = _figures(overhead, search)
             runs[name].append(figures)
             print(json.dumps({"round": round_index, "tree": name, **figures}), flush=True)

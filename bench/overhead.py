@@ -17,6 +17,7 @@ Usage::
     python bench/overhead.py            # 1000 trials per case, 3 runs each; 10,000 for the memory check
     python bench/overhead.py --quick    # 200 and 2,000
     python bench/overhead.py --trials 500 --rss-trials 5000
+    python bench/overhead.py --tunelab-only  # tunelab's side alone (to compare two versions of tunelab)
 """
 
 from __future__ import annotations
@@ -104,15 +105,19 @@ def report(case: str, n_trials: int, results: list[dict]) -> None:
     )
 
 
-def measure(n_trials: int, directory: Path, repeats: int) -> None:
+def measure(n_trials: int, directory: Path, repeats: int, *, tunelab_only: bool = False) -> None:
     # Warm-up: the first SQLite study pays for importing SQLAlchemy and alembic; neither side should carry it.
     run_optuna("random", f"sqlite:///{directory / 'warmup.db'}", 2)
     run_tunelab("random", f"sqlite:///{directory / 'warmup2.db'}", 2)
     for sampler_name in ("tpe", "random"):
         for where in ("memory", "sqlite"):
-            results: dict[str, list[dict]] = {"optuna": [], "tunelab": []}
+            results: dict[str, list[dict]] = (
+                {"tunelab": []} if tunelab_only else {"optuna": [], "tunelab": []}
+            )
             for repeat in range(repeats):  # the two sides alternate, so a slow spell hits both
                 for framework, runner in (("optuna", run_optuna), ("tunelab", run_tunelab)):
+                    if framework not in results:
+                        continue
                     name = f"{framework}-{sampler_name}-{repeat}.db"
                     storage = None if where == "memory" else f"sqlite:///{directory / name}"
                     results[framework].append(runner(sampler_name, storage, n_trials))
@@ -156,6 +161,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="runs per case, sides alternating; the median is reported"
     )
+    parser.add_argument("--tunelab-only", action="store_true", help="skip plain Optuna's side")
     args = parser.parse_args()
     n_trials = args.trials or (200 if args.quick else 1000)
     n_rss = args.rss_trials or (2000 if args.quick else 10_000)
@@ -163,7 +169,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     measure_rss(n_rss)  # first, before the timing cases grow the heap that a later run would reuse
     with tempfile.TemporaryDirectory() as directory:
-        measure(n_trials, Path(directory), args.repeats)
+        measure(n_trials, Path(directory), args.repeats, tunelab_only=args.tunelab_only)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,7 @@ class SearchPlan:
     def study_budget(self, clock: Clock) -> StudyBudget:
         """The search's budgets, its time a deadline on ``clock``."""
         search = self.search
-        return StudyBudget(
-            self.n_trials, self.search_deadline, search.max_total_epochs, search.target, self.direction, clock
-        )
+        return StudyBudget(self.n_trials, self.search_deadline, search.max_total_epochs, search.target, clock)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ class StudyBudget:
     """A study's budgets: ``n_trials`` finished trials (counting those of an earlier run of the same study,
     so rerunning after a crash finishes the job), a ``deadline`` on ``clock`` (an absolute time: one time
     budget, however many processes and phases share it), ``max_total_epochs`` reported over the study, and a
-    ``target`` value that ends it once a trial reaches it (in ``direction``).
+    ``target`` value that ends it once a trial reaches it.
 
     Budgets are checked between packs; running trials ask :class:`StudyDeadline` within and between epochs.
     """
@@ -28,7 +28,6 @@ class StudyBudget:
     deadline: float | None = None
     max_total_epochs: int | None = None
     target: float | None = None
-    direction: str = "minimize"
     clock: Clock = field(default=system_clock, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,14 +60,17 @@ class StudyBudget:
         budget."""
         return None if self.deadline is None else StudyDeadline(self.deadline, study, clock=self.clock)
 
-    def reached_target(self, value: float) -> bool:
+    def reached_target(self, value: float, direction: str) -> bool:
+        """Whether a trial's ``value`` reaches the target of a study that goes in ``direction``."""
         if self.target is None:
             return False
-        return value <= self.target if self.direction == "minimize" else value >= self.target
+        return value <= self.target if direction == "minimize" else value >= self.target
 
     def pack_cap(self, counts: StudyCounts, size: int) -> int:
         """At most ``size`` trials, and no more than the trial and epoch budgets leave room for: the epochs
         left divided by this study's mean epochs per finished trial."""
+        if size <= 1:
+            return 1
         cap = size
         if self.n_trials is not None:
             cap = min(cap, self.n_trials - counts.n_finished)

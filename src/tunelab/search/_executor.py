@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import optuna
 
@@ -25,19 +25,19 @@ __all__ = ["BaseExecutor", "Executor", "ObjectiveExecutor", "Outcome", "OutcomeS
 OutcomeState = Literal["complete", "pruned", "failed"]
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How a trial ended. ``values``: the objective's values (complete trials; one per objective).
-    ``reason``: why it failed. ``attrs``: user attributes to store with the trial (JSON-serializable)."""
+    ``reason``: why it failed. ``attrs``: user attributes to store with the trial (JSON-serializable).
+    A named tuple: one is made per trial, and a tuple is made fastest."""
 
     state: OutcomeState
     values: tuple[float, ...] = ()
     reason: str | None = None
-    attrs: Mapping[str, Any] = field(default_factory=dict)
+    attrs: Mapping[str, Any] = MappingProxyType({})
 
     @classmethod
     def complete(cls, *values: float, **attrs: Any) -> Outcome:
-        return cls("complete", tuple(float(v) for v in values), attrs=attrs)
+        return cls("complete", tuple(map(float, values)), None, attrs)
 
     @classmethod
     def pruned(cls, **attrs: Any) -> Outcome:

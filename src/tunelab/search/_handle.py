@@ -82,8 +82,7 @@ class TrialHandle:
         self.params = params
         self._sampled_params = params  # params follows PBT's exploits; these stay as sampled
         self._scheduler = scheduler
-        # Optuna keeps intermediate values for single-objective studies only.
-        self._keeps_reports = len(trial.study.directions) == 1
+        self._keeps_reports: bool | None = None  # whether the study keeps reports: read at the first
         self._on_report, self._on_end, self._out_of_time = on_report, on_end, out_of_time
         self.last_epoch = 0
         self.stopped = False
@@ -121,6 +120,8 @@ class TrialHandle:
             )
         value = float(value)
         self.last_epoch = epoch
+        if self._keeps_reports is None:  # Optuna keeps reports for single-objective studies only
+            self._keeps_reports = len(self._trial.study.directions) == 1
         if self._keeps_reports:
             self._trial.report(value, epoch)
         if self._on_report is not None:

@@ -138,9 +138,11 @@ class Packer:
         if first is None and self._in_startup():
             first = self._ask(sampler=self._random)
         pack = [first or self._ask()]
-        key = pack_key(pack[0][0].params, self.space, self.structural)
         if callable(size):
             size = size(pack[0][1])
+        if size <= 1:
+            return pack
+        key = pack_key(pack[0][0].params, self.space, self.structural)
         while len(pack) < size:
             waiting = self._next_waiting()
             if waiting is not None and pack_key(waiting, self.space, self.structural) != key:
@@ -171,6 +173,9 @@ class Packer:
     ) -> tuple[optuna.Trial, dict[str, Any]]:
         """A new trial and its overrides, from the study's sampler, or from ``sampler`` instead, either with
         the parameters ``fixed``."""
+        if fixed is None and sampler is None:  # the study's own sampler, as it is
+            trial = self.study.ask()
+            return trial, self.space.sample(trial)
         own = self.study.sampler
         chosen = sampler or own
         if fixed is not None:

@@ -103,16 +103,16 @@ def run_study(
             f"space must be a SearchSpace (SearchSpace.from_dict(...)), got {type(space).__name__}."
         )
     executor = _as_executor(objective, n_objectives=len(dirs))
+    clock = clock if budget is None else budget.clock
+    started = clock.monotonic()
     if budget is None:
         check_positive(timeout_s, "timeout_s", whole=False)
-        deadline = None if timeout_s is None else clock.monotonic() + timeout_s
-        budget = StudyBudget(n_trials, deadline, max_total_epochs, target, dirs[0], clock)
+        deadline = None if timeout_s is None else started + timeout_s
+        budget = StudyBudget(n_trials, deadline, max_total_epochs, target, clock)
     elif any(value is not None for value in (n_trials, timeout_s, max_total_epochs, target)):
         raise SpecError(
             "give the study budget=, or n_trials / timeout_s / max_total_epochs / target; not both."
         )
-    clock = budget.clock
-    started = clock.monotonic()
     scheduler = scheduler if scheduler is not None else NoScheduler(direction=dirs[0])
     _check_scheduler(scheduler, dirs, multi=multi, target=budget.target)
     if isinstance(sampler, str):
@@ -183,6 +183,7 @@ class _StudyLoop:
         self.executor, self.space, self.backend = executor, space, backend
         self.study, self.scheduler, self.budget, self.events = backend.study, scheduler, budget, events
         self.multi, self.packer = multi, packer
+        self.packs, self.checkpoints = executor.max_pack_size > 1, executor.checkpoints
         self.seen: set[int] = set()  # trials the scheduler knows: started here, or replayed from the storage
         self.counts = StudyCounts.of_study(self.study)
         self.reached_target = False
@@ -193,7 +194,7 @@ class _StudyLoop:
         """Train packs until a budget is spent; the reason the study stopped."""
         replay(self.study, self.space, self.scheduler, self.seen)
         finished = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if any(self.budget.reached_target(t.values[0]) for t in finished if self.budget.target is not None):
+        if any(self.reached(t.values[0]) for t in finished):
             return "target"
         while True:
             if self.backend.shared:
@@ -225,11 +226,10 @@ class _StudyLoop:
 
     def _start(self, pack: list[tuple[optuna.Trial, dict[str, Any]]]) -> list[TrialHandle]:
         out_of_time = self.budget.trial_deadline(self.study)  # one per pack: see StudyDeadline
-        checkpoints = self.executor.checkpoints
         handles = []
         for trial, params in pack:
             self.seen.add(trial.number)
-            if checkpoints:
+            if self.checkpoints:
                 self.backend.touch(trial.number)
             handle = TrialHandle(
                 trial,
@@ -239,15 +239,19 @@ class _StudyLoop:
                 on_end=self.conclude,
                 out_of_time=out_of_time,
             )
-            if self.executor.max_pack_size > 1:  # the pack a trial trained in: the number of its first trial
+            if self.packs:  # the pack a trial trained in: the number of its first trial
                 handle.set_attr("population", pack[0][0].number)
             self.scheduler.on_trial_start(trial.number, params)
             self.events.trial_started(trial.number, params)
             handles.append(handle)
         return handles
 
+    def reached(self, value: float) -> bool:
+        """Whether ``value`` reaches the study's target (in its direction)."""
+        return self.budget.reached_target(value, self.scheduler.direction)
+
     def _reported(self, handle: TrialHandle, epoch: int, value: float) -> None:
-        if self.executor.checkpoints:
+        if self.checkpoints:
             self.backend.touch(handle.number)
         self.events.trial_reported(handle.number, epoch, value)
 
@@ -264,18 +268,20 @@ class _StudyLoop:
             handle.set_attr(key, value)
         if status == "failed":
             handle.set_attr("fail_reason", reason or "unknown")
+        complete = status == "complete"
         try:
-            tell(self.study, handle._trial, values if status == "complete" else None, state=_STATES[status])
+            tell(self.study, handle._trial, values if complete else None, state=_STATES[status])
         except RuntimeError:
             # GridSampler calls study.stop() once the grid is done, which Optuna allows only inside
             # optimize(); the result is stored before that, and the loop sees the exhausted grid next.
             if self.grid is None or not self.grid.is_exhausted(self.study):
                 raise
-        self.scheduler.on_trial_end(handle.number, status)
-        self.backend.touch(handle.number, finished=True)
-        self.counts = self.counts.plus(status, handle.last_epoch)
-        self.events.trial_finished(handle.number, status, values[0] if status == "complete" else None)
-        if status == "complete" and not self.multi and self.budget.reached_target(values[0]):
+        number = handle.number
+        self.scheduler.on_trial_end(number, status)
+        self.backend.touch(number, finished=True)
+        self.counts.add(status, handle.last_epoch)
+        self.events.trial_finished(number, status, values[0] if complete else None)
+        if complete and self.budget.target is not None and not self.multi and self.reached(values[0]):
             self.reached_target = True
 
 

@@ -14,9 +14,10 @@ INTERRUPTED = "interrupted: the trial was running when the previous run of this 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-@dataclass(frozen=True)
+@dataclass
 class StudyCounts:
-    """Finished trials by how they ended, and the epochs they reported (a trial's epochs: its last report)."""
+    """Finished trials by how they ended, and the epochs they reported (a trial's epochs: its last report).
+    The study loop adds to its own as trials end (:meth:`add`)."""
 
     n_complete: int = 0
     n_pruned: int = 0
@@ -42,14 +43,15 @@ class StudyCounts:
     def of_study(cls, study: optuna.Study) -> StudyCounts:
         return cls.of(study.get_trials(deepcopy=False, states=FINISHED))
 
-    def plus(self, state: str, epochs: int) -> StudyCounts:
-        """These counts and one more trial, ended ``state`` (complete, pruned, failed) after ``epochs``."""
-        return StudyCounts(
-            self.n_complete + (state == "complete"),
-            self.n_pruned + (state == "pruned"),
-            self.n_failed + (state == "failed"),
-            self.n_epochs + epochs,
-        )
+    def add(self, state: str, epochs: int) -> None:
+        """One more trial, ended ``state`` (complete, pruned, failed) after ``epochs``."""
+        if state == "complete":
+            self.n_complete += 1
+        elif state == "pruned":
+            self.n_pruned += 1
+        else:
+            self.n_failed += 1
+        self.n_epochs += epochs
 
 
 def retry_interrupted(study: optuna.Study) -> list[int]:
