@@ -1,22 +1,8 @@
-"""The ``search:`` section of an experiment spec: what to vary, how to search, and the budget.
-
-Example::
-
-    search:
-      space:
-        train.lr: {float: [1e-4, 3e-2], log: true}
-        train.optimizer: {choice: [adam, sgd]}
-        train.momentum: {float: [0.5, 0.99], when: {train.optimizer: sgd}}
-        _depth: {int: [1, 3]}                           # a helper parameter: not written into the spec
-        model.hidden: {per_layer: _depth, int: [32, 512], log: true}
-      metric: val_accuracy
-      sampler: tpe
-      scheduler: {name: asha, min_epochs: 1, reduction_factor: 3}   # or {name: pbt, perturbation_interval: 4}
-      budget: 10m
-      cv: 5
-
-Parameters whose name starts with ``_`` are helpers for other parameters (a depth for ``per_layer``); they are
-recorded with the trial but not merged into the spec.
+"""The ``search:`` section of an experiment spec: what to vary (``space``, in the language of
+:mod:`tunelab.search.space`), how to search (``sampler``, ``scheduler``, ``metric``), the budget
+(``budget: 10m``, ``n_trials``...), and how to choose (``cv``, ``top_k``, ``n_seeds``, ``refit``). For example
+``{space: {train.lr: {float: [1e-4, 3e-2], log: true}}, scheduler: {name: asha}, budget: 10m, cv: 5}``.
+Parameters whose name starts with ``_`` are helpers (a depth for ``per_layer``), not merged into the spec.
 """
 
 from __future__ import annotations
