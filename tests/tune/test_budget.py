@@ -40,9 +40,10 @@ class SpendsTheBudgetAt(NoEvents):
 @pytest.fixture
 def optimizer_steps():
     """Optimizer steps per torch optimizer (one per trial and fold, then the re-evaluations' and the refit's),
-    counted with torch's public hook on every optimizer's step."""
-    steps: Counter[int] = Counter()
-    handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: steps.update([id(optimizer)]))
+    counted with torch's public hook on every optimizer's step. Keyed by the optimizer itself, which keeps it
+    alive: an id could be reused by the next optimizer once the first is freed."""
+    steps: Counter[Any] = Counter()
+    handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: steps.update([optimizer]))
     yield steps
     handle.remove()
 
