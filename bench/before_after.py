@@ -9,6 +9,8 @@ of each figure over the rounds, and after / before.
 Usage (from the repository root; a tree is a checkout, e.g. ``git worktree add /tmp/before <commit>``)::
 
     python bench/before_after.py --before /tmp/before --after . --rounds 2 --search-budget 150
+    python bench/before_after.py --before /tmp/before --after . --rounds 6 --no-search \
+        --overhead-args=--tunelab-only
 """
 
 from __future__ import annotations
