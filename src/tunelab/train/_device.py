@@ -24,11 +24,11 @@ def flush_denormals() -> bool:
     """Make this process's CPU arithmetic flush denormal floats to zero; True where the CPU supports it.
 
     Why: training produces denormals (optimizer state decaying towards zero, for one), and x86 CPUs compute
-    on them tens of times slower; in the Fashion-MNIST benchmark a population's epochs went from 3.5 s to
-    25 s after a few epochs, all in the matmuls. Flushing changes values below ~1.2e-38 to zero, far under
-    fp32 training noise. The mode is per thread and torch's worker threads keep the one they were created
-    with, so call this before any parallel torch work: the ``tunelab`` command and its worker processes
-    do; a program that drives :func:`tunelab.tune.tune_experiment` itself should call it first.
+    on them tens of times slower (a population's epochs grew sevenfold, all in the matmuls; BENCHMARKS.md).
+    Flushing changes values below ~1.2e-38 to zero, far under fp32 training noise. Training flushes within a
+    scope by itself (:func:`denormals_flushed`), but the mode is per thread and torch's worker threads keep
+    the one they were created with, so a program that does parallel torch work before its first training
+    calls this first, as the ``tunelab`` command and its worker processes do.
     """
     return bool(torch.set_flush_denormal(True))
 
