@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -59,19 +59,38 @@ def report(
 
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A tuned run directory (or its best/ export).")],
-    data_path: Annotated[Path, typer.Argument(metavar="DATA", help="New rows: a CSV or Parquet file.")],
+    data_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATA",
+            help="New inputs, as the model was trained on: a CSV or Parquet table; for images a folder of "
+            "image files (one row per file, named by its path), an image file, an .npz or an IDX file; for "
+            "sequences an .npz.",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the predictions (CSV).")] = Path(
         "predictions.csv"
     ),
 ) -> None:
-    """Apply the exported best model, with its preprocessing, to new rows."""
+    """Apply the exported best model, with its preprocessing, to new inputs."""
     before_torch()
     with user_errors():
+        from tunelab.data import read_new_inputs
+        from tunelab.errors import DataError
         from tunelab.export import find_export, load
 
-        frame = _read_rows(data_path)
+        if not data_path.exists():  # before the model is loaded: the cheaper mistake to report
+            raise DataError(
+                f"'{data_path}' does not exist. Give the new inputs to predict, as the model was trained "
+                "on: a CSV or Parquet table, or for images a folder of image files, an image, an .npz or an "
+                "IDX file."
+            )
         exported = load(find_export(run_dir))
-        predictions = exported.predict_frame(frame)
+        x_key = ((exported.metadata.get("spec") or {}).get("data") or {}).get("x_key", "X")
+        inputs = read_new_inputs(data_path, kind=exported.kind, input_shape=exported.input_shape, x_key=x_key)
+        predictions = exported.predict_frame(inputs.data)
+        if inputs.paths is not None:
+            predictions.insert(0, "path", inputs.paths)
         try:
             predictions.to_csv(out, index=False)
         except OSError as err:
@@ -79,24 +98,3 @@ def predict(
 
             raise SpecError(f"cannot write predictions to '{out}': {err}. Choose a writable --out.") from None
         err_console.print(f"wrote {len(predictions):,} predictions to {out}", highlight=False)
-
-
-def _read_rows(path: Path) -> Any:
-    """New rows to predict: a CSV or Parquet table."""
-    import pandas as pd
-
-    from tunelab.errors import DataError
-
-    if not path.is_file():
-        raise DataError(
-            f"data file '{path}' does not exist. Give the path of a CSV or Parquet file of new rows."
-        )
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise DataError(
-            f"cannot read '{path}' as a {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'} "
-            f"table: {err}. Expected a table with the same feature columns the model was trained on."
-        ) from None

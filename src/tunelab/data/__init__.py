@@ -13,6 +13,7 @@ from tunelab.data._builtin import BUILTIN_NAMES, FASHION_MNIST_CLASSES
 from tunelab.data._bundle import DataBundle
 from tunelab.data._dataset import DataKind, Dataset, Task
 from tunelab.data._idx import read_idx
+from tunelab.data._new_inputs import NewInputs, read_new_inputs
 from tunelab.data._prepare import prepare_data
 from tunelab.data._preprocessor import Preprocessor
 from tunelab.data._sources import load_dataset
@@ -26,6 +27,7 @@ __all__ = [
     "DataKind",
     "DataSpec",
     "Dataset",
+    "NewInputs",
     "Preprocessor",
     "SplitIndices",
     "SplitSpec",
@@ -34,5 +36,6 @@ __all__ = [
     "n_splits",
     "prepare_data",
     "read_idx",
+    "read_new_inputs",
     "split_indices",
 ]

@@ -44,10 +44,12 @@ def list_image_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str], li
     return paths, np.asarray(labels, dtype=np.int64), classes, notices
 
 
-def read_images(paths: list[Path], *, image_size: tuple[int, int] | None) -> np.ndarray:
-    """Read images as ``uint8 [N, C, H, W]``: grayscale (C=1) if every image is, else RGB (C=3).
-
-    Without ``image_size`` (height, width) all images must have the same size.
+def read_images(
+    paths: list[Path], *, image_size: tuple[int, ...] | None, channels: int | None = None
+) -> np.ndarray:
+    """Read images as ``uint8 [N, C, H, W]``: grayscale (C=1) if every image is, else RGB (C=3), or as
+    ``channels`` say (1 or 3: a model's inputs). Without ``image_size`` (height, width) all images must have
+    the same size; with it they are resized to it.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -66,8 +68,11 @@ def read_images(paths: list[Path], *, image_size: tuple[int, int] | None) -> np.
             f"images differ in size: {paths[0]} is {first[1]}x{first[0]} but {where} is "
             f"{other[1]}x{other[0]} (height x width). Fix: set image_size: [height, width] to resize all."
         )
-    mode = "L" if set(modes) <= _GRAY_MODES else "RGB"
-    height, width = image_size if image_size is not None else (sizes[0][1], sizes[0][0])
+    if channels is None:
+        mode = "L" if set(modes) <= _GRAY_MODES else "RGB"
+    else:
+        mode = "L" if channels == 1 else "RGB"
+    height, width = tuple(image_size) if image_size is not None else (sizes[0][1], sizes[0][0])
     out = np.empty((len(paths), 1 if mode == "L" else 3, height, width), dtype=np.uint8)
     for index, path in enumerate(paths):
         try:
