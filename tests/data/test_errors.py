@@ -124,15 +124,6 @@ def test_column_of_lists_cannot_be_encoded(tmp_path):
         _load(path, target="label")
 
 
-def test_date_column_in_a_plain_table(tmp_path):
-    frame = make_table().assign(joined=pd.date_range("2020-01-01", periods=150).strftime("%Y-%m-%d"))
-    with pytest.raises(
-        DataError, match=r"'joined' holds dates.*drop_columns.*task: forecasting with time_column"
-    ):
-        _load(_csv(tmp_path, frame), target="label")
-    assert _load(_csv(tmp_path, frame), target="label", drop_columns=["joined"]).n_rows == 150
-
-
 def test_no_usable_feature_left(tmp_path):
     frame = pd.DataFrame({"name": [f"n{index}" for index in range(20)], "y": [0, 1] * 10})
     with pytest.raises(DataError, match="no usable feature columns are left"):

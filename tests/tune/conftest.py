@@ -12,7 +12,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 
 def messy_breast_cancer(seed: int = 0) -> pd.DataFrame:
     """Breast cancer (569 rows): 30 numeric columns, two categorical text columns derived from real features,
-    about 8% missing values, an identifier column, and a text target."""
+    an ISO date column (``examined``), about 8% missing values, an identifier column, and a text target."""
     rng = np.random.default_rng(seed)
     data = load_breast_cancer(as_frame=True)
     frame = data.frame.drop(columns="target").iloc[:, :12].copy()
@@ -21,7 +21,9 @@ def messy_breast_cancer(seed: int = 0) -> pd.DataFrame:
         data.frame["worst area"], bins=[0, 500, 900, 1400, 5000], labels=["small", "medium", "large", "huge"]
     ).astype(str)
     frame["texture_band"] = np.where(data.frame["worst texture"] > 25, "rough", "smooth")
-    for column in ["mean_radius", "mean_texture", "mean_smoothness", "size_band"]:
+    days = rng.integers(0, 3 * 365, len(frame))
+    frame["examined"] = (pd.Timestamp("2019-01-01") + pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d")
+    for column in ["mean_radius", "mean_texture", "mean_smoothness", "size_band", "examined"]:
         frame.loc[rng.random(len(frame)) < 0.08, column] = np.nan
     frame.insert(0, "patient_id", [f"P{100000 + i}" for i in rng.permutation(len(frame))])
     frame["diagnosis"] = np.where(data.target == 1, "benign", "malignant")

@@ -58,6 +58,11 @@ def test_zero_config_tune_then_predict(tmp_path, table_split):
     assert set(preds["prediction"]) <= {"benign", "malignant"}
     assert {"proba_benign", "proba_malignant"} <= set(preds.columns)
     np.testing.assert_allclose(preds["proba_benign"] + preds["proba_malignant"], 1.0, atol=1e-5)
+    # The date column (missing in some rows) is read as numbers, by the search and the exported model alike.
+    from tunelab import load
+
+    names = load(out).preprocessor.feature_names
+    assert {"examined.year", "examined.month", "examined.day_of_week", "examined.days"} <= set(names)
     accuracy = float((preds["prediction"].to_numpy() == held["diagnosis"].to_numpy()).mean())
     assert accuracy > 0.85
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from tunelab.data._dataset import Task
 from tunelab.data._hints import did_you_mean, listing
-from tunelab.data._table_features import text_values
+from tunelab.data._table_features import as_datetimes, text_values
 from tunelab.errors import DataError
 
 __all__ = ["clean_target", "infer_task", "select_features", "take_target"]
@@ -45,10 +45,11 @@ def select_features(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The columns a model can use (numeric as float64, categorical as str objects), and notices.
 
-    Numeric and boolean columns are kept. Text columns are categorical unless (nearly) all their values are
-    distinct, in which case they look like identifiers and are left out with a notice. Columns whose values
-    are lists, dicts or mixed objects cannot be encoded and raise :class:`DataError`, as do date columns in a
-    table that is not a time series. Forecasting windows use numeric columns only.
+    Numeric and boolean columns are kept. Date columns are kept as datetimes (the features derive numbers
+    from them, with a notice). Text columns are categorical unless (nearly) all their values are distinct, in
+    which case they look like identifiers and are left out with a notice. Columns whose values are lists,
+    dicts or mixed objects cannot be encoded and raise :class:`DataError`. Forecasting windows use numeric
+    columns only.
     """
     kept: dict[str, pd.Series] = {}
     notices: list[str] = []
@@ -68,11 +69,12 @@ def select_features(
                     + ("" if time_column else f" (set time_column: {label} to order rows by it)")
                 )
                 continue
-            raise DataError(
-                f"column '{label}' holds dates, which a table model cannot use directly. Fix: add it to "
-                f"drop_columns, derive numeric columns from it (year, month, day of week), or, for a time "
-                f"series, set task: forecasting with time_column: {label}."
+            notices.append(
+                f"column '{label}' holds dates: the model reads its year, month, day, day of week (hour, "
+                "where times are given) and days since the earliest date of the training part"
             )
+            kept[label] = as_datetimes(values)
+            continue
         if role == "identifier":
             present = column.dropna()
             distinct = present.nunique()
