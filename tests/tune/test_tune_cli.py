@@ -45,6 +45,9 @@ def test_zero_config_tune_then_predict(tmp_path, table_split):
     assert summary["trials"]["complete"] >= 1
     assert set(summary["protocol"]) >= {"validation", "reevaluation", "refit", "test"}
     assert summary["candidates"][0]["n"] >= 1
+    for candidate in summary["candidates"]:  # every interval within accuracy's range (null: one run)
+        low, high = candidate["ci95"]
+        assert low is None or 0.0 <= low <= high <= 1.0, candidate
     assert "accuracy" in summary["test_metrics"]
     # The study is an ordinary Optuna study.
     study = optuna.load_study(study_name=summary["name"], storage=f"sqlite:///{out / 'study.db'}")

@@ -32,7 +32,7 @@ __all__ = [
 
 def candidates_figure(candidates: Sequence[Mapping[str, Any]], *, metric: str) -> go.Figure | None:
     """Per candidate: its score in the search (hollow), each fresh re-evaluation run (dots), and their mean
-    with the 95% t-interval. The gap between the search score and the mean is the search's optimism."""
+    with its 95% interval. The gap between the search score and the mean is the search's optimism."""
     import plotly.graph_objects as go
 
     if not candidates:

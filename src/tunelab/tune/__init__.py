@@ -6,7 +6,8 @@ The protocol, written into every study's ``summary.json``:
    and is scored on the validation part (or, with ``cv: K``, on each of K folds in turn, reporting after
    every epoch so the scheduler can stop it early fold by fold). It gets 80% of a wall-time budget.
 2. **Selection**: the ``top_k`` configurations are trained again with ``n_seeds`` fresh training seeds on
-   every fold; their mean, standard deviation and 95% t-interval are reported, and the best mean wins.
+   every fold; their mean, standard deviation and a 95% interval (inside the metric's range) are reported,
+   and the best mean wins.
    Fresh seeds keep the estimate free of the search's own selection bias.
 3. **Refit**: the winner is trained on train + validation for the median of its best epoch counts.
 4. **Test**: the test part, set aside before anything else, is evaluated once, here.

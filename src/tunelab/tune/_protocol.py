@@ -27,6 +27,7 @@ from tunelab.storage import (
     study_snapshot,
 )
 from tunelab.train import denormals_flushed
+from tunelab.tune._interval import INTERVAL_METHOD
 from tunelab.tune._plan import TimeBudget, make_plan
 from tunelab.tune._result import TuneProtocol, TuneResult, json_safe
 from tunelab.tune._select import reevaluate, refit_winner
@@ -163,7 +164,7 @@ def _protocol(
         sampler=search.sampler,
         scheduler=search.scheduler.name,
         reevaluation=f"top {search.top_k} re-trained with {search.n_seeds} fresh seeds per fold; "
-        "mean ± std and a 95% t-interval; best mean wins",
+        f"mean ± std and {INTERVAL_METHOD}; best mean wins",
         refit=f"winner retrained on train + validation for {refit_epochs} epochs"
         if search.refit
         else "no refit: the winner as trained on the training part",

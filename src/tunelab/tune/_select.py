@@ -6,7 +6,6 @@ import json
 import math
 import statistics
 from dataclasses import replace
-from typing import Any
 
 import optuna
 import torch
@@ -20,6 +19,7 @@ from tunelab.run import write_test_predictions
 from tunelab.search import Events, SearchSpace, SearchSpec
 from tunelab.spec import ExperimentSpec
 from tunelab.train import Trainer
+from tunelab.tune._interval import interval
 from tunelab.tune._result import Candidate, Refit
 
 __all__ = ["final_params", "reevaluate", "refit_winner"]
@@ -64,7 +64,7 @@ def reevaluate(
                     score, best_epoch = math.nan, 0
                 scores.append(score)
                 best_epochs.append(best_epoch)
-        candidate = replace(candidate, scores=scores, best_epochs=best_epochs, **_interval(scores))
+        candidate = replace(candidate, scores=scores, best_epochs=best_epochs, **interval(scores, metric))
         events.phase(
             f"candidate trial {trial.number}: {metric} {candidate.mean:.4f} ± {candidate.std:.4f} "
             f"over {candidate.n} fresh runs"
@@ -109,22 +109,6 @@ def final_params(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Candida
         pbt_exploits=len(exploits),
         params_from=f"its exploit at epoch {last['epoch']} (copying trial {last['source']})",
     )
-
-
-def _interval(scores: list[float]) -> dict[str, Any]:
-    finite = [s for s in scores if math.isfinite(s)]
-    n = len(finite)
-    if n == 0:
-        return {"n": 0, "mean": math.nan, "std": math.nan, "ci95": (math.nan, math.nan)}
-    mean = statistics.fmean(finite)
-    std = statistics.stdev(finite) if n > 1 else 0.0
-    if n > 1:
-        from scipy.stats import t
-
-        half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    else:
-        half = math.nan
-    return {"n": n, "mean": mean, "std": std, "ci95": (mean - half, mean + half)}
 
 
 def refit_winner(
