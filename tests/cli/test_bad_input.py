@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,22 @@ def test_target_all_missing(tmp_path):
 
 
 def test_column_that_cannot_be_encoded(tmp_path):
+    path = tmp_path / "tags.parquet"
+    n = 60
+    pd.DataFrame(
+        {
+            "a": np.arange(n, dtype=float),
+            "tags": [["x", "y"][: i % 3] for i in range(n)],  # lists: no number, category or date
+            "y": ["u", "v"] * (n // 2),
+        }
+    ).to_parquet(path)
+    code, out = run_cli("train", str(write_spec(tmp_path, table_spec(path))), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "column 'tags' cannot be encoded" in out
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_date_column_is_read_as_numbers_not_refused(tmp_path):
     csv = tmp_path / "dates.csv"
     n = 60
     pd.DataFrame(
@@ -178,8 +195,9 @@ def test_column_that_cannot_be_encoded(tmp_path):
         }
     ).to_csv(csv, index=False)
     code, out = run_cli("train", str(write_spec(tmp_path, table_spec(csv))), "--out", str(tmp_path / "run"))
-    assert code == 2
-    assert "when" in out
+    assert code == 0, out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert any("'when' holds dates" in notice for notice in summary["data"]["notices"])
 
 
 def test_existing_run_is_not_overwritten(tmp_path, good_csv):
