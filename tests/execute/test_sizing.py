@@ -49,3 +49,21 @@ def test_sizer_fits_members_in_a_share_of_the_time_left():
     assert sizer.size(1e5, epochs=2.0, cap=64, time_left=100.0) == fits // 2
     unknown = PopulationSizer(rows=1000)
     assert unknown.size(1e8, epochs=2.0, cap=8, time_left=1.0) == 8  # no rate yet: the configured size
+
+
+def test_a_population_dominated_by_overhead_takes_members_its_overhead_covers():
+    """A linear model: its population's time is mostly fixed cost, which a population of one measures; the
+    next population of that structure then takes as many members as that cost covers, not one."""
+    sizer = PopulationSizer(rows=400, flop_rate=1e8)
+    flops = 120.0  # a linear model on 30 features, 2 classes
+    member_epoch = 3 * flops * 400 / 1e8  # its compute per epoch at the assumed rate: 1.44 ms
+    # One member, 200 epochs, 0.1 s an epoch: overhead of about 0.1 s an epoch, 69 members' compute.
+    sizer.observe(flops, member_epochs=200, seconds=20.0, population_epochs=200)
+    assert sizer.size(flops, epochs=200.0, cap=8, time_left=20.0) == 8
+    assert sizer.size(flops, epochs=200.0, cap=256, time_left=20.0) == int(
+        (0.1 - member_epoch) / member_epoch
+    )
+    # A structure whose time is all compute gains nothing from it.
+    heavy = 1e6
+    sizer.observe(heavy, member_epochs=10, seconds=10 * 3 * heavy * 400 / 1e8, population_epochs=10)
+    assert sizer.size(heavy, epochs=10.0, cap=8, time_left=10.0) == 1

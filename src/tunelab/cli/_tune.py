@@ -188,7 +188,7 @@ def _tune_spec(
     name = (out.name if out is not None else Path(data).stem) or "tune"
     safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)
     return parse_spec(
-        default_experiment(data_section, kind=dataset.kind, model=model, name=safe),
+        default_experiment(data_section, kind=dataset.kind, model=model, name=safe, n_rows=dataset.n_rows),
         source="the default experiment",
     )
 

@@ -154,8 +154,10 @@ class PopulationExecutor(BaseExecutor):
             )
         trained = [m for m in members if m.spec is not None]
         if trained:
-            epochs = sum(m.handle.last_epoch for m in trained)
-            self.sizer.observe(self._flops_of(_spec(trained[0])), epochs, time.perf_counter() - started)
+            epochs = [m.handle.last_epoch for m in trained]
+            seconds = time.perf_counter() - started
+            flops = self._flops_of(_spec(trained[0]))
+            self.sizer.observe(flops, sum(epochs), seconds, population_epochs=max(epochs))
         return [
             m.handle.outcome or Outcome.failed("the population ended without ending this trial")
             for m in members

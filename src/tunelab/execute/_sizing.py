@@ -8,6 +8,12 @@ epochs`` (the expected epochs follow from the scheduler's rungs: ASHA keeps the 
 study's training rate in FLOP/s is first taken from the fusion probe, then measured on every population it
 trains; and a population gets as many members as fit in :data:`POPULATION_SHARE` of the time left (at least
 one, at most the measured or configured population size).
+
+A small model's fused step costs mostly its fixed overhead (kernel launches, the optimizer's bookkeeping,
+evaluation), which does not grow with members: a population of one linear model takes about as long as one of
+eight. So each population's overhead per epoch is estimated too (its time less its members' compute at the
+fastest rate seen) and a structure whose overhead is known takes members while their compute stays within
+it: at most about twice the time of one member, whatever the share allows.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class PopulationSizer:
         self.assumed_rate = flop_rate
         self.work = 0.0  # FLOPs of the populations measured so far (3 x forward, per member-sample)
         self.seconds = 0.0  # and the wall time they took
+        self._best_rate = flop_rate or 0.0  # the fastest FLOP/s seen (assumed or one population's)
+        self._overhead: dict[float, float] = {}  # a structure's (by FLOPs) overhead seconds per epoch
 
     @property
     def rate(self) -> float | None:
@@ -100,10 +108,21 @@ class PopulationSizer:
             return max(1, cap)
         per_member = 3.0 * flops * self.rows * epochs
         fits = math.floor(POPULATION_SHARE * max(0.0, time_left) * rate / per_member)
+        overhead = self._overhead.get(flops, 0.0)
+        if overhead > 0:  # members whose compute fits in the population's fixed cost
+            fits = max(fits, math.floor(overhead * self._best_rate / (3.0 * flops * self.rows)))
         return max(1, min(cap, fits))
 
-    def observe(self, flops: float, member_epochs: int, seconds: float) -> None:
-        """A population of ``flops`` per sample trained ``member_epochs`` epochs in all, in ``seconds``."""
+    def observe(
+        self, flops: float, member_epochs: int, seconds: float, *, population_epochs: int | None = None
+    ) -> None:
+        """A population of ``flops`` per sample trained ``member_epochs`` epochs in all, in ``seconds``;
+        ``population_epochs``: the epochs the population itself stepped through (its longest member's)."""
         if seconds > 0 and member_epochs > 0 and flops > 0:
-            self.work += 3.0 * flops * self.rows * member_epochs
+            work = 3.0 * flops * self.rows * member_epochs
+            self.work += work
             self.seconds += seconds
+            self._best_rate = max(self._best_rate, work / seconds)
+            if population_epochs:
+                compute = work / self._best_rate
+                self._overhead[flops] = max(0.0, seconds - compute) / population_epochs

@@ -18,7 +18,7 @@ Everything lives in the run directory (:class:`tunelab.layout.RunLayout`): ``stu
 """
 
 from tunelab.search import Events
-from tunelab.tune._defaults import MODEL_FAMILIES, default_experiment
+from tunelab.tune._defaults import MODEL_FAMILIES, SMALL_TABLE_ROWS, default_experiment
 from tunelab.tune._plan import SEARCH_SHARE, TimeBudget
 from tunelab.tune._protocol import tune_experiment
 from tunelab.tune._result import Candidate, Refit, TuneProtocol, TuneResult
@@ -26,6 +26,7 @@ from tunelab.tune._result import Candidate, Refit, TuneProtocol, TuneResult
 __all__ = [
     "MODEL_FAMILIES",
     "SEARCH_SHARE",
+    "SMALL_TABLE_ROWS",
     "Candidate",
     "Events",
     "Refit",

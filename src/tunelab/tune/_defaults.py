@@ -7,7 +7,7 @@ from typing import Any
 
 from tunelab.errors import SpecError
 
-__all__ = ["MODEL_FAMILIES", "default_experiment"]
+__all__ = ["MODEL_FAMILIES", "SMALL_TABLE_ROWS", "default_experiment"]
 
 MODEL_FAMILIES = ("mlp", "cnn", "rnn", "lstm", "gru")
 
@@ -46,14 +46,39 @@ _SPACES: dict[str, dict[str, Any]] = {
     },
 }
 
+# Small tables: 5-fold cross-validation inside the search (one holdout of a few hundred rows is too noisy to
+# choose by), and a space that contains the linear model (no hidden layer: logistic / linear regression) and
+# narrow one-layer networks, with weight decay up to strong, so the search cannot lose to the linear model it
+# holds. It starts from that linear model (one known-good configuration: a waiting trial of another structure
+# would end the first fused population at one member).
+SMALL_TABLE_ROWS = 5000
+SMALL_TABLE_FOLDS = 5
+_SMALL_TABLE_SPACE: dict[str, Any] = {
+    "train.lr": {"float": [1e-3, 3e-2], "log": True},
+    "train.weight_decay": {"float": [1e-5, 3e-1], "log": True},
+    "train.batch_size": {"choice": [16, 32, 64]},
+    "_depth": {"int": [0, 2]},
+    "model.hidden": {"per_layer": "_depth", "int": [8, 256], "log": True},
+    "model.dropout": {"float": [0.0, 0.5]},
+    "model.batch_norm": {"choice": [True, False]},
+}
+_SMALL_TABLE_START: list[dict[str, Any]] = [
+    {"_depth": 0, "train.lr": 1e-2, "train.weight_decay": 1e-2, "train.batch_size": 32},
+]
 _EPOCHS = {"mlp": 40, "cnn": 15, "rnn": 30}
 _KIND_FAMILY = {"table": "mlp", "image": "cnn", "sequence": "rnn"}
 
 
 def default_experiment(
-    data: dict[str, Any], *, kind: str, model: str | None = None, name: str = "tune"
+    data: dict[str, Any],
+    *,
+    kind: str,
+    model: str | None = None,
+    name: str = "tune",
+    n_rows: int | None = None,
 ) -> dict[str, Any]:
-    """An experiment mapping (for `tunelab.spec.parse_spec`) with a search space for this kind of data."""
+    """An experiment mapping (for `tunelab.spec.parse_spec`) with a search space for this kind of data;
+    a table of fewer than ``SMALL_TABLE_ROWS`` rows (``n_rows``) gets the small-data protocol above."""
     family = model or _KIND_FAMILY[kind]
     if family not in MODEL_FAMILIES:
         raise SpecError(
@@ -71,10 +96,17 @@ def default_experiment(
     if family in ("lstm", "gru"):
         model_spec["cell"] = family
         space.pop("model.cell")
+    search: dict[str, Any] = {"space": space}
+    if kind == "table" and key == "mlp" and n_rows is not None and n_rows < SMALL_TABLE_ROWS:
+        search = {
+            "space": dict(_SMALL_TABLE_SPACE),
+            "cv": SMALL_TABLE_FOLDS,
+            "start_from": _SMALL_TABLE_START,
+        }
     return {
         "name": name,
         "data": data,
         "model": model_spec,
         "train": {**_COMMON_TRAIN, "epochs": _EPOCHS[key]},
-        "search": {"space": space},
+        "search": search,
     }

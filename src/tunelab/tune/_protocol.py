@@ -19,6 +19,7 @@ from tunelab.search import Direction, Events, SearchSpec, StudyEvents, metric_di
 from tunelab.spec import ExperimentSpec
 from tunelab.storage import (
     connect_storage,
+    enqueue_first,
     hide_password,
     opened_study,
     password_hidden,
@@ -84,6 +85,10 @@ def tune_experiment(
         budget=budget,
     )
     evaluator = Evaluator(spec, plan.data_spec, dataset=dataset)
+    if search.start_from and enqueue_first(storage_url, spec.name, direction, search.start_from):
+        events.phase(
+            f"{len(search.start_from)} known-good configurations are tried first (search.start_from)"
+        )
     events.phase(
         f"searching {len(search.search_space())} parameters with {search.sampler} and "
         f"{search.scheduler.name}; metric {metric} ({direction}); "
