@@ -25,7 +25,7 @@ def test_a_small_table_cross_validates_and_its_space_holds_the_linear_model():
     depth = spec.search.search_space().distributions()["_depth"]
     assert depth.low == 0  # no hidden layer: logistic / linear regression
     assert spec.search.start_from == [
-        {"_depth": 0, "train.lr": 1e-2, "train.weight_decay": 1e-2, "train.batch_size": 32}
+        {"_depth": 0, "train.lr": 3e-2, "train.weight_decay": 1e-2, "train.batch_size": 32}
     ]
     large = parse_spec(_zero_config(SMALL_TABLE_ROWS))
     assert large.search is not None

@@ -53,8 +53,10 @@ _SPACES: dict[str, dict[str, Any]] = {
 # would end the first fused population at one member).
 SMALL_TABLE_ROWS = 5000
 SMALL_TABLE_FOLDS = 5
+# An epoch is a few steps there: 100 epochs (patience 10) let the linear model converge, and ASHA's first rung
+# waits 10 epochs, since a few steps say little.
 _SMALL_TABLE_SPACE: dict[str, Any] = {
-    "train.lr": {"float": [1e-3, 3e-2], "log": True},
+    "train.lr": {"float": [1e-3, 1e-1], "log": True},
     "train.weight_decay": {"float": [1e-5, 3e-1], "log": True},
     "train.batch_size": {"choice": [16, 32, 64]},
     "_depth": {"int": [0, 2]},
@@ -63,8 +65,12 @@ _SMALL_TABLE_SPACE: dict[str, Any] = {
     "model.batch_norm": {"choice": [True, False]},
 }
 _SMALL_TABLE_START: list[dict[str, Any]] = [
-    {"_depth": 0, "train.lr": 1e-2, "train.weight_decay": 1e-2, "train.batch_size": 32},
+    {"_depth": 0, "train.lr": 3e-2, "train.weight_decay": 1e-2, "train.batch_size": 32},
 ]
+_SMALL_TABLE_TRAIN: dict[str, Any] = {
+    "epochs": 100,
+    "early_stopping": {"monitor": "val_loss", "patience": 10, "restore_best": True},
+}
 _EPOCHS = {"mlp": 40, "cnn": 15, "rnn": 30}
 _KIND_FAMILY = {"table": "mlp", "image": "cnn", "sequence": "rnn"}
 
@@ -97,16 +103,13 @@ def default_experiment(
         model_spec["cell"] = family
         space.pop("model.cell")
     search: dict[str, Any] = {"space": space}
+    train = {**_COMMON_TRAIN, "epochs": _EPOCHS[key]}
     if kind == "table" and key == "mlp" and n_rows is not None and n_rows < SMALL_TABLE_ROWS:
         search = {
             "space": dict(_SMALL_TABLE_SPACE),
             "cv": SMALL_TABLE_FOLDS,
             "start_from": _SMALL_TABLE_START,
+            "scheduler": {"name": "asha", "min_epochs": 10},
         }
-    return {
-        "name": name,
-        "data": data,
-        "model": model_spec,
-        "train": {**_COMMON_TRAIN, "epochs": _EPOCHS[key]},
-        "search": search,
-    }
+        train |= _SMALL_TABLE_TRAIN
+    return {"name": name, "data": data, "model": model_spec, "train": train, "search": search}
