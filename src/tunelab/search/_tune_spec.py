@@ -219,12 +219,26 @@ class SearchSpec(BaseModel):
     population_size: int | None = Field(
         default=None, ge=1, le=256, description="members per fused population (None: chosen by measurement)"
     )
+    first_trials: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="parameter sets tried first, by the space's parameter names; queued as the study starts",
+    )
 
     @field_validator("space")
     @classmethod
     def _check_space(cls, value: dict[str, Any]) -> dict[str, Any]:
         SearchSpace.from_dict(value)  # raises SpecError with the details
         return value
+
+    @model_validator(mode="after")
+    def _check_first_trials(self) -> SearchSpec:
+        space = self.search_space()
+        for index, params in enumerate(self.first_trials):
+            try:
+                space.check_params(params)
+            except SpecError as err:
+                raise ValueError(f"search.first_trials[{index}]: {err}") from None
+        return self
 
     @field_validator("sampler")
     @classmethod
