@@ -1,4 +1,4 @@
-"""Lag models on forecasting windows: ``lags``, ``normalize: last``, the ``linear`` shorthand, family switches."""
+"""Lag models on forecasting windows: ``lags``, ``normalize: last``, ``linear``, switching families."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def test_lags_read_only_the_last_steps(spec):
 
 def test_linear_is_an_mlp_without_hidden_layers():
     spec = parse_model_spec({"type": "linear"})
-    assert isinstance(spec, MLPSpec) and spec.hidden == []
+    assert isinstance(spec, MLPSpec)
+    assert spec.hidden == []
     model = build_model(spec, input_shape=(4,), output_dim=2, seed=0)
     assert [type(m).__name__ for m in model] == ["Flatten", "Linear"]
     with pytest.raises(ValidationError, match="shorthand for type 'mlp' with no hidden layer"):
@@ -81,7 +82,8 @@ def test_plain_models_are_not_wrapped():
     assert not isinstance(
         build_model({"type": "mlp"}, input_shape=(12, 2), output_dim=1, seed=0), WindowedModel
     )
-    assert not MLPSpec().windowed and RNNSpec(lags=3).windowed
+    assert not MLPSpec().windowed
+    assert RNNSpec(lags=3).windowed
 
 
 def test_switching_family_keeps_only_shared_fields():
@@ -91,9 +93,12 @@ def test_switching_family_keeps_only_shared_fields():
     to_lstm = carried_model_fields(mlp, "lstm")
     assert to_lstm == {"lags": 6, "normalize": "last", "init": "he_uniform", "init_gain": 1.0}
     spec = parse_model_spec({**to_lstm, "type": "lstm"})
-    assert isinstance(spec, RNNSpec) and spec.cell == "lstm" and spec.lags == 6
+    assert isinstance(spec, RNNSpec)
+    assert spec.cell == "lstm"
+    assert spec.lags == 6
     to_linear = carried_model_fields(mlp, "linear")  # same family: all but what the shorthand sets
-    assert "hidden" not in to_linear and to_linear["dropout"] == 0.3
+    assert "hidden" not in to_linear
+    assert to_linear["dropout"] == 0.3
     gru = RNNSpec(cell="gru", hidden_size=16).model_dump(mode="json")
     to_lstm_cell = parse_model_spec({**carried_model_fields(gru, "lstm"), "type": "lstm"})
     assert (to_lstm_cell.cell, to_lstm_cell.hidden_size) == ("lstm", 16)

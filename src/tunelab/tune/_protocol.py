@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from tunelab.storage import (
 from tunelab.train import denormals_flushed
 from tunelab.tune._interval import INTERVAL_METHOD
 from tunelab.tune._plan import TimeBudget, make_plan
+from tunelab.tune._references import forecast_references
 from tunelab.tune._result import TuneProtocol, TuneResult, json_safe
 from tunelab.tune._select import reevaluate, refit_winner
 
@@ -119,6 +121,17 @@ def tune_experiment(
         clock=clock,
     )
     refit, trainer = refit_winner(spec, candidates[0], evaluator, layout, events)
+    references = None
+    if evaluator.task == "forecasting":
+        events.phase("references: seasonal naive and lagged ridge on the validation and test parts")
+        references = forecast_references(
+            plan.data_spec,
+            evaluator.dataset,
+            evaluator.bundle(None),
+            refit=refit.on_train_and_validation,
+            winner_validation={metric.removeprefix("val_"): candidates[0].value or math.nan},
+            winner_test={k: v for k, v in refit.test_metrics.items() if k in ("rmse", "mae")},
+        )
     result = TuneResult(
         run_dir=layout.root,
         name=spec.name,
@@ -133,6 +146,7 @@ def tune_experiment(
         storage=hide_password(storage_url),  # a summary is shared; a database password is not
         importance=_importance(study),
         trainer=trainer,
+        references=references,
     )
     layout.summary.write_text(json.dumps(json_safe(result.to_dict()), indent=2), encoding="utf-8")
     from tunelab.report import build_report
