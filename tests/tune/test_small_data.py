@@ -1,5 +1,5 @@
 """The small-data protocol of zero-config tables: k-fold cross-validation inside the search, a space that
-holds the linear model, and a search that starts from it (``search.start_from``)."""
+holds the linear model, and a search that starts from it (``search.first_trials``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from tunelab.errors import SpecError
 from tunelab.spec import parse_spec
-from tunelab.storage import enqueue_first
 from tunelab.tune import SMALL_TABLE_ROWS, default_experiment, tune_experiment
 
 
@@ -24,19 +23,19 @@ def test_a_small_table_cross_validates_and_its_space_holds_the_linear_model():
     assert spec.search.cv == 5
     depth = spec.search.search_space().distributions()["_depth"]
     assert depth.low == 0  # no hidden layer: logistic / linear regression
-    assert spec.search.start_from == [
+    assert spec.search.first_trials == [
         {"_depth": 0, "train.lr": 3e-2, "train.weight_decay": 1e-2, "train.batch_size": 32}
     ]
     large = parse_spec(_zero_config(SMALL_TABLE_ROWS))
     assert large.search is not None
     assert large.search.cv is None
-    assert not large.search.start_from
+    assert not large.search.first_trials
     images = parse_spec(default_experiment({"source": "digits"}, kind="image", n_rows=100))
     assert images.search is not None
     assert images.search.cv is None
 
 
-def test_the_search_starts_from_the_given_configuration_and_a_resume_does_not_repeat_it(tmp_path):
+def test_the_search_starts_from_the_linear_model(tmp_path):
     raw = _zero_config(150)
     raw["search"] |= {"n_trials": 2, "cv": 2, "fused": "off", "top_k": 1, "n_seeds": 1}
     raw["train"]["epochs"] = 2
@@ -45,26 +44,24 @@ def test_the_search_starts_from_the_given_configuration_and_a_resume_does_not_re
     result = tune_experiment(spec, out_dir=out)
     study = optuna.load_study(study_name="small", storage=f"sqlite:///{out / 'study.db'}")
     first = study.trials[0]
-    assert {k: first.params[k] for k in spec.search.start_from[0]} == spec.search.start_from[0]
+    assert {k: first.params[k] for k in spec.search.first_trials[0]} == spec.search.first_trials[0]
     assert "model.hidden_0" not in first.params  # the linear model: no hidden layer was sampled
     summary = json.loads((out / "summary.json").read_text())
     assert summary["protocol"]["validation"] == "2-fold cross-validation"
     assert result.trials.n_finished == 2
-    # The study exists now: nothing is queued again (a resumed run has tried them already).
-    assert enqueue_first(f"sqlite:///{out / 'study.db'}", "small", "maximize", spec.search.start_from) == 0
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
 
 
 @pytest.mark.parametrize(
     ("start", "message"),
     [
-        ({"train.learning_rate": 0.01}, "'train.learning_rate' is not a parameter of the space"),
-        ({"train.lr": 5.0}, "5.0 is outside its range"),
-        ({"_depth": 7}, "7 is outside its range"),
+        ({"train.learning_rate": 0.01}, "'train.learning_rate' is not a parameter this space searches"),
+        ({"train.lr": 5.0}, "5.0 is not a value 'train.lr' can take"),
+        ({"_depth": 7}, "7 is not a value '_depth' can take"),
     ],
 )
 def test_a_start_configuration_outside_the_space_is_refused_when_the_spec_loads(start, message):
     raw = _zero_config(150)
-    raw["search"]["start_from"] = [start]
+    raw["search"]["first_trials"] = [start]
     with pytest.raises(SpecError, match=message):
         parse_spec(raw)

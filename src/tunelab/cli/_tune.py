@@ -58,7 +58,9 @@ def tune(
     task: Annotated[
         str | None, typer.Option(help="classification, regression or forecasting (default: inferred).")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Zero-config: mlp, cnn, rnn, lstm or gru.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Zero-config: mlp, cnn, rnn, lstm, gru (linear: forecasting only).")
+    ] = None,
     budget: Annotated[str | None, typer.Option(help="Wall-time budget: 60s, 10m, 1h.")] = None,
     n_trials: Annotated[int | None, typer.Option("--trials", help="Number of trials.", min=1)] = None,
     cv: Annotated[int | None, typer.Option(help="K-fold cross-validation inside the search.", min=2)] = None,
@@ -150,7 +152,7 @@ def _tune_spec(
     out: Path | None,
     resume: bool,
 ) -> Any:
-    from tunelab.data import DataSpec, load_dataset
+    from tunelab.data import DataSpec, load_dataset, season_length
     from tunelab.errors import SpecError
     from tunelab.spec import load_spec, parse_spec
     from tunelab.tune import default_experiment
@@ -184,13 +186,20 @@ def _tune_spec(
         data_section["target"] = target
     if task is not None:
         data_section["task"] = task
-    dataset = load_dataset(DataSpec.model_validate(data_section))
+    data_spec = DataSpec.model_validate(data_section)
+    dataset = load_dataset(data_spec)
     name = (out.name if out is not None else Path(data).stem) or "tune"
     safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)
-    return parse_spec(
-        default_experiment(data_section, kind=dataset.kind, model=model, name=safe, n_rows=dataset.n_rows),
-        source="the default experiment",
+    experiment = default_experiment(
+        data_section,
+        kind=dataset.kind,
+        model=model,
+        name=safe,
+        task=dataset.task,
+        season=season_length(data_spec, dataset)[0],
+        n_rows=dataset.n_rows,
     )
+    return parse_spec(experiment, source="the default experiment")
 
 
 def _no_study(out: Path) -> Any:
@@ -229,6 +238,10 @@ def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
         out_console.print(f"parameter importance: {ranked}", highlight=False)
     tests = ", ".join(f"{k} {v:.4f}" for k, v in summary["test_metrics"].items())
     out_console.print(f"test (evaluated once): {tests}", highlight=False)
+    references = (summary.get("references") or {}).get("test")
+    if references:
+        shown = ", ".join(f"{name.replace('_', ' ')} {fmt(v.get('rmse'))}" for name, v in references.items())
+        out_console.print(f"test rmse beside references: {shown}", highlight=False)
     out_console.print(f"run directory: {out} (exported model in {out / 'best'})", highlight=False)
 
 

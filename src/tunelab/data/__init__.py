@@ -16,6 +16,7 @@ from tunelab.data._idx import read_idx
 from tunelab.data._new_inputs import NewInputs, read_new_inputs
 from tunelab.data._prepare import prepare_data
 from tunelab.data._preprocessor import Preprocessor
+from tunelab.data._season import infer_season, season_length
 from tunelab.data._sources import load_dataset
 from tunelab.data._spec import DataSpec, SplitSpec
 from tunelab.data._splits import SplitIndices, n_splits, split_indices
@@ -32,10 +33,12 @@ __all__ = [
     "SplitIndices",
     "SplitSpec",
     "Task",
+    "infer_season",
     "load_dataset",
     "n_splits",
     "prepare_data",
     "read_idx",
     "read_new_inputs",
+    "season_length",
     "split_indices",
 ]

@@ -37,6 +37,8 @@ class Dataset:
     # Display names of integer class labels (label_names[i] names label i), when the source has them.
     label_names: list[str] | None = None
     notices: list[str] = field(default_factory=list)
+    # A series' time stamps per row (datetime64), when it has a time or date column: its seasonal period.
+    times: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:

@@ -79,7 +79,7 @@ def _prepare_forecast(spec: DataSpec, dataset: Dataset, *, seed: int, fold: int 
 
     Splits are chronological over window positions, with ``horizon - 1`` positions left out between parts so
     that no target value of a training window is a target of a validation or test window. The scaler sees
-    only the rows the training windows cover.
+    only the rows the training windows cover; targets share the series column's scaling.
     """
     series = dataset.features
     if not isinstance(series, pd.DataFrame):  # load_dataset builds forecasting data from tables only
@@ -97,7 +97,10 @@ def _prepare_forecast(spec: DataSpec, dataset: Dataset, *, seed: int, fold: int 
     features = WindowFeatures.fit(covered, window=window)
     # Target windows: position i holds the target at rows i + window .. i + window + horizon - 1.
     future = np.lib.stride_tricks.sliding_window_view(dataset.target.astype(np.float64), horizon)[window:]
-    target = ScaledTarget.fit(future[indices.train])
+    # The targets are scaled as the series' own column of the windows (feature 0), so that a model can add a
+    # window's last value to its forecast (model.normalize: last); fitted on the training rows either way.
+    scaling = features.table
+    target = ScaledTarget(mean=np.full(horizon, scaling.mean[0]), scale=np.full(horizon, scaling.scale[0]))
     preprocessor = Preprocessor(features, target, task="forecasting", kind="sequence")
     windows = preprocessor.transform(series)[:n_windows]
     tensors = []

@@ -22,6 +22,7 @@ from tunelab.data._dataset import DataKind, Dataset, Task, take_rows
 from tunelab.data._hints import did_you_mean, listing
 from tunelab.data._idx import find_idx_files, read_idx
 from tunelab.data._images import list_image_folder, read_images
+from tunelab.data._season import series_times
 from tunelab.data._spec import DataSpec
 from tunelab.data._splits import subsample_indices
 from tunelab.errors import DataError, SpecError
@@ -162,7 +163,10 @@ def _read_table(spec: DataSpec, source_format: str) -> Dataset:
     if forecasting:
         # Past values of the series are the first input feature of every window.
         features.insert(0, target, values.astype(np.float64))
-        return Dataset(path.name, "sequence", task, features, values, target_name=target, notices=notices)
+        times = series_times(frame, spec.time_column)
+        return Dataset(
+            path.name, "sequence", task, features, values, target_name=target, notices=notices, times=times
+        )
     return Dataset(path.name, "table", task, features, values, target_name=target, notices=notices)
 
 
@@ -406,8 +410,10 @@ def _subsample(dataset: Dataset, max_rows: int, *, chronological: bool) -> Datas
 
     features, target = dataset.features, dataset.target
     keep = positions(target, "rows")
+    times = dataset.times
     if keep is not None:
         features, target = take_rows(features, keep), target[keep]
+        times = None if times is None else times[keep]
     test_features, test_target = dataset.test_features, dataset.test_target
     if test_features is not None and test_target is not None:
         keep = positions(test_target, "test rows")
@@ -420,4 +426,5 @@ def _subsample(dataset: Dataset, max_rows: int, *, chronological: bool) -> Datas
         test_features=test_features,
         test_target=test_target,
         notices=notices,
+        times=times,
     )

@@ -77,6 +77,12 @@ class DataSpec(BaseModel):
     # Forecasting: `window` past rows predict the next `horizon` target values.
     window: int = Field(default=24, ge=1, le=100_000)
     horizon: int = Field(default=1, ge=1, le=100_000)
+    season: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="seasonal period in rows (12: monthly data, yearly cycle); None: from the time column",
+    )
     image_size: tuple[int, int] | None = Field(
         default=None, description="(height, width) to resize folder images to"
     )

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from tunelab.data import DataBundle, DataSpec, load_dataset, prepare_data
 from tunelab.errors import SpecError, TrainingError
-from tunelab.models import build_model
+from tunelab.models import build_model, carried_model_fields
 from tunelab.search import merge_overrides
 from tunelab.spec import ExperimentSpec, parse_spec
 from tunelab.train import Callback, Trainer, TrainSpec, output_dim_for
@@ -92,9 +92,14 @@ class Evaluator:
 
 
 def trial_spec(base: ExperimentSpec, overrides: dict[str, Any], *, seed: int | None = None) -> ExperimentSpec:
-    """The base spec with a trial's parameters merged in (helper parameters ``_name`` left out)."""
+    """The base spec with a trial's parameters merged in (helper parameters ``_name`` left out); a trial that
+    sets ``model.type`` keeps only the base model's fields that the family it chose keeps."""
     clean = {k: v for k, v in overrides.items() if not k.startswith("_")}
-    merged = merge_overrides(base.model_dump(mode="json"), clean)
+    dumped = base.model_dump(mode="json")
+    model = clean.get("model")
+    if isinstance(model, dict) and "type" in model:  # the trial chooses the family: see carried_model_fields
+        dumped["model"] = carried_model_fields(dumped["model"], model["type"])
+    merged = merge_overrides(dumped, clean)
     merged.pop("search", None)
     if seed is not None:
         merged["train"]["seed"] = seed

@@ -24,6 +24,7 @@ from tunelab.execute._sizing import forward_flops
 from tunelab.execute._spec_population import SpecPopulation, fusible_loss_reason
 from tunelab.models import ModelSpec, build_model
 from tunelab.search import SearchSpace, SearchSpec
+from tunelab.search.space import Choice, Fixed
 from tunelab.spec import ExperimentSpec
 from tunelab.train import TrainSpec, make_loss, make_optimizer, resolve_device
 
@@ -90,6 +91,11 @@ def choose_fusion(
     mode: FusedMode = "on" if pbt else search.fused
     if mode == "off":
         return FusionDecision(False, 1, "search.fused is off")
+    families = _searched_families(search.search_space())
+    if mode == "auto" and families not in (set(), {"mlp"}, {"linear", "mlp"}, {"linear"}):
+        return FusionDecision(
+            False, 1, f"the search chooses among model types {sorted(families)}; auto fuses MLPs only"
+        )
     spec = _sample_spec(search.search_space(), make_spec, seed=seed)
     blocker = fusion_blocker(
         mode=mode,
@@ -156,6 +162,14 @@ def _sample_spec(
     raise SpecError(f"five configurations sampled from search.space were all rejected; the last: {error}")
 
 
+def _searched_families(space: SearchSpace) -> set[str]:
+    """The model types a space's ``model.type`` parameter chooses among (none: the base spec's type)."""
+    node = {path: space[path] for path in space}.get("model.type")
+    if isinstance(node, Choice):
+        return {str(value) for value in node.choices}
+    return {str(node.value)} if isinstance(node, Fixed) else set()
+
+
 def _describe(spec: ExperimentSpec) -> str:
     model = spec.model
     shape = f"hidden {list(model.hidden)}" if hasattr(model, "hidden") else model.type
@@ -195,6 +209,8 @@ def fusion_blocker(
         )
     if family == "custom":
         return "a custom model's structure is unknown to the population layers"
+    if getattr(model, "windowed", False):
+        return "model.lags / model.normalize read windows through a step that has no population layers yet"
     if sampler == "grid":
         return "the grid sampler chooses every parameter itself, so trials cannot be packed by structure"
     if train.amp:

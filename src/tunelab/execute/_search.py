@@ -116,6 +116,7 @@ def run_search(
         budget=plan.study_budget(clock),
         seed=seed,
         events=events,
+        first_trials=search.first_trials if worker == 0 else (),  # queued once, by the first process
     )
     return SearchResult(summary, fusion)
 

@@ -5,6 +5,8 @@
 - ``MLPSpec`` (``type: mlp``): ``nn.Sequential`` over the flattened sample, any input kind;
 - ``CNNSpec`` (``type: cnn``): ``nn.Sequential`` of conv blocks and a dense head, images ``(C, H, W)``;
 - ``RNNSpec`` (``type: rnn``, or ``lstm`` / ``gru``): a ``SequenceModel``, sequences ``(L, F)``;
+- on forecasting windows an MLP (``type: linear`` is one without hidden layers) or RNN may read only the last
+  ``lags`` steps and predict changes from the last value (``normalize: last``): a ``WindowedModel`` around it;
 - ``CustomSpec`` (``type: custom``): a user's factory named by an import string, any input kind.
 
 MLP and CNN models contain only standard torch layers in the order ``Linear/Conv2d -> BatchNorm -> activation
@@ -23,8 +25,10 @@ from tunelab.models._specs import (
     MLPSpec,
     ModelSpec,
     RNNSpec,
+    carried_model_fields,
     parse_model_spec,
 )
+from tunelab.models._window import WindowedModel
 from tunelab.models.init import init_weights
 
 __all__ = [
@@ -36,7 +40,9 @@ __all__ = [
     "ModelSpec",
     "RNNSpec",
     "SequenceModel",
+    "WindowedModel",
     "build_model",
+    "carried_model_fields",
     "count_parameters",
     "init_weights",
     "parse_model_spec",

@@ -14,6 +14,7 @@ from tunelab.models._custom import call_factory, import_factory
 from tunelab.models._mlp import build_mlp
 from tunelab.models._rnn import build_rnn
 from tunelab.models._specs import CNNSpec, CustomSpec, MLPSpec, ModelSpec, RNNSpec, parse_model_spec
+from tunelab.models._window import WindowedModel, window_input_shape
 from tunelab.models.init import init_weights
 
 __all__ = ["build_model"]
@@ -59,6 +60,11 @@ def build_model(
 
 
 def _construct(spec: Any, *, input_shape: tuple[int, ...], output_dim: int) -> tuple[nn.Module, str]:
+    if isinstance(spec, (MLPSpec, RNNSpec)) and spec.windowed:
+        inner_shape = window_input_shape(input_shape, spec.lags, spec.type)
+        inner = _BUILDERS[spec.type](spec, input_shape=inner_shape, output_dim=output_dim)
+        windowed = WindowedModel(inner, lags=inner_shape[0], shift=spec.normalize == "last")
+        return windowed, f"the {spec.type} model"
     if isinstance(spec, (MLPSpec, CNNSpec, RNNSpec)):
         model = _BUILDERS[spec.type](spec, input_shape=input_shape, output_dim=output_dim)
         return model, f"the {spec.type} model"

@@ -30,6 +30,7 @@ __all__ = [
     "ModelSpec",
     "RNNSpec",
     "canonical_init_scheme",
+    "carried_model_fields",
     "parse_model_spec",
 ]
 
@@ -40,8 +41,14 @@ INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 # PyTorch names He initialization after Kaiming He; accept both spellings, store one.
 _INIT_ALIASES = {"kaiming_uniform": "he_uniform", "kaiming_normal": "he_normal"}
-# `type: lstm` in YAML is shorthand for `type: rnn, cell: lstm`.
-_TYPE_ALIASES = {"lstm": "rnn", "gru": "rnn"}
+# `type: lstm` in YAML is shorthand for `type: rnn, cell: lstm`; `type: linear` for `type: mlp, hidden: []`.
+_TYPE_ALIASES = {"lstm": "rnn", "gru": "rnn", "linear": "mlp"}
+# The fields each shorthand sets.
+_IMPLIED_FIELDS: dict[str, dict[str, Any]] = {
+    "lstm": {"cell": "lstm"},
+    "gru": {"cell": "gru"},
+    "linear": {"hidden": []},
+}
 
 Width = Annotated[int, Field(ge=1)]
 DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -81,14 +88,49 @@ class _FeedForwardSpec(_SpecBase):
     batch_norm: bool = False
 
 
-class MLPSpec(_FeedForwardSpec):
+class _WindowFields(BaseModel):
+    """How a model reads a forecasting window ``(L, F)`` (the series itself is its first feature).
+
+    ``lags``: only the last ``lags`` steps of each window are read (None: all ``L``), so one set of windows
+    serves every window length a search tries. ``normalize="last"``: each window is shifted by its last row
+    (every feature) and the series' last value is added back to every output, so the network predicts the
+    change from the last observation rather than the level: a trend or a level outside the training range
+    extrapolates. Both need sequence input; a model that uses either is built as a ``WindowedModel``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lags: int | None = Field(None, ge=1, le=100_000)
+    normalize: Literal["none", "last"] = "none"
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the model reads its windows through a ``WindowedModel`` (``lags`` or ``normalize``)."""
+        return self.lags is not None or self.normalize != "none"
+
+
+class MLPSpec(_FeedForwardSpec, _WindowFields):
     """A multilayer perceptron on the flattened sample: ``[Linear -> BatchNorm -> act -> Dropout]*n, Linear``.
 
-    ``hidden`` lists the widths of the hidden layers; an empty list is a linear model.
+    ``hidden`` lists the widths of the hidden layers; an empty list is a linear model (``type: linear`` is
+    shorthand for it). On forecasting windows ``lags`` and ``normalize`` apply (``_WindowFields``).
     """
 
     type: Literal["mlp"] = "mlp"
     hidden: list[Width] = Field(default_factory=lambda: [128, 64])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_linear(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("type") != "linear":
+            return data
+        if data.get("hidden"):
+            raise ValueError(
+                "type 'linear' is shorthand for type 'mlp' with no hidden layer, but hidden "
+                f"{data['hidden']} was also given. Use type 'mlp' with those hidden widths, or drop "
+                "the hidden field."
+            )
+        return {**data, "type": "mlp", "hidden": []}
 
 
 class CNNSpec(_FeedForwardSpec):
@@ -118,13 +160,14 @@ class CNNSpec(_FeedForwardSpec):
         return value
 
 
-class RNNSpec(_SpecBase):
+class RNNSpec(_SpecBase, _WindowFields):
     """A recurrent network on (L, F) sequences: ``nn.RNN``/``LSTM``/``GRU``, pooled over time, then Linear.
 
     ``pooling="last"`` reads the output at the last time step (bidirectional: the forward direction's last
     step and the backward direction's first step, i.e. each direction's final state); ``"mean"`` averages all
     steps.
-    ``dropout`` applies between stacked layers, so it needs ``n_layers >= 2``.
+    ``dropout`` applies between stacked layers, so it needs ``n_layers >= 2``. On forecasting windows ``lags``
+    and ``normalize`` apply (``_WindowFields``).
     """
 
     type: Literal["rnn"] = "rnn"
@@ -138,7 +181,7 @@ class RNNSpec(_SpecBase):
     @model_validator(mode="before")
     @classmethod
     def _expand_type_alias(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("type") not in _TYPE_ALIASES:
+        if not isinstance(data, dict) or data.get("type") not in ("lstm", "gru"):
             return data
         cell = data["type"]
         if data.get("cell", cell) != cell:
@@ -215,13 +258,43 @@ ModelSpec = Annotated[
         _model_type,
         custom_error_type="invalid_model_type",
         custom_error_message=(
-            "model type must be one of 'mlp', 'cnn', 'rnn' (or its shorthands 'lstm', 'gru'), 'custom'"
+            "model type must be one of 'mlp', 'cnn', 'rnn', 'custom' (shorthands: 'linear' for an mlp "
+            "without hidden layers, 'lstm' and 'gru' for an rnn with that cell)"
         ),
     ),
 ]
 """Any model spec; pydantic picks the family from ``type``."""
 
 _ADAPTER: TypeAdapter[ModelSpec] = TypeAdapter(ModelSpec)
+
+
+_SHARED_FIELDS = frozenset({"init", "init_gain", "lags", "normalize"})
+_FAMILIES: dict[str, type[BaseModel]] = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec, "custom": CustomSpec}
+
+
+def carried_model_fields(base: Mapping[str, Any], new_type: Any) -> dict[str, Any]:
+    """The fields of the model mapping ``base`` that a model of type ``new_type`` (shorthands too) keeps.
+
+    A search that chooses ``model.type`` may switch families. Within a family every field carries over but
+    those the shorthand sets itself (``hidden`` for ``linear``, ``cell`` for ``lstm``); across families only
+    the fields whose meaning the families share (``init``, ``init_gain``, ``lags``, ``normalize``), and the
+    others start from the new family's defaults. An unknown type keeps ``base`` as it is, for validation to
+    report.
+    """
+    target = _TYPE_ALIASES.get(new_type, new_type) if isinstance(new_type, str) else None
+    family = _FAMILIES.get(target) if target is not None else None
+    if family is None:
+        return dict(base)
+    implied = _IMPLIED_FIELDS.get(new_type, {})
+    same = _model_type(dict(base)) == target
+    return {
+        key: value
+        for key, value in base.items()
+        if key in family.model_fields
+        and key != "type"
+        and key not in implied
+        and (same or key in _SHARED_FIELDS)
+    }
 
 
 def parse_model_spec(data: Mapping[str, Any]) -> ModelSpec:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from tunelab.layout import RunLayout
 from tunelab.report import _model_figures as model_figs
 from tunelab.report import _search_figures as search_figs
+from tunelab.report._references import references_section
 from tunelab.report._rundata import RunData, load_run, load_study
+from tunelab.report._section import Section as _Section
 
 if TYPE_CHECKING:
     import optuna
@@ -43,13 +44,6 @@ PLOT_IDS = {
 }
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
-
-
-@dataclass(frozen=True)
-class _Section:
-    key: str  # the anchor: id="sec-<key>"
-    title: str
-    body: str  # HTML
 
 
 def build_report(run_dir: str | Path, *, path: str | Path | None = None, storage: str | None = None) -> Path:
@@ -175,6 +169,7 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
             extra=_candidates_table(candidates, metric),
         )
     )
+    sections.append(references_section(summary))
     return sections
 
 

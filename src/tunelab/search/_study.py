@@ -3,7 +3,7 @@ trial's end is told to the study, the scheduler, the storage, the counts and the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -75,6 +75,7 @@ def run_study(
     seed: int = 0,
     events: StudyEvents | None = None,
     clock: Clock = system_clock,
+    first_trials: Sequence[Mapping[str, Any]] = (),
 ) -> StudySummary:
     """Run trials until a budget is spent; return what was found.
 
@@ -92,7 +93,8 @@ def run_study(
     a longer budget that started earlier; already past, the study runs one pack and stops). Budgets are
     checked between packs; a running trial stops for time only within or between its epochs
     (``handle.out_of_time()``), and only once a trial of the study has completed. ``events`` hears of every
-    trial's start, reports and end.
+    trial's start, reports and end. ``first_trials`` (flat parameters, checked against ``space``) are queued,
+    in order, when the study holds no trial yet.
     """
     dirs = list(directions) if directions is not None else [direction]
     multi = len(dirs) > 1
@@ -119,8 +121,13 @@ def run_study(
         sampler = make_sampler(sampler, seed=seed, space=space, multi_objective=multi)
 
     executor.start(scheduler)
+    for params in first_trials:
+        space.check_params(params)
     backend = open_backend(storage, study_name=study_name, directions=dirs, sampler=sampler, clock=clock)
     try:
+        if first_trials and not backend.study.get_trials(deepcopy=False):
+            for params in first_trials:
+                backend.study.enqueue_trial(dict(params))
         packs = executor.max_pack_size > 1
         loop = _StudyLoop(
             executor,

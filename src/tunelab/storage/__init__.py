@@ -6,15 +6,14 @@
   :func:`study_snapshot` (a finished study copied to memory, no connection held);
 - :func:`run_study_url`: where a run directory's study is stored (the directory's files:
   :class:`tunelab.layout.RunLayout`);
-- :func:`retry_interrupted` (trials a killed run left RUNNING are queued again), :func:`enqueue_first`
-  (a new study's known-good configurations) and :class:`StudyCounts`.
+- :func:`retry_interrupted` (trials a killed run left RUNNING are queued again) and :class:`StudyCounts`.
 
 Imports no torch: a search process and the report read studies without it.
 """
 
 from tunelab.storage._backend import StudyBackend, WriteBehind, open_backend
 from tunelab.storage._runs import record_storage, run_study_url
-from tunelab.storage._trials import FINISHED, INTERRUPTED, StudyCounts, enqueue_first, retry_interrupted
+from tunelab.storage._trials import FINISHED, INTERRUPTED, StudyCounts, retry_interrupted
 from tunelab.storage._urls import (
     HIDDEN_PASSWORD,
     connect_storage,
@@ -36,7 +35,6 @@ __all__ = [
     "WriteBehind",
     "connect_storage",
     "connected_storage",
-    "enqueue_first",
     "hide_password",
     "in_memory_copy",
     "open_backend",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["FINISHED", "INTERRUPTED", "StudyCounts", "enqueue_first", "retry_interrupted"]
+__all__ = ["FINISHED", "INTERRUPTED", "StudyCounts", "retry_interrupted"]
 
 INTERRUPTED = "interrupted: the trial was running when the previous run of this study stopped"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -70,30 +69,3 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return [trial.number for trial in stale]
-
-
-def enqueue_first(
-    url: str,
-    name: str,
-    direction: Literal["minimize", "maximize"],
-    configs: Sequence[Mapping[str, Any]],
-    *,
-    sampler: Any = None,
-) -> int:
-    """Create the study ``name`` at ``url`` with ``configs`` (Optuna parameter values; the rest is the
-    sampler's) waiting to be tried first. A study that already exists is left as it is (a resumed run has
-    tried them already). Returns how many were enqueued."""
-    from tunelab.storage._urls import connected_storage
-
-    with connected_storage(url) as storage:
-        if name in optuna.study.get_all_study_names(storage):
-            return 0
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction=direction,
-            sampler=sampler or optuna.samplers.RandomSampler(seed=0),  # never asked
-        )
-        for config in configs:
-            study.enqueue_trial(dict(config), skip_if_exists=False)
-    return len(configs)

@@ -1,5 +1,6 @@
 """Sensible default experiments for the zero-config ``tunelab tune --data PATH``: a model family and a search
-space per kind of data (tables → MLP, images → CNN, sequences → LSTM / GRU)."""
+space per kind of data (tables → MLP, images → CNN, sequences → LSTM / GRU; a series to forecast → a linear
+model, an MLP and LSTM / GRU on lags, with the number of lags searched)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from tunelab.errors import SpecError
 
 __all__ = ["MODEL_FAMILIES", "SMALL_TABLE_ROWS", "default_experiment"]
 
-MODEL_FAMILIES = ("mlp", "cnn", "rnn", "lstm", "gru")
+MODEL_FAMILIES = ("mlp", "cnn", "rnn", "lstm", "gru", "linear")
 
 _COMMON_TRAIN: dict[str, Any] = {
     "optimizer": "adamw",
@@ -64,7 +65,7 @@ _SMALL_TABLE_SPACE: dict[str, Any] = {
     "model.dropout": {"float": [0.0, 0.5]},
     "model.batch_norm": {"choice": [True, False]},
 }
-_SMALL_TABLE_START: list[dict[str, Any]] = [
+_SMALL_TABLE_FIRST: list[dict[str, Any]] = [
     {"_depth": 0, "train.lr": 3e-2, "train.weight_decay": 1e-2, "train.batch_size": 32},
 ]
 _SMALL_TABLE_TRAIN: dict[str, Any] = {
@@ -75,17 +76,53 @@ _EPOCHS = {"mlp": 40, "cnn": 15, "rnn": 30}
 _KIND_FAMILY = {"table": "mlp", "image": "cnn", "sequence": "rnn"}
 
 
+_FORECAST_TRAIN: dict[str, Any] = {
+    **_COMMON_TRAIN,
+    "epochs": 60,
+    "early_stopping": {"monitor": "val_loss", "patience": 10, "restore_best": True},
+}
+_FORECAST_SPACE: dict[str, Any] = {
+    "train.lr": {"float": [1e-3, 3e-2], "log": True},
+    "train.weight_decay": {"float": [1e-6, 1e-3], "log": True},
+    "train.batch_size": {"choice": [32, 64]},
+    "model.normalize": {"choice": ["last", "none"]},
+    "_depth": {"int": [1, 2], "when": {"model.type": "mlp"}},
+    "model.hidden": {"per_layer": "_depth", "int": [16, 256], "log": True, "when": {"model.type": "mlp"}},
+    "model.dropout": {"float": [0.0, 0.3], "when": {"model.type": "mlp"}},
+    "model.hidden_size": {"choice": [16, 32], "when": {"model.type": ["lstm", "gru"]}},
+    "train.grad_clip": {"float": [0.5, 5.0], "log": True, "when": {"model.type": ["lstm", "gru"]}},
+}
+_FORECAST_FAMILIES = {
+    "all": ["linear", "mlp", "lstm", "gru"],
+    "linear": ["linear"],
+    "mlp": ["mlp"],
+    "rnn": ["lstm", "gru"],
+    "lstm": ["lstm"],
+    "gru": ["gru"],
+}
+_MIN_WINDOWS_PER_LAG = 5  # a window as long as the season only where the series has this many windows' rows
+
+
 def default_experiment(
     data: dict[str, Any],
     *,
     kind: str,
     model: str | None = None,
     name: str = "tune",
+    task: str | None = None,
+    season: int = 1,
     n_rows: int | None = None,
 ) -> dict[str, Any]:
-    """An experiment mapping (for `tunelab.spec.parse_spec`) with a search space for this kind of data;
-    a table of fewer than ``SMALL_TABLE_ROWS`` rows (``n_rows``) gets the small-data protocol above."""
+    """An experiment mapping (for `tunelab.spec.parse_spec`) with a search space for this kind of data; a
+    table of fewer than ``SMALL_TABLE_ROWS`` rows (``n_rows``) gets the small-data protocol above.
+
+    A series to forecast (``task`` forecasting; ``season``: its seasonal period in rows, ``n_rows``: its
+    length) gets :func:`forecast_experiment`'s."""
+    if task == "forecasting" and kind == "sequence":
+        return forecast_experiment(data, model=model, name=name, season=season, n_rows=n_rows)
     family = model or _KIND_FAMILY[kind]
+    if family == "linear":
+        raise SpecError("--model linear is for forecasting a series (--task forecasting); use mlp.")
     if family not in MODEL_FAMILIES:
         raise SpecError(
             f"--model '{family}' is not a model family; choose one of {', '.join(MODEL_FAMILIES)}."
@@ -108,8 +145,68 @@ def default_experiment(
         search = {
             "space": dict(_SMALL_TABLE_SPACE),
             "cv": SMALL_TABLE_FOLDS,
-            "start_from": _SMALL_TABLE_START,
+            "first_trials": _SMALL_TABLE_FIRST,
             "scheduler": {"name": "asha", "min_epochs": 10},
         }
         train |= _SMALL_TABLE_TRAIN
     return {"name": name, "data": data, "model": model_spec, "train": train, "search": search}
+
+
+def forecast_experiment(
+    data: dict[str, Any], *, model: str | None, name: str, season: int, n_rows: int | None
+) -> dict[str, Any]:
+    """The zero-config forecaster: a linear model, an MLP and LSTM / GRU networks on lags (``--model`` keeps
+    one family), each reading the last ``model.lags`` steps of the windows (searched: fractions of the window
+    and the season), predicting the change from the last value or the level (``model.normalize``).
+
+    The data's windows are as long as the longest lag tried: ``data.window`` as given, else 24 rows, or the
+    season where that is longer and the series holds enough rows. The search's first trials are a linear
+    model and a one-layer MLP (where the family allows) on every lag, predicting changes: strong forecasters
+    that train in seconds, so even a small budget has them to beat.
+    """
+    if model == "cnn":
+        raise SpecError("--model cnn needs image data, but this data is a series; use linear, mlp or lstm.")
+    types = _FORECAST_FAMILIES[model or "all"]
+    window = int(data.get("window", 24))
+    if "window" not in data and season > window and (n_rows or 0) >= _MIN_WINDOWS_PER_LAG * season:
+        window = season
+    lags = sorted(
+        {lag for lag in (window // 8, window // 4, window // 2, window, season) if 1 <= lag <= window}
+    )
+    space: dict[str, Any] = {
+        "model.type": {"choice": types} if len(types) > 1 else types[0],
+        "model.lags": {"choice": lags} if len(lags) > 1 else lags[0],
+    }
+    for path, node in _FORECAST_SPACE.items():
+        allowed = node.get("when", {}).get("model.type", types)
+        allowed = [allowed] if isinstance(allowed, str) else allowed
+        if not set(allowed) & set(types):
+            continue  # a parameter of a family this search does not try
+        space[path] = node if len(types) > 1 else {k: v for k, v in node.items() if k != "when"}
+    first = [
+        {"model.type": "linear", "train.lr": 1e-2, "train.batch_size": 32},
+        {"model.type": "mlp", "_depth": 1, "model.hidden_0": 64, "model.dropout": 0.0, "train.lr": 1e-2},
+    ]
+    common = {"model.lags": lags[-1], "model.normalize": "last", "train.weight_decay": 1e-5}
+    first = [
+        {**common, "train.batch_size": 64, **params}
+        for params in first
+        if params["model.type"] in types  # the families this search tries
+    ]
+    for params in first:
+        if len(types) == 1:
+            params.pop("model.type")
+        if len(lags) == 1:
+            params.pop("model.lags")
+    return {
+        "name": name,
+        "data": {**data, "window": window},
+        "model": {"type": types[0]},
+        "train": dict(_FORECAST_TRAIN),
+        "search": {
+            "space": space,
+            "first_trials": first,
+            # A forecaster's first epochs say little of its last: stop one only after ten, below the median.
+            "scheduler": {"name": "median", "min_epochs": 10},
+        },
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from collections.abc import Callable
@@ -19,7 +20,6 @@ from tunelab.search import Direction, Events, SearchSpec, StudyEvents, metric_di
 from tunelab.spec import ExperimentSpec
 from tunelab.storage import (
     connect_storage,
-    enqueue_first,
     hide_password,
     opened_study,
     password_hidden,
@@ -30,6 +30,7 @@ from tunelab.storage import (
 from tunelab.train import denormals_flushed
 from tunelab.tune._interval import INTERVAL_METHOD
 from tunelab.tune._plan import TimeBudget, make_plan
+from tunelab.tune._references import forecast_references
 from tunelab.tune._result import TuneProtocol, TuneResult, json_safe
 from tunelab.tune._select import reevaluate, refit_winner
 
@@ -85,10 +86,6 @@ def tune_experiment(
         budget=budget,
     )
     evaluator = Evaluator(spec, plan.data_spec, dataset=dataset)
-    if search.start_from and enqueue_first(storage_url, spec.name, direction, search.start_from):
-        events.phase(
-            f"{len(search.start_from)} known-good configurations are tried first (search.start_from)"
-        )
     events.phase(
         f"searching {len(search.search_space())} parameters with {search.sampler} and "
         f"{search.scheduler.name}; metric {metric} ({direction}); "
@@ -124,6 +121,17 @@ def tune_experiment(
         clock=clock,
     )
     refit, trainer = refit_winner(spec, candidates[0], evaluator, layout, events)
+    references = None
+    if evaluator.task == "forecasting":
+        events.phase("references: seasonal naive and lagged ridge on the validation and test parts")
+        references = forecast_references(
+            plan.data_spec,
+            evaluator.dataset,
+            evaluator.bundle(None),
+            refit=refit.on_train_and_validation,
+            winner_validation={metric.removeprefix("val_"): candidates[0].value or math.nan},
+            winner_test={k: v for k, v in refit.test_metrics.items() if k in ("rmse", "mae")},
+        )
     result = TuneResult(
         run_dir=layout.root,
         name=spec.name,
@@ -138,6 +146,7 @@ def tune_experiment(
         storage=hide_password(storage_url),  # a summary is shared; a database password is not
         importance=_importance(study),
         trainer=trainer,
+        references=references,
     )
     layout.summary.write_text(json.dumps(json_safe(result.to_dict()), indent=2), encoding="utf-8")
     from tunelab.report import build_report

@@ -117,6 +117,8 @@ class TuneResult:
     importance: dict[str, float] = field(default_factory=dict)
     trainer: Trainer | None = field(default=None, repr=False, compare=False)
     export: str = "best/"
+    # Forecasting: seasonal naive and lagged ridge beside the winner (tunelab.tune._references).
+    references: dict[str, Any] | None = None
 
     @property
     def trials(self) -> StudyCounts:
@@ -170,6 +172,8 @@ class TuneResult:
             "storage": self.storage,
             "export": self.export,
         }
+        if self.references is not None:
+            summary["references"] = self.references
         if winner.initial_params is not None:
             summary["best_params_are"] = (
                 f"the values trial {winner.trial} ended with under PBT, from {winner.params_from}; it "

@@ -141,6 +141,19 @@ class SearchSpace:
                     out[name] = dist
         return out
 
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """``SpecError`` unless every entry of the flat ``params`` names a parameter this space suggests (by
+        its Optuna name: ``model.hidden_0`` for a per-layer one) and holds a value that parameter can take."""
+        names = self.distributions()
+        for name, value in params.items():
+            if name not in names:
+                raise SpecError(
+                    f"'{name}' is not a parameter this space searches; searched: {', '.join(sorted(names))}."
+                )
+            node = self._nodes.get(name) or self._nodes[name.rpartition("_")[0]]
+            if not node.contains(value):
+                raise SpecError(f"{value!r} is not a value '{name}' can take ({node.to_dict()}).")
+
     def grid(self) -> dict[str, list[Any]]:
         """Finite values of every suggested parameter, for ``optuna.samplers.GridSampler``."""
         out: dict[str, list[Any]] = {}
