@@ -23,9 +23,7 @@ def test_a_small_table_cross_validates_and_its_space_holds_the_linear_model():
     assert spec.search.cv == 5
     depth = spec.search.search_space().distributions()["_depth"]
     assert depth.low == 0  # no hidden layer: logistic / linear regression
-    assert spec.search.first_trials == [
-        {"_depth": 0, "train.lr": 3e-2, "train.weight_decay": 1e-2, "train.batch_size": 32}
-    ]
+    assert spec.search.first_trials == [{"_depth": 0, "train.optimizer": "lbfgs", "train.weight_decay": 1e-2}]
     large = parse_spec(_zero_config(SMALL_TABLE_ROWS))
     assert large.search is not None
     assert large.search.cv is None

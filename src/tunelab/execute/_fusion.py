@@ -104,6 +104,8 @@ def choose_fusion(
         task=bundle.task,
         sampler=search.sampler,
     )
+    if blocker is None and "lbfgs" in _searched_values(search.search_space(), "train.optimizer"):
+        blocker = "the search tries L-BFGS (train.optimizer lbfgs), which trains one model at a time"
     if blocker is not None and pbt:
         raise SpecError(
             f"scheduler pbt trains its trials side by side as fused populations, but this search cannot run "
@@ -164,7 +166,12 @@ def _sample_spec(
 
 def _searched_families(space: SearchSpace) -> set[str]:
     """The model types a space's ``model.type`` parameter chooses among (none: the base spec's type)."""
-    node = {path: space[path] for path in space}.get("model.type")
+    return _searched_values(space, "model.type")
+
+
+def _searched_values(space: SearchSpace, path: str) -> set[str]:
+    """The values a space's parameter ``path`` chooses among or fixes (none: not in the space)."""
+    node = {name: space[name] for name in space}.get(path)
     if isinstance(node, Choice):
         return {str(value) for value in node.choices}
     return {str(node.value)} if isinstance(node, Fixed) else set()
@@ -215,6 +222,8 @@ def fusion_blocker(
         return "the grid sampler chooses every parameter itself, so trials cannot be packed by structure"
     if train.amp:
         return "amp shares one gradient scaler, which would couple the members"
+    if train.optimizer == "lbfgs":
+        return "L-BFGS (train.optimizer lbfgs) trains one model at a time: its line search is per model"
     return fusible_loss_reason(task, train.loss)
 
 

@@ -10,7 +10,9 @@ from torch import nn
 from tunelab.errors import SpecError
 from tunelab.train._spec import TrainSpec
 
-__all__ = ["make_optimizer", "penalized_parameters"]
+__all__ = ["LBFGS_STEP", "make_optimizer", "penalized_parameters"]
+
+LBFGS_STEP = 1.0  # L-BFGS's first trial step: its line search takes it from there
 
 
 def penalized_parameters(params: Iterable[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -34,7 +36,9 @@ def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.opt
 
     gd and sgd are plain SGD (gd differs only in its batch: all rows); momentum / nesterov are SGD with
     ``spec.momentum``; adam, rmsprop (torch's alpha=0.99) and adagrad add ``weight_decay * w`` to the gradient
-    (L2), adamw decays the weights directly (decoupled). The trainer sets the rate per step from the schedule.
+    (L2), adamw decays the weights directly (decoupled). lbfgs is torch's L-BFGS with a strong-Wolfe line
+    search from a first step of 1, whatever ``lr`` says (one parameter group: the trainer adds its weight
+    decay to the loss). The trainer sets the rate per step from the schedule.
     """
     weights, others = penalized_parameters(params)
     # Without decay one group will do: each group costs the optimizer another pass per step.
@@ -45,6 +49,10 @@ def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.opt
             "the model has no trainable parameters (none with requires_grad=True); nothing to train"
         )
     name, lr = spec.optimizer, spec.lr
+    if name == "lbfgs":
+        return torch.optim.LBFGS(
+            weights + others, lr=LBFGS_STEP, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
+        )
     if name in ("gd", "sgd", "momentum", "nesterov"):
         momentum = spec.momentum if name in ("momentum", "nesterov") else 0.0
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=name == "nesterov")

@@ -23,7 +23,8 @@ __all__ = [
     "TrainSpec",
 ]
 
-OptimizerName = Literal["gd", "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"]
+OptimizerName = Literal["gd", "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
+FULL_BATCH_OPTIMIZERS = ("gd", "lbfgs")  # one step per epoch on all training rows
 ScheduleName = Literal["constant", "step", "exponential", "cosine", "warmup", "onecycle", "plateau"]
 LossName = Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -100,7 +101,10 @@ class TrainSpec(BaseModel):
     )
 
     # gd: full-batch gradient descent (one step per epoch on all training rows); momentum / nesterov: SGD with
-    # (Nesterov) momentum; rmsprop uses torch's alpha=0.99 and no momentum.
+    # (Nesterov) momentum; rmsprop uses torch's alpha=0.99 and no momentum. lbfgs: full-batch L-BFGS with a
+    # strong-Wolfe line search, one step of up to 20 iterations per epoch, so a convex model (the linear
+    # model) trains to its optimum; it takes no lr or schedule (the line search sets each step's length), and
+    # its weight_decay is the L2 penalty weight_decay / 2 * |w|^2 added to the loss.
     optimizer: OptimizerName = "adam"
     lr: float = Field(default=1e-3, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # momentum / nesterov only
@@ -143,8 +147,8 @@ class TrainSpec(BaseModel):
         return names
 
     def rows_per_step(self, n_rows: int) -> int:
-        """Rows in each optimizer step's minibatch for ``n_rows`` training rows: all of them for gd."""
-        return n_rows if self.optimizer == "gd" else min(self.batch_size, n_rows)
+        """Rows in each optimizer step's minibatch for ``n_rows`` training rows: all of them for gd, lbfgs."""
+        return n_rows if self.optimizer in FULL_BATCH_OPTIMIZERS else min(self.batch_size, n_rows)
 
     @model_validator(mode="after")
     def _schedule_fits_run(self) -> TrainSpec:
@@ -153,6 +157,10 @@ class TrainSpec(BaseModel):
             raise ValueError(
                 f"schedule.warmup_epochs ({schedule.warmup_epochs}) must be less than epochs ({self.epochs}) "
                 "so that the warmup ends; lower warmup_epochs or train longer"
+            )
+        if self.optimizer == "lbfgs" and self.amp:
+            raise ValueError(
+                "optimizer lbfgs does not take amp (its line search needs exact losses); drop amp"
             )
         if schedule.name in ("cosine", "warmup", "plateau") and schedule.min_lr >= self.lr:
             raise ValueError(

@@ -30,7 +30,7 @@ from tunelab.train._inputs import checked_labels, checked_pair, checked_targets
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
 from tunelab.train._metrics import compute_metrics, resolve_metrics
 from tunelab.train._monitor import MonitorState
-from tunelab.train._optimizers import make_optimizer, penalized_parameters
+from tunelab.train._optimizers import LBFGS_STEP, make_optimizer, penalized_parameters
 from tunelab.train._schedules import PER_STEP_SCHEDULES, PlateauState, RunLength, lr_at, update_plateau
 from tunelab.train._spec import TrainSpec
 
@@ -215,6 +215,9 @@ class Trainer:
             inputs, targets = x[rows], y[rows]
             if spec.augment is not None:
                 inputs = augment_images(inputs, spec.augment, generator=self._generator)
+            if isinstance(self.optimizer, torch.optim.LBFGS):
+                step_losses.append(self._lbfgs_step(inputs, targets))
+                continue
             with self._autocast():
                 loss = self.loss_fn(self.model(inputs), targets).mean()  # the one reduction of the loss
             step_losses.append(loss.detach())
@@ -225,6 +228,8 @@ class Trainer:
         return self._epoch_loss(step_losses, bounds, epoch, lr), lr
 
     def _set_lr(self, step: int, length: RunLength, n_reductions: int) -> float:
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            return LBFGS_STEP  # its line search chooses each step's length; no rate or schedule applies
         lr = lr_at(self.spec.schedule, self.spec.lr, step, length, n_reductions=n_reductions)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -247,6 +252,29 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
         self._scaler.step(self.optimizer)
         self._scaler.update()
+
+    def _lbfgs_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One L-BFGS step (its line search evaluates the loss several times); returns the data loss before
+        it, as a minibatch step's loss is. Weight decay and L1 are penalties on the loss here."""
+        spec = self.spec
+        decayed = penalized_parameters(self.model.parameters())[0] if spec.weight_decay else []
+        losses: list[torch.Tensor] = []
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(inputs), targets).mean()
+            losses.append(loss.detach())
+            if decayed:
+                loss = loss + 0.5 * spec.weight_decay * sum((w * w).sum() for w in decayed)
+            if self._l1_weights:
+                loss = loss + spec.l1 * sum(w.abs().sum() for w in self._l1_weights)
+            loss.backward()
+            if spec.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
+            return loss
+
+        self.optimizer.step(closure)  # type: ignore[arg-type]  # LBFGS takes a tensor-valued closure
+        return losses[0]
 
     def _epoch_loss(
         self, step_losses: list[torch.Tensor], bounds: list[tuple[int, int]], epoch: int, lr: float
