@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes
@@ -16,9 +17,9 @@ from tunelab.data import prepare_data
 from tunelab.errors import SpecError
 from tunelab.execute import choose_fusion, trial_spec
 from tunelab.models import build_model
-from tunelab.search import SearchSpec
 from tunelab.spec import parse_spec
 from tunelab.train import Trainer, TrainSpec
+from tunelab.tune import tune_experiment
 
 
 def _linear(n_features: int, n_outputs: int) -> torch.nn.Module:
@@ -61,29 +62,49 @@ def test_a_linear_classifier_trained_with_lbfgs_is_logistic_regression():
     assert trainer.history.epochs[0]["loss"] > 5 * trainer.history.epochs[-1]["loss"]
 
 
-def test_a_search_that_tries_lbfgs_trains_sequentially():
+def test_lbfgs_trials_train_alone_beside_fused_populations(tmp_path):
+    """A space that may draw L-BFGS still fuses its other trials: the probe measures a population of them,
+    and each L-BFGS trial is a pack of one, trained by the sequential executor."""
     space = {
         "train.optimizer": {"choice": ["adamw", "lbfgs"]},
         "train.lr": {"float": [1e-3, 1e-1], "log": True},
     }
-    spec = parse_spec(
+    raw = {
+        "name": "mixed",
+        "data": {"source": "iris"},
+        "model": {"type": "mlp", "hidden": [8]},
+        "train": {"epochs": 3},
+        "search": {
+            "space": space,
+            "n_trials": 6,
+            "fused": "on",
+            "population_size": 3,
+            "top_k": 1,
+            "n_seeds": 1,
+        },
+    }
+    spec = parse_spec(raw)
+    bundle = prepare_data(spec.data, seed=0)
+    decision = choose_fusion(spec.search, bundle, make_spec=partial(trial_spec, spec))
+    assert decision.fused
+    raw["search"]["first_trials"] = [{"train.optimizer": "lbfgs", "train.lr": 0.01}]
+    result = tune_experiment(parse_spec(raw), out_dir=tmp_path / "run")
+    study = optuna.load_study(study_name="mixed", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    packs: dict[int, list[str]] = {}
+    for trial in study.trials:
+        packs.setdefault(trial.user_attrs["population"], []).append(trial.params["train.optimizer"])
+    assert packs[study.trials[0].user_attrs["population"]] == ["lbfgs"]  # the first trial, alone
+    assert all(set(pack) == {"adamw"} or pack == ["lbfgs"] for pack in packs.values())
+    assert any(len(pack) > 1 for pack in packs.values())  # the others fused
+    assert result.trials.n_finished == 6
+    pbt = parse_spec(
         {
-            "name": "l",
-            "data": {"source": "iris"},
-            "model": {"type": "mlp", "hidden": [8]},
-            "search": {"space": space},
+            **raw,
+            "search": {**raw["search"], "scheduler": {"name": "pbt"}, "population_size": 4, "n_trials": 8},
         }
     )
-    bundle = prepare_data(spec.data, seed=0)
-    for fused in ("auto", "on"):
-        search = SearchSpec(space=space, fused=fused)
-        if fused == "on":
-            with pytest.raises(SpecError, match="L-BFGS"):
-                choose_fusion(search, bundle, make_spec=partial(trial_spec, spec))
-            continue
-        decision = choose_fusion(search, bundle, make_spec=partial(trial_spec, spec))
-        assert not decision.fused
-        assert "L-BFGS" in decision.reason
+    with pytest.raises(SpecError, match="L-BFGS"):
+        choose_fusion(pbt.search, bundle, make_spec=partial(trial_spec, spec))
 
 
 def test_lbfgs_refuses_amp():

@@ -73,7 +73,10 @@ def test_zero_config_forecaster_searches_lag_models_and_the_window(tmp_path):
     first = spec.search.first_trials
     assert [trial["model.type"] for trial in first] == ["linear", "mlp"]
     as_specs = [trial_spec(spec, space.overrides_from_params(params)) for params in first]
-    assert all(s.model.lags == 24 and s.model.normalize == "last" for s in as_specs)
+    assert all(s.model.lags == 24 for s in as_specs)
+    # The linear model on the levels, fitted by L-BFGS (ridge regression); the MLP predicts changes.
+    assert (as_specs[0].model.normalize, as_specs[0].train.optimizer) == ("none", "lbfgs")
+    assert (as_specs[1].model.normalize, as_specs[1].train.optimizer) == ("last", "adamw")
     assert as_specs[0].model.hidden == []
     assert as_specs[1].model.hidden == [64]
     lstm = trial_spec(spec, {"model": {"type": "lstm", "lags": 6, "hidden_size": 16}})

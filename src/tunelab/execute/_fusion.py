@@ -97,6 +97,17 @@ def choose_fusion(
             False, 1, f"the search chooses among model types {sorted(families)}; auto fuses MLPs only"
         )
     spec = _sample_spec(search.search_space(), make_spec, seed=seed)
+    searched = _searched_values(search.search_space(), "train.optimizer")
+    if pbt and "lbfgs" in searched:
+        raise SpecError(
+            "scheduler pbt trains its trials side by side as fused populations, but L-BFGS (train.optimizer "
+            "lbfgs) trains one model at a time. Drop lbfgs from search.space, or choose another scheduler."
+        )
+    others = searched - {"lbfgs"}
+    if spec.train.optimizer == "lbfgs" and others:
+        # L-BFGS trials train alone (PopulationExecutor's ``alone``); the populations are of the others.
+        train = spec.train.model_copy(update={"optimizer": sorted(others)[0]})
+        spec = spec.model_copy(update={"train": train})
     blocker = fusion_blocker(
         mode=mode,
         model=spec.model,
@@ -104,8 +115,6 @@ def choose_fusion(
         task=bundle.task,
         sampler=search.sampler,
     )
-    if blocker is None and "lbfgs" in _searched_values(search.search_space(), "train.optimizer"):
-        blocker = "the search tries L-BFGS (train.optimizer lbfgs), which trains one model at a time"
     if blocker is not None and pbt:
         raise SpecError(
             f"scheduler pbt trains its trials side by side as fused populations, but this search cannot run "

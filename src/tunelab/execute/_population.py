@@ -37,6 +37,7 @@ from tunelab.search import (
     BaseExecutor,
     BaseScheduler,
     Decision,
+    Executor,
     Exploit,
     NoScheduler,
     Outcome,
@@ -74,6 +75,8 @@ class PopulationExecutor(BaseExecutor):
     (``val_accuracy``, ``val_loss``...); a trial's value is its mean over ``folds``, with the user attributes
     ``fold_values`` and ``best_epochs``. ``flop_rate``: the training rate (FLOP/s) the fusion probe measured,
     which sizes populations under a time budget until one has been measured (:mod:`~tunelab.execute._sizing`).
+    ``alone``: the executor for trials whose structure cannot be fused (L-BFGS, which steps each model with
+    its own line search): their packs hold one trial, trained by it.
     """
 
     checkpoints = False
@@ -88,6 +91,7 @@ class PopulationExecutor(BaseExecutor):
         metric: str,
         folds: Sequence[int | None] = (None,),
         flop_rate: float | None = None,
+        alone: Executor | None = None,
     ) -> None:
         if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 1:
             raise SpecError(f"population_size must be a positive whole number, got {population_size!r}.")
@@ -96,6 +100,7 @@ class PopulationExecutor(BaseExecutor):
         self.scheduler: BaseScheduler = NoScheduler()
         self.sizer = PopulationSizer(rows=len(data.bundle(self.folds[0]).X_train), flop_rate=flop_rate)
         self._flops: dict[str, float] = {}  # forward FLOPs per sample, by model spec
+        self.alone = alone
 
     @property
     def pbt(self) -> PbtScheduler | None:
@@ -108,6 +113,8 @@ class PopulationExecutor(BaseExecutor):
             if problem is not None:
                 raise SpecError(problem + ".")
         self.scheduler = scheduler
+        if self.alone is not None:
+            self.alone.start(scheduler)
 
     # -- how many members --
     def pack_size(self, params: dict[str, Any], *, cap: int, time_left: float | None) -> int:
@@ -115,12 +122,14 @@ class PopulationExecutor(BaseExecutor):
         ``time_left`` for the structure of ``params``. A PBT population keeps its size: its members rank and
         copy one another, and shrunk it would have too few to rank (one member never exploits)."""
         cap = min(cap, self.max_pack_size)
-        if self.pbt is not None or time_left is None:
-            return cap
         try:
             spec = self.make_spec(params)
         except TrainingError:
             return 1  # the first trial fails at once; the next population starts right after
+        if self._trains_alone(spec):
+            return 1
+        if self.pbt is not None or time_left is None:
+            return cap
         epochs = expected_epochs(self.scheduler, spec.train.epochs * len(self.folds))
         return self.sizer.size(self._flops_of(spec), epochs=epochs, cap=cap, time_left=time_left)
 
@@ -133,8 +142,18 @@ class PopulationExecutor(BaseExecutor):
             )
         return self._flops[key]
 
+    def _trains_alone(self, spec: ExperimentSpec) -> bool:
+        return self.alone is not None and spec.train.optimizer == "lbfgs"
+
     # -- one population --
     def run(self, pack: Sequence[TrialHandle]) -> list[Outcome]:
+        if self.alone is not None and len(pack) == 1:
+            try:
+                alone = self._trains_alone(self.make_spec(pack[0].params))
+            except TrainingError:
+                alone = False  # fails below, as in a population
+            if alone:
+                return list(self.alone.run(pack))
         members = [_Member(handle) for handle in pack]
         for member in members:
             try:

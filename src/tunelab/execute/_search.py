@@ -92,6 +92,9 @@ def run_search(
         else f"sequential trials: {fusion.reason}"
     )
     executor: Executor
+    sequential = SequentialExecutor(
+        plan.spec, evaluator, metric=plan.metric, run_dir=plan.run_dir, folds=plan.folds
+    )
     if fusion.fused:
         executor = PopulationExecutor(
             make_spec,
@@ -100,11 +103,10 @@ def run_search(
             metric=plan.metric,
             folds=plan.folds,
             flop_rate=fusion.flop_rate,
+            alone=sequential,  # L-BFGS trials, which cannot be fused
         )
     else:
-        executor = SequentialExecutor(
-            plan.spec, evaluator, metric=plan.metric, run_dir=plan.run_dir, folds=plan.folds
-        )
+        executor = sequential
     summary = run_study(
         executor,
         space,

@@ -84,7 +84,8 @@ _FORECAST_TRAIN: dict[str, Any] = {
 }
 _FORECAST_SPACE: dict[str, Any] = {
     "train.lr": {"float": [1e-3, 3e-2], "log": True},
-    "train.weight_decay": {"float": [1e-6, 1e-3], "log": True},
+    # Up to the penalties ridge regression on lags chooses (alpha ~10 on a few hundred windows: 2 alpha / n).
+    "train.weight_decay": {"float": [1e-6, 1e-1], "log": True},
     "train.batch_size": {"choice": [32, 64]},
     "model.normalize": {"choice": ["last", "none"]},
     # L-BFGS fits the linear model to its optimum (ridge regression on the lags); gradient steps only near it.
@@ -163,9 +164,10 @@ def forecast_experiment(
     and the season), predicting the change from the last value or the level (``model.normalize``).
 
     The data's windows are as long as the longest lag tried: ``data.window`` as given, else 24 rows, or the
-    season where that is longer and the series holds enough rows. The search's first trials are a linear
-    model and a one-layer MLP (where the family allows) on every lag, predicting changes: strong forecasters
-    that train in seconds, so even a small budget has them to beat.
+    season where that is longer and the series holds enough rows. The search's first trials (where the family
+    allows) are the linear model fitted to its optimum by L-BFGS (ridge regression on every lag) and a
+    one-layer MLP predicting changes: strong forecasters that train in seconds, so even a small budget has
+    them to beat.
     """
     if model == "cnn":
         raise SpecError("--model cnn needs image data, but this data is a series; use linear, mlp or lstm.")
@@ -187,7 +189,15 @@ def forecast_experiment(
             continue  # a parameter of a family this search does not try
         space[path] = node if len(types) > 1 else {k: v for k, v in node.items() if k != "when"}
     first = [
-        {"model.type": "linear", "train.optimizer": "lbfgs", "train.lr": 1e-2, "train.batch_size": 32},
+        # Fitted to its optimum, the linear model on the levels is ridge regression on the lags (on CO2: test
+        # RMSE 0.303 against RidgeCV's 0.302; predicting the change ties its weights to sum to one: 0.322).
+        {
+            "model.type": "linear",
+            "train.optimizer": "lbfgs",
+            "model.normalize": "none",
+            "train.weight_decay": 1e-4,
+            "train.lr": 1e-2,
+        },
         {
             "model.type": "mlp",
             "train.optimizer": "adamw",
