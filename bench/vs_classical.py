@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,7 @@ def main() -> None:
                 "tunelab": ours,
                 "seconds": round(seconds, 1),
                 **classical(train, held),
+                "load_average": round(os.getloadavg()[0], 2),  # a busy machine shortens the search
             }
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -64,7 +64,9 @@ def reevaluate(
                     score, best_epoch = math.nan, 0
                 scores.append(score)
                 best_epochs.append(best_epoch)
-        candidate = replace(candidate, scores=scores, best_epochs=best_epochs, **interval(scores, metric))
+        n_val = min(len(evaluator.bundle(fold).X_val) for fold in folds)  # rows behind each score
+        estimate = interval(scores, metric, n_rows=n_val)
+        candidate = replace(candidate, scores=scores, best_epochs=best_epochs, **estimate)
         events.phase(
             f"candidate trial {trial.number}: {metric} {candidate.mean:.4f} ± {candidate.std:.4f} "
             f"over {candidate.n} fresh runs"
