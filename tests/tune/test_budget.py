@@ -161,6 +161,11 @@ class _CountingEvaluator:
         self.runs += 1
         return 0.5, 1
 
+    def bundle(self, fold):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(X_val=[0.0] * 4)  # four validation rows
+
 
 @pytest.mark.parametrize(("seconds_left", "expected_runs"), [(1000.0, 2), (150.0, 0)])
 def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_left, expected_runs):
