@@ -5,7 +5,9 @@
 - ``MLPSpec`` (``type: mlp``): ``nn.Sequential`` over the flattened sample, any input kind;
 - ``CNNSpec`` (``type: cnn``): ``nn.Sequential`` of conv blocks and a dense head, images ``(C, H, W)``;
 - ``RNNSpec`` (``type: rnn``, or ``lstm`` / ``gru``): a ``SequenceModel``, sequences ``(L, F)``;
-- ``CustomSpec`` (``type: custom``): a user's factory named by an import string, any input kind.
+- ``CustomSpec`` (``type: custom``): a user's factory named by an import string, any input kind;
+- ``EnsembleSpec`` (``type: ensemble``): an ``Ensemble`` of models of those families, their outputs averaged
+  (probabilities for classifiers: ``combine_outputs``). Exports describe one; an experiment's model never is.
 
 MLP and CNN models contain only standard torch layers in the order ``Linear/Conv2d -> BatchNorm -> activation
 -> Dropout``, which lets ``tunelab.fused`` convert them layer by layer. Weight-init schemes live in
@@ -13,13 +15,24 @@ MLP and CNN models contain only standard torch layers in the order ``Linear/Conv
 """
 
 from tunelab.models._build import build_model
+from tunelab.models._ensemble import (
+    Combine,
+    Ensemble,
+    average_terms,
+    combine_outputs,
+    combine_rule,
+    member_terms,
+    terms_output,
+)
 from tunelab.models._rnn import SequenceModel
 from tunelab.models._signature import count_parameters, structure_signature
 from tunelab.models._specs import (
     ACTIVATIONS,
     INIT_SCHEMES,
+    AnyModelSpec,
     CNNSpec,
     CustomSpec,
+    EnsembleSpec,
     MLPSpec,
     ModelSpec,
     RNNSpec,
@@ -30,15 +43,24 @@ from tunelab.models.init import init_weights
 __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
+    "AnyModelSpec",
     "CNNSpec",
+    "Combine",
     "CustomSpec",
+    "Ensemble",
+    "EnsembleSpec",
     "MLPSpec",
     "ModelSpec",
     "RNNSpec",
     "SequenceModel",
+    "average_terms",
     "build_model",
+    "combine_outputs",
+    "combine_rule",
     "count_parameters",
     "init_weights",
+    "member_terms",
     "parse_model_spec",
     "structure_signature",
+    "terms_output",
 ]
