@@ -14,6 +14,22 @@ from tunelab.models import Ensemble, EnsembleSpec, build_model, combine_rule
 from tunelab.train import Trainer, TrainSpec
 
 
+def _export(directory: Path, trained, *, onnx: bool) -> tuple[Path, Ensemble]:
+    bundle = trained.bundle
+    ensemble, spec = _ensemble(trained)
+    exported = export_model(
+        directory,
+        model=ensemble,
+        preprocessor=bundle.preprocessor,
+        model_spec=spec,
+        task=bundle.task,
+        input_shape=bundle.input_shape,
+        output_dim=bundle.output_dim,
+        onnx=onnx,
+    )
+    return exported, ensemble
+
+
 def _ensemble(trained) -> tuple[Ensemble, EnsembleSpec]:
     """The fixture's trained model with a second, differently seeded one of its spec, weighted 2:1."""
     bundle = trained.bundle
@@ -31,17 +47,7 @@ def _ensemble(trained) -> tuple[Ensemble, EnsembleSpec]:
 @pytest.mark.parametrize("backend", ["torchscript", "weights"])
 def test_an_exported_ensemble_predicts_what_it_predicted_in_process(tmp_path: Path, trained, backend):
     bundle = trained.bundle
-    ensemble, spec = _ensemble(trained)
-    directory = export_model(
-        tmp_path / "export",
-        model=ensemble,
-        preprocessor=bundle.preprocessor,
-        model_spec=spec,
-        task=bundle.task,
-        input_shape=bundle.input_shape,
-        output_dim=bundle.output_dim,
-        onnx=False,
-    )
+    directory, ensemble = _export(tmp_path / "export", trained, onnx=False)
     loaded = load(directory, backend=backend)
     assert loaded.metadata["model_spec"]["type"] == "ensemble"
     assert loaded.metadata["model_spec"]["weights"] == [2.0, 1.0]
@@ -64,17 +70,7 @@ def test_an_ensemble_in_onnx_computes_what_torchscript_computes(tmp_path: Path, 
     pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
     bundle = trained.bundle
-    ensemble, spec = _ensemble(trained)
-    directory = export_model(
-        tmp_path / "export",
-        model=ensemble,
-        preprocessor=bundle.preprocessor,
-        model_spec=spec,
-        task=bundle.task,
-        input_shape=bundle.input_shape,
-        output_dim=bundle.output_dim,
-        onnx=True,
-    )
+    directory, _ = _export(tmp_path / "export", trained, onnx=True)
     session = onnxruntime.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
     scripted = load(directory, backend="torchscript").module
     (got,) = session.run(["output"], {"input": bundle.X_test.numpy()})

@@ -20,7 +20,9 @@ from tunelab.spec import parse_spec
 
 
 def _members(output_dim: int, n: int = 3) -> list[torch.nn.Module]:
-    return [build_model(MLPSpec(hidden=[6]), input_shape=(4,), output_dim=output_dim, seed=s) for s in range(n)]
+    return [
+        build_model(MLPSpec(hidden=[6]), input_shape=(4,), output_dim=output_dim, seed=s) for s in range(n)
+    ]
 
 
 def test_a_classifier_ensemble_averages_probabilities():

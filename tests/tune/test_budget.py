@@ -9,10 +9,12 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tunelab.clock import ManualClock
+from tunelab.execute import FoldRun
 from tunelab.search import NoEvents, SearchSpace
 from tunelab.spec import parse_spec
 from tunelab.tune import tune_experiment
@@ -152,14 +154,15 @@ def test_the_searchs_share_of_a_budget_counts_from_the_start_of_tune_experiment(
 
 
 class _CountingEvaluator:
-    """Scores every fresh run 0.5 at epoch 1, counting the runs (no training)."""
+    """Scores every fresh run 0.5 at epoch 1 (with outputs on 4 validation rows), counting the runs (no
+    training)."""
 
     def __init__(self) -> None:
         self.runs = 0
 
-    def score(self, spec, fold, metric):
+    def run(self, spec, fold, metric):
         self.runs += 1
-        return 0.5, 1
+        return FoldRun(0.5, 1, torch.zeros(4, 3))
 
 
 @pytest.mark.parametrize(("seconds_left", "expected_runs"), [(1000.0, 2), (150.0, 0)])

@@ -75,18 +75,11 @@ class Evaluator:
         )
 
     def score(
-        self,
-        spec: ExperimentSpec,
-        fold: int | None,
-        metric: str,
-        *,
-        callbacks: tuple[Callback, ...] = (),
-        run_dir: Path | None = None,
-        resume_from: Path | None = None,
+        self, spec: ExperimentSpec, fold: int | None, metric: str, **options: Any
     ) -> tuple[float, int] | None:
         """Train on the fold's training part; return the validation ``metric`` and the best epoch, or None
-        if a callback ended the training within an epoch (the time budget)."""
-        run = self.run(spec, fold, metric, callbacks=callbacks, run_dir=run_dir, resume_from=resume_from)
+        if a callback ended the training within an epoch (the time budget). ``options``: :meth:`run`'s."""
+        run = self.run(spec, fold, metric, **options)
         return None if run is None else (run.score, run.best_epoch)
 
     def run(
@@ -99,7 +92,9 @@ class Evaluator:
         run_dir: Path | None = None,
         resume_from: Path | None = None,
     ) -> FoldRun | None:
-        """:meth:`score`, and the trained model's raw outputs on the validation part."""
+        """Train on the fold's training part (``callbacks``, checkpoints in ``run_dir``, resumed from
+        ``resume_from``); its validation ``metric``, best epoch and raw validation outputs, or None if a
+        callback ended the training within an epoch (the time budget)."""
         bundle = self.bundle(fold)
         trainer = self.trainer(spec, bundle, callbacks=callbacks, run_dir=run_dir)
         history = trainer.fit(

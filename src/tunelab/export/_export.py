@@ -31,16 +31,7 @@ from tunelab.export._onnx import ONNX_OPSET, export_onnx, onnx_available
 from tunelab.export._script import compile_torchscript, quiet_torchscript
 from tunelab.export._state import write_state
 from tunelab.export._text import brief
-from tunelab.models import (
-    AnyModelSpec,
-    CNNSpec,
-    CustomSpec,
-    EnsembleSpec,
-    MLPSpec,
-    RNNSpec,
-    build_model,
-    parse_model_spec,
-)
+from tunelab.models import AnyModelSpec, build_model, parse_model_spec
 from tunelab.train import Task
 
 __all__ = ["RESERVED_METADATA", "export_model", "kind_of"]
@@ -252,8 +243,10 @@ def _check_preprocessor(
 
 
 def _checked_spec(model_spec: AnyModelSpec | Mapping[str, Any] | None) -> AnyModelSpec | None:
-    if model_spec is None or isinstance(model_spec, MLPSpec | CNNSpec | RNNSpec | CustomSpec | EnsembleSpec):
-        return model_spec  # validated when it was made
+    if model_spec is None:
+        return None
+    if isinstance(model_spec, pydantic.BaseModel):  # a spec object: validated again, whatever its family
+        model_spec = model_spec.model_dump()
     if not isinstance(model_spec, Mapping):
         raise SpecError(
             "model_spec must be a ModelSpec or an EnsembleSpec, a mapping that validates as one, or None; "

@@ -252,19 +252,8 @@ class EnsembleSpec(BaseModel):
 
 
 AnyModelSpec = Annotated[
-    Annotated[MLPSpec, Tag("mlp")]
-    | Annotated[CNNSpec, Tag("cnn")]
-    | Annotated[RNNSpec, Tag("rnn")]
-    | Annotated[CustomSpec, Tag("custom")]
-    | Annotated[EnsembleSpec, Tag("ensemble")],
-    Discriminator(
-        _model_type,
-        custom_error_type="invalid_model_type",
-        custom_error_message=(
-            "model type must be one of 'mlp', 'cnn', 'rnn' (or its shorthands 'lstm', 'gru'), 'custom', "
-            "'ensemble'"
-        ),
-    ),
+    Annotated[ModelSpec, Tag("model")] | Annotated[EnsembleSpec, Tag("ensemble")],
+    Discriminator(lambda value: "ensemble" if _model_type(value) == "ensemble" else "model"),
 ]
 """A ``ModelSpec`` or an ``EnsembleSpec`` of them: what a model is built or exported from."""
 

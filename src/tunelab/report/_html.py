@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,11 @@ from typing import TYPE_CHECKING, Any
 from tunelab.layout import RunLayout
 from tunelab.report import _model_figures as model_figs
 from tunelab.report import _search_figures as search_figs
+from tunelab.report._ensemble import ensemble_section
+from tunelab.report._html_parts import Section as _Section
+from tunelab.report._html_parts import finite as _finite
+from tunelab.report._html_parts import fmt as _fmt
+from tunelab.report._html_parts import table as _table
 from tunelab.report._rundata import RunData, load_run, load_study
 
 if TYPE_CHECKING:
@@ -43,13 +47,6 @@ PLOT_IDS = {
 }
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
-
-
-@dataclass(frozen=True)
-class _Section:
-    key: str  # the anchor: id="sec-<key>"
-    title: str
-    body: str  # HTML
 
 
 def build_report(run_dir: str | Path, *, path: str | Path | None = None, storage: str | None = None) -> Path:
@@ -175,6 +172,7 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
             extra=_candidates_table(candidates, metric),
         )
     )
+    sections.append(ensemble_section(summary))
     return sections
 
 
@@ -379,14 +377,6 @@ def _version() -> str:
         return "(development)"
 
 
-def _table(rows: Any, *, head: tuple[str, ...]) -> str:
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(cell))}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"lr": 0.01}}`` → ``{"train.lr": 0.01}``."""
     flat: dict[str, Any] = {}
@@ -397,18 +387,6 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "—" if value is None else str(value)
-    if isinstance(value, float):
-        return "—" if not math.isfinite(value) else f"{value:.4g}"
-    return str(value)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _duration(seconds: Any) -> str:
