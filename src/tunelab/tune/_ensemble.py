@@ -87,13 +87,13 @@ def choose_ensemble(
 
     if not (spec.search or SearchSpec()).ensemble:
         return single("off (search.ensemble: false)")
+    # Members have the winner's output size (a loss in the search space may give another).
     width = candidates[0].runs[0].outputs[0].shape[-1] if candidates[0].runs else None
     members = [
         _Member(c, i, run.seed)
         for c in candidates
         for i, run in enumerate(c.runs)
-        if run.outputs[0].shape[-1]
-        == width  # same output size as the winner's (a loss in the space may differ)
+        if run.outputs[0].shape[-1] == width
     ]
     if len(members) < 2:
         return single(f"{len(members)} re-evaluation run(s) completed on every fold; an ensemble needs two")
