@@ -9,10 +9,12 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tunelab.clock import ManualClock
+from tunelab.execute import FoldRun
 from tunelab.search import NoEvents, SearchSpace
 from tunelab.spec import parse_spec
 from tunelab.tune import tune_experiment
@@ -152,14 +154,15 @@ def test_the_searchs_share_of_a_budget_counts_from_the_start_of_tune_experiment(
 
 
 class _CountingEvaluator:
-    """Scores every fresh run 0.5 at epoch 1, counting the runs (no training)."""
+    """Scores every fresh run 0.5 at epoch 1 (with outputs on 4 validation rows), counting the runs (no
+    training)."""
 
     def __init__(self) -> None:
         self.runs = 0
 
-    def score(self, spec, fold, metric):
+    def run(self, spec, fold, metric):
         self.runs += 1
-        return 0.5, 1
+        return FoldRun(0.5, 1, torch.zeros(4, 3))
 
     def bundle(self, fold):
         from types import SimpleNamespace
@@ -211,3 +214,23 @@ def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_l
     assert candidates[0].n == expected_runs
     if not expected_runs:
         assert notes == [f"candidate trial {trial.number}: not re-evaluated (budget spent)"]
+
+
+def test_a_fused_trials_fresh_run_is_planned_from_its_share_of_the_populations_time():
+    """A trial trained in a population of 8 took the population's wall time; alone, at the probe's
+    sequential rate, it takes speedup / 8 of it (speedup 4 measured at K=8)."""
+    from collections import Counter
+
+    from tunelab.tune._select import _alone_share
+
+    throughput = {"sequential": 100.0, "K=1": 90.0, "K=4": 250.0, "K=8": 400.0}
+    members = Counter({0: 8, 1: 3})
+
+    def trial(population):
+        attrs = {} if population is None else {"population": population}
+        return optuna.trial.create_trial(value=0.5, user_attrs=attrs)
+
+    assert _alone_share(trial(0), members, throughput) == pytest.approx(4 / 8)
+    assert _alone_share(trial(1), members, throughput) == pytest.approx(1 / 3)  # K=1 probed below 3
+    assert _alone_share(trial(None), members, throughput) == 1.0  # a sequential trial: all of it
+    assert _alone_share(trial(0), members, {}) == 1.0  # no measurement: the safe side

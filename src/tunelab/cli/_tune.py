@@ -236,12 +236,23 @@ def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
     if summary["importance"]:
         ranked = ", ".join(f"{k} {v:.2f}" for k, v in list(summary["importance"].items())[:5])
         out_console.print(f"parameter importance: {ranked}", highlight=False)
+    ensemble = summary.get("ensemble") or {}
+    if ensemble:
+        what = (
+            f"an ensemble of {len(ensemble['members'])} models"
+            if ensemble["delivered"]
+            else "the single winner"
+        )
+        out_console.print(f"delivered: {what} (ensemble: {ensemble['reason']})", highlight=False)
     tests = ", ".join(f"{k} {v:.4f}" for k, v in summary["test_metrics"].items())
     out_console.print(f"test (evaluated once): {tests}", highlight=False)
     references = (summary.get("references") or {}).get("test")
     if references:
         shown = ", ".join(f"{name.replace('_', ' ')} {fmt(v.get('rmse'))}" for name, v in references.items())
         out_console.print(f"test rmse beside references: {shown}", highlight=False)
+    if ensemble.get("delivered"):
+        single = ", ".join(f"{k} {v:.4f}" for k, v in ensemble["single_winner_test_metrics"].items())
+        out_console.print(f"the single winner's test: {single}", highlight=False)
     out_console.print(f"run directory: {out} (exported model in {out / 'best'})", highlight=False)
 
 

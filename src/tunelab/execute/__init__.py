@@ -11,7 +11,7 @@ Both executors implement :class:`tunelab.search.Executor`; the study loop (:func
 asks, tells and keeps the books, executors only train and report through their trials' handles.
 """
 
-from tunelab.execute._evaluator import Evaluator, FoldData, output_dim, trial_spec
+from tunelab.execute._evaluator import Evaluator, FoldData, FoldRun, output_dim, trial_spec
 from tunelab.execute._fusion import (
     PBT_MIN_POPULATION,
     FusionDecision,
@@ -32,6 +32,7 @@ __all__ = [
     "SHARED_TRAIN_FIELDS",
     "Evaluator",
     "FoldData",
+    "FoldRun",
     "FusionDecision",
     "PopulationExecutor",
     "PopulationSizer",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 from tunelab.data import DataBundle, DataSpec, load_dataset, prepare_data
 from tunelab.errors import SpecError, TrainingError
@@ -12,7 +15,7 @@ from tunelab.search import merge_overrides
 from tunelab.spec import ExperimentSpec, parse_spec
 from tunelab.train import Callback, Trainer, TrainSpec, output_dim_for
 
-__all__ = ["Evaluator", "FoldData", "output_dim", "trial_spec"]
+__all__ = ["Evaluator", "FoldData", "FoldRun", "output_dim", "trial_spec"]
 
 
 class FoldData(Protocol):
@@ -25,6 +28,16 @@ def output_dim(bundle: DataBundle, train: TrainSpec) -> int:
     """The model output size for ``bundle``'s task trained with ``train``'s loss."""
     n_targets = int(bundle.y_train.shape[1]) if bundle.y_train.ndim == 2 else 1
     return output_dim_for(bundle.task, bundle.n_classes, n_targets, train.loss)
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """One configuration trained on one fold: its validation ``score``, its ``best_epoch``, and the model's
+    raw ``outputs`` on the fold's validation part (float32 on the CPU), from which ensembles are chosen."""
+
+    score: float
+    best_epoch: int
+    outputs: torch.Tensor
 
 
 class Evaluator:
@@ -62,6 +75,14 @@ class Evaluator:
         )
 
     def score(
+        self, spec: ExperimentSpec, fold: int | None, metric: str, **options: Any
+    ) -> tuple[float, int] | None:
+        """Train on the fold's training part; return the validation ``metric`` and the best epoch, or None
+        if a callback ended the training within an epoch (the time budget). ``options``: :meth:`run`'s."""
+        run = self.run(spec, fold, metric, **options)
+        return None if run is None else (run.score, run.best_epoch)
+
+    def run(
         self,
         spec: ExperimentSpec,
         fold: int | None,
@@ -70,9 +91,10 @@ class Evaluator:
         callbacks: tuple[Callback, ...] = (),
         run_dir: Path | None = None,
         resume_from: Path | None = None,
-    ) -> tuple[float, int] | None:
-        """Train on the fold's training part; return the validation ``metric`` and the best epoch, or None
-        if a callback ended the training within an epoch (the time budget)."""
+    ) -> FoldRun | None:
+        """Train on the fold's training part (``callbacks``, checkpoints in ``run_dir``, resumed from
+        ``resume_from``); its validation ``metric``, best epoch and raw validation outputs, or None if a
+        callback ended the training within an epoch (the time budget)."""
         bundle = self.bundle(fold)
         trainer = self.trainer(spec, bundle, callbacks=callbacks, run_dir=run_dir)
         history = trainer.fit(
@@ -80,7 +102,8 @@ class Evaluator:
         )
         if history.interrupted_in is not None:
             return None
-        values = trainer.evaluate(bundle.X_val, bundle.y_val)
+        outputs = trainer.outputs(bundle.X_val)
+        values = trainer.evaluate_outputs(outputs, bundle.y_val)
         key = metric.removeprefix("val_")
         if key not in values:
             raise SpecError(
@@ -88,7 +111,7 @@ class Evaluator:
                 f"{', '.join('val_' + k for k in values)}."
             )
         best_epoch = history.best_epoch or len(history.epochs)
-        return float(values[key]), int(best_epoch)
+        return FoldRun(float(values[key]), int(best_epoch), outputs.cpu())
 
 
 def trial_spec(base: ExperimentSpec, overrides: dict[str, Any], *, seed: int | None = None) -> ExperimentSpec:

@@ -31,7 +31,7 @@ from tunelab.export._onnx import ONNX_OPSET, export_onnx, onnx_available
 from tunelab.export._script import compile_torchscript, quiet_torchscript
 from tunelab.export._state import write_state
 from tunelab.export._text import brief
-from tunelab.models import CNNSpec, CustomSpec, MLPSpec, ModelSpec, RNNSpec, build_model, parse_model_spec
+from tunelab.models import AnyModelSpec, build_model, parse_model_spec
 from tunelab.train import Task
 
 __all__ = ["RESERVED_METADATA", "export_model", "kind_of"]
@@ -66,7 +66,7 @@ def export_model(
     *,
     model: nn.Module,
     preprocessor: Preprocessor | None,
-    model_spec: ModelSpec | Mapping[str, Any] | None,
+    model_spec: AnyModelSpec | Mapping[str, Any] | None,
     task: Task,
     input_shape: tuple[int, ...],
     output_dim: int,
@@ -83,7 +83,8 @@ def export_model(
     parameters: JSON values) added at its top level.
 
     ``model_spec`` is the spec the model was built from (``None`` for a user's own module): with it,
-    :func:`load` can rebuild the model from the weights. ``example_input`` ``[N, *input_shape]`` is the batch
+    :func:`load` can rebuild the model from the weights (an ``EnsembleSpec`` for a ``models.Ensemble``, whose
+    members' weights are all in ``model.pt``). ``example_input`` ``[N, *input_shape]`` is the batch
     TorchScript traces (default: two seeded standard-normal samples); pass real rows when the model's
     forward depends on input values. A model TorchScript cannot compile is exported without ``model.ts``
     (a notice in the metadata says why) when it has a spec, and is a :class:`SpecError` when it has none,
@@ -161,7 +162,7 @@ def export_model(
 def _description(
     model: nn.Module,
     preprocessor: Preprocessor | None,
-    spec: ModelSpec | None,
+    spec: AnyModelSpec | None,
     *,
     task: str,
     input_shape: tuple[int, ...],
@@ -241,13 +242,15 @@ def _check_preprocessor(
         )
 
 
-def _checked_spec(model_spec: ModelSpec | Mapping[str, Any] | None) -> ModelSpec | None:
-    if model_spec is None or isinstance(model_spec, MLPSpec | CNNSpec | RNNSpec | CustomSpec):
-        return model_spec  # validated when it was made
+def _checked_spec(model_spec: AnyModelSpec | Mapping[str, Any] | None) -> AnyModelSpec | None:
+    if model_spec is None:
+        return None
+    if isinstance(model_spec, pydantic.BaseModel):  # a spec object: validated again, whatever its family
+        model_spec = model_spec.model_dump()
     if not isinstance(model_spec, Mapping):
         raise SpecError(
-            f"model_spec must be a ModelSpec, a mapping that validates as one, or None; got a "
-            f"{type(model_spec).__name__}"
+            "model_spec must be a ModelSpec or an EnsembleSpec, a mapping that validates as one, or None; "
+            f"got a {type(model_spec).__name__}"
         )
     try:
         return parse_model_spec(model_spec)
@@ -307,7 +310,7 @@ def _checked_output(model: nn.Module, example: torch.Tensor, output_dim: int) ->
 
 
 def _check_rebuild(
-    spec: ModelSpec,
+    spec: AnyModelSpec,
     model: nn.Module,
     example: torch.Tensor,
     reference: torch.Tensor,

@@ -7,7 +7,9 @@
 - ``RNNSpec`` (``type: rnn``, or ``lstm`` / ``gru``): a ``SequenceModel``, sequences ``(L, F)``;
 - on forecasting windows an MLP (``type: linear`` is one without hidden layers) or RNN may read only the last
   ``lags`` steps and predict changes from the last value (``normalize: last``): a ``WindowedModel`` around it;
-- ``CustomSpec`` (``type: custom``): a user's factory named by an import string, any input kind.
+- ``CustomSpec`` (``type: custom``): a user's factory named by an import string, any input kind;
+- ``EnsembleSpec`` (``type: ensemble``): an ``Ensemble`` of models of those families, their outputs averaged
+  (probabilities for classifiers: ``combine_outputs``). Exports describe one; an experiment's model never is.
 
 MLP and CNN models contain only standard torch layers in the order ``Linear/Conv2d -> BatchNorm -> activation
 -> Dropout``, which lets ``tunelab.fused`` convert them layer by layer. Weight-init schemes live in
@@ -15,13 +17,24 @@ MLP and CNN models contain only standard torch layers in the order ``Linear/Conv
 """
 
 from tunelab.models._build import build_model
+from tunelab.models._ensemble import (
+    Combine,
+    Ensemble,
+    average_terms,
+    combine_outputs,
+    combine_rule,
+    member_terms,
+    terms_output,
+)
 from tunelab.models._rnn import SequenceModel
 from tunelab.models._signature import count_parameters, structure_signature
 from tunelab.models._specs import (
     ACTIVATIONS,
     INIT_SCHEMES,
+    AnyModelSpec,
     CNNSpec,
     CustomSpec,
+    EnsembleSpec,
     MLPSpec,
     ModelSpec,
     RNNSpec,
@@ -34,17 +47,26 @@ from tunelab.models.init import init_weights
 __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
+    "AnyModelSpec",
     "CNNSpec",
+    "Combine",
     "CustomSpec",
+    "Ensemble",
+    "EnsembleSpec",
     "MLPSpec",
     "ModelSpec",
     "RNNSpec",
     "SequenceModel",
     "WindowedModel",
+    "average_terms",
     "build_model",
     "carried_model_fields",
+    "combine_outputs",
+    "combine_rule",
     "count_parameters",
     "init_weights",
+    "member_terms",
     "parse_model_spec",
     "structure_signature",
+    "terms_output",
 ]

@@ -11,9 +11,18 @@ from torch import nn
 from tunelab.errors import SpecError
 from tunelab.models._cnn import build_cnn
 from tunelab.models._custom import call_factory, import_factory
+from tunelab.models._ensemble import Ensemble, combine_rule
 from tunelab.models._mlp import build_mlp
 from tunelab.models._rnn import build_rnn
-from tunelab.models._specs import CNNSpec, CustomSpec, MLPSpec, ModelSpec, RNNSpec, parse_model_spec
+from tunelab.models._specs import (
+    AnyModelSpec,
+    CNNSpec,
+    CustomSpec,
+    EnsembleSpec,
+    MLPSpec,
+    RNNSpec,
+    parse_model_spec,
+)
 from tunelab.models._window import WindowedModel, window_input_shape
 from tunelab.models.init import init_weights
 
@@ -23,7 +32,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build
 
 
 def build_model(
-    spec: ModelSpec | Mapping[str, Any] | Callable[..., nn.Module],
+    spec: AnyModelSpec | Mapping[str, Any] | Callable[..., nn.Module],
     *,
     input_shape: tuple[int, ...],
     output_dim: int,
@@ -32,7 +41,8 @@ def build_model(
     """Build the model for samples of ``input_shape``: table (F,), image (C, H, W) or sequence (L, F).
 
     ``spec`` is a ``ModelSpec``, a mapping that validates as one, or a callable factory (called like a custom
-    spec's factory, without kwargs; bind them with ``functools.partial``). The model maps
+    spec's factory, without kwargs; bind them with ``functools.partial``). An ``EnsembleSpec`` builds an
+    :class:`Ensemble` of its members, member ``i`` with seed ``seed + i``. The model maps
     ``[N, *input_shape]`` to ``[N, output_dim]``, which a dry forward pass on two zero samples checks.
     The same ``seed`` gives the same weights; the global RNG state after the call is the one before it.
     Built-in families come back in train mode; a factory's module in the modes it was returned in.
@@ -50,7 +60,7 @@ def build_model(
     # seed it here and restore it afterwards, so the caller's random stream is left exactly as it was.
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        model, source = _construct(spec, input_shape=shape, output_dim=output_dim)
+        model, source = _construct(spec, input_shape=shape, output_dim=output_dim, seed=seed)
         if isinstance(spec, (MLPSpec, CNNSpec, RNNSpec)) and (
             spec.init != "default" or spec.init_gain != 1.0
         ):
@@ -59,7 +69,16 @@ def build_model(
     return model
 
 
-def _construct(spec: Any, *, input_shape: tuple[int, ...], output_dim: int) -> tuple[nn.Module, str]:
+def _construct(
+    spec: Any, *, input_shape: tuple[int, ...], output_dim: int, seed: int
+) -> tuple[nn.Module, str]:
+    if isinstance(spec, EnsembleSpec):
+        members = [
+            build_model(member, input_shape=input_shape, output_dim=output_dim, seed=seed + i)
+            for i, member in enumerate(spec.members)
+        ]
+        ensemble = Ensemble(members, spec.weights, combine=combine_rule(spec.combine, output_dim))
+        return ensemble, f"the ensemble of {len(members)} models"
     if isinstance(spec, (MLPSpec, RNNSpec)) and spec.windowed:
         inner_shape = window_input_shape(input_shape, spec.lags, spec.type)
         inner = _BUILDERS[spec.type](spec, input_shape=inner_shape, output_dim=output_dim)
@@ -74,8 +93,9 @@ def _construct(spec: Any, *, input_shape: tuple[int, ...], output_dim: int) -> t
         factory, name, kwargs = spec, repr(getattr(spec, "__qualname__", type(spec).__name__)), {}
     else:
         raise SpecError(
-            f"build_model needs a ModelSpec (MLPSpec, CNNSpec, RNNSpec, CustomSpec), a mapping with a 'type' "
-            f"key, or a callable that returns an nn.Module; got a {type(spec).__name__}."
+            "build_model needs a ModelSpec (MLPSpec, CNNSpec, RNNSpec, CustomSpec), an EnsembleSpec, a "
+            "mapping with a 'type' key, or a callable that returns an nn.Module; "
+            f"got a {type(spec).__name__}."
         )
     model = call_factory(factory, kwargs=kwargs, input_shape=input_shape, output_dim=output_dim, name=name)
     return model, f"the model from factory {name}"

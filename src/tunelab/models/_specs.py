@@ -23,8 +23,10 @@ __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
     "Activation",
+    "AnyModelSpec",
     "CNNSpec",
     "CustomSpec",
+    "EnsembleSpec",
     "InitScheme",
     "MLPSpec",
     "ModelSpec",
@@ -265,7 +267,32 @@ ModelSpec = Annotated[
 ]
 """Any model spec; pydantic picks the family from ``type``."""
 
-_ADAPTER: TypeAdapter[ModelSpec] = TypeAdapter(ModelSpec)
+
+class EnsembleSpec(BaseModel):
+    """Models trained apart, whose outputs are averaged with ``weights`` (normalized to sum to 1).
+
+    ``combine="probabilities"`` averages class probabilities (soft voting: softmax, or the sigmoid of a single
+    logit) and outputs the log of the average, so that a softmax (or sigmoid) of the output is the average;
+    ``"mean"`` averages the outputs (regression, forecasts). ``tunelab tune`` delivers one when the top
+    candidates together beat the single winner on validation. An experiment's ``model`` is never an ensemble:
+    the members are trained one by one, each as its own model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ensemble"] = "ensemble"
+    members: list[ModelSpec] = Field(min_length=1)
+    weights: list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]]
+    combine: Literal["probabilities", "mean"]
+
+    @model_validator(mode="after")
+    def _one_weight_per_member(self) -> EnsembleSpec:
+        if len(self.weights) != len(self.members):
+            raise ValueError(
+                f"an ensemble needs one weight per member; got {len(self.weights)} weights for "
+                f"{len(self.members)} members"
+            )
+        return self
 
 
 _SHARED_FIELDS = frozenset({"init", "init_gain", "lags", "normalize"})
@@ -297,6 +324,16 @@ def carried_model_fields(base: Mapping[str, Any], new_type: Any) -> dict[str, An
     }
 
 
-def parse_model_spec(data: Mapping[str, Any]) -> ModelSpec:
-    """Validate a mapping (from YAML or a sampled config) as a ``ModelSpec``; raises pydantic's error."""
+AnyModelSpec = Annotated[
+    Annotated[ModelSpec, Tag("model")] | Annotated[EnsembleSpec, Tag("ensemble")],
+    Discriminator(lambda value: "ensemble" if _model_type(value) == "ensemble" else "model"),
+]
+"""A ``ModelSpec`` or an ``EnsembleSpec`` of them: what a model is built or exported from."""
+
+_ADAPTER: TypeAdapter[AnyModelSpec] = TypeAdapter(AnyModelSpec)
+
+
+def parse_model_spec(data: Mapping[str, Any]) -> AnyModelSpec:
+    """Validate a mapping (from YAML, a sampled config or an export) as a ``ModelSpec`` or an
+    ``EnsembleSpec``; raises pydantic's error."""
     return _ADAPTER.validate_python(dict(data))

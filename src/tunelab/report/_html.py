@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING, Any
 from tunelab.layout import RunLayout
 from tunelab.report import _model_figures as model_figs
 from tunelab.report import _search_figures as search_figs
+from tunelab.report._ensemble import ensemble_section
+from tunelab.report._html_parts import Section as _Section
+from tunelab.report._html_parts import finite as _finite
+from tunelab.report._html_parts import fmt as _fmt
+from tunelab.report._html_parts import table as _table
 from tunelab.report._references import references_section
 from tunelab.report._rundata import RunData, load_run, load_study
-from tunelab.report._section import Section as _Section
 
 if TYPE_CHECKING:
     import optuna
@@ -170,6 +174,7 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
         )
     )
     sections.append(references_section(summary))
+    sections.append(ensemble_section(summary))
     return sections
 
 
@@ -374,14 +379,6 @@ def _version() -> str:
         return "(development)"
 
 
-def _table(rows: Any, *, head: tuple[str, ...]) -> str:
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(cell))}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"lr": 0.01}}`` → ``{"train.lr": 0.01}``."""
     flat: dict[str, Any] = {}
@@ -392,18 +389,6 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "—" if value is None else str(value)
-    if isinstance(value, float):
-        return "—" if not math.isfinite(value) else f"{value:.4g}"
-    return str(value)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _duration(seconds: Any) -> str:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tunelab.report._section import Section
+from tunelab.report._html_parts import Section
 
 __all__ = ["references_section"]
 

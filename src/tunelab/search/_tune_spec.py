@@ -1,6 +1,7 @@
 """The ``search:`` section of an experiment spec: what to vary (``space``, in the language of
 :mod:`tunelab.search.space`), how to search (``sampler``, ``scheduler``, ``metric``), the budget
-(``budget: 10m``, ``n_trials``...), and how to choose (``cv``, ``top_k``, ``n_seeds``, ``refit``). For example
+(``budget: 10m``, ``n_trials``...), and how to choose (``cv``, ``top_k``, ``n_seeds``, ``refit``,
+``ensemble``). For example
 ``{space: {train.lr: {float: [1e-4, 3e-2], log: true}}, scheduler: {name: asha}, budget: 10m, cv: 5}``.
 Parameters whose name starts with ``_`` are helpers (a depth for ``per_layer``), not merged into the spec.
 """
@@ -212,6 +213,10 @@ class SearchSpec(BaseModel):
     top_k: int = Field(default=3, ge=1, description="candidates re-evaluated across folds and seeds")
     n_seeds: int = Field(default=2, ge=1, description="training seeds per candidate in the re-evaluation")
     refit: bool = Field(default=True, description="retrain the winner on train + validation before testing")
+    ensemble: bool = Field(
+        default=True,
+        description="deliver an ensemble of the re-evaluation runs when it beats the winner on validation",
+    )
     fused: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="train trials of one structure as a fused population; auto decides by measurement",

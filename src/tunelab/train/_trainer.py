@@ -307,12 +307,24 @@ class Trainer:
             raise DataError(f"predict() takes a torch.Tensor, got {type(x).__name__}; use torch.as_tensor(x)")
         return self._prediction(self._outputs(x.to(self.device))).to(x.device)
 
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        outputs = self._outputs(x)
-        loss = float(self.loss_fn(outputs, y).mean())
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs (logits, or values in training units) on all rows of ``x``, float32."""
+        return self._outputs(x.to(self.device))
+
+    def evaluate_outputs(
+        self, outputs: torch.Tensor, y: torch.Tensor, *, names: Sequence[str] | None = None
+    ) -> dict[str, float]:
+        """:meth:`evaluate` from raw ``outputs`` at hand for ``y``'s rows (several models' combined, say);
+        ``names``: only those of ``loss`` and the spec's metrics."""
+        wanted = ("loss", *self.metrics) if names is None else tuple(names)
+        outputs, y = outputs.to(self.device), y.to(self.device)
+        values = {"loss": float(self.loss_fn(outputs, y).mean())} if "loss" in wanted else {}
         target = self._original_units(y) if self.task != "classification" else y
-        metrics = compute_metrics(self.metrics, self._prediction(outputs), target, n_classes=self.n_classes)
-        return {"loss": loss, **metrics}
+        metrics = [name for name in self.metrics if name in wanted]
+        return values | compute_metrics(metrics, self._prediction(outputs), target, n_classes=self.n_classes)
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        return self.evaluate_outputs(self._outputs(x), y)
 
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The model's raw outputs on all rows of ``x``: eval mode, no gradients, in large batches."""

@@ -8,10 +8,18 @@ The protocol, written into every study's ``summary.json``:
 2. **Selection**: the ``top_k`` configurations are trained again with ``n_seeds`` fresh training seeds on
    every fold; their mean, standard deviation and a 95% interval (inside the metric's range) are reported,
    and the best mean wins.
-   Fresh seeds keep the estimate free of the search's own selection bias.
+   Fresh seeds keep the estimate free of the search's own selection bias. Each run's validation outputs are
+   kept.
 3. **Refit**: the winner is trained on train + validation for the median of its best epoch counts.
-4. **Test**: the test part, set aside before anything else, is evaluated once, here.
-5. **Export**: the refit model is exported with its preprocessing to ``run_dir/best``.
+4. **Ensemble** (``search.ensemble``, on by default): the re-evaluation runs, averaged (probabilities for
+   classification, outputs for regression and forecasts) with weights from greedy selection with replacement
+   on the validation loss, replace the winner when they beat it by the search metric on validation rows that
+   did not choose them (``_greedy``); their models are then refit like the winner, if that fits the budget.
+5. **Test**: the test part, set aside before anything else, is evaluated once, here: the winner's refit and,
+   when one was built, the ensemble, both after the choice between them.
+6. **Export**: the delivered model (the refit winner, or the ensemble as one module) is exported with its
+   preprocessing to ``run_dir/best``; ``summary.json`` records the choice, its validation gain and both test
+   scores.
 
 Everything lives in the run directory (:class:`tunelab.layout.RunLayout`): ``study.db`` (Optuna's schema),
 ``spec.yaml``, per-trial checkpoints while a trial runs, ``summary.json``, and ``best/``.

@@ -14,7 +14,7 @@ import optuna
 from tunelab.clock import Clock, system_clock
 from tunelab.data import load_dataset
 from tunelab.errors import SpecError, TrainingError
-from tunelab.execute import Evaluator, SearchResult, run_search, search_in_workers
+from tunelab.execute import Evaluator, SearchResult, run_search, search_in_workers, trial_spec
 from tunelab.layout import RunLayout
 from tunelab.search import Direction, Events, SearchSpec, StudyEvents, metric_direction
 from tunelab.spec import ExperimentSpec
@@ -28,11 +28,12 @@ from tunelab.storage import (
     study_snapshot,
 )
 from tunelab.train import denormals_flushed
+from tunelab.tune._ensemble import ENSEMBLE_RULE, choose_ensemble
 from tunelab.tune._interval import INTERVAL_METHOD
 from tunelab.tune._plan import TimeBudget, make_plan
 from tunelab.tune._references import forecast_references
 from tunelab.tune._result import TuneProtocol, TuneResult, json_safe
-from tunelab.tune._select import reevaluate, refit_winner
+from tunelab.tune._select import export_delivered, reevaluate, refit_winner
 
 __all__ = ["tune_experiment"]
 
@@ -119,8 +120,25 @@ def tune_experiment(
         deadline=budget.deadline,
         events=events,
         clock=clock,
+        throughput=found.fusion.throughput if found.fusion.fused else None,
     )
-    refit, trainer = refit_winner(spec, candidates[0], evaluator, layout, events)
+    refit = refit_winner(spec, candidates[0], evaluator, events)
+    delivered = choose_ensemble(
+        spec, candidates, refit, evaluator, plan, budget.deadline, events, clock=clock
+    )
+    final = trial_spec(spec, candidates[0].params)
+    export_delivered(
+        layout,
+        evaluator,
+        winner=refit[1],
+        delivered=delivered.trainer,
+        model_spec=delivered.ensemble_spec or final.model,
+        metadata={
+            "spec": final.model_dump(mode="json"),
+            "test_metrics": delivered.test_metrics,
+            **({"ensemble": delivered.choice.to_dict()} if delivered.ensemble_spec else {}),
+        },
+    )
     references = None
     if evaluator.task == "forecasting":
         events.phase("references: seasonal naive and lagged ridge on the validation and test parts")
@@ -128,9 +146,9 @@ def tune_experiment(
             plan.data_spec,
             evaluator.dataset,
             evaluator.bundle(None),
-            refit=refit.on_train_and_validation,
+            refit=refit[0].on_train_and_validation,
             winner_validation={metric.removeprefix("val_"): candidates[0].value or math.nan},
-            winner_test={k: v for k, v in refit.test_metrics.items() if k in ("rmse", "mae")},
+            winner_test={k: v for k, v in delivered.test_metrics.items() if k in ("rmse", "mae")},
         )
     result = TuneResult(
         run_dir=layout.root,
@@ -139,13 +157,14 @@ def tune_experiment(
         metric=metric,
         direction=direction,
         candidates=candidates,
-        refit=refit,
+        refit=refit[0],
         study=found.summary,
         elapsed_seconds=budget.elapsed(),
-        protocol=_protocol(spec, search, plan.folds, refit.epochs, workers, found),
+        protocol=_protocol(spec, search, plan.folds, refit[0].epochs, workers, found),
         storage=hide_password(storage_url),  # a summary is shared; a database password is not
         importance=_importance(study),
-        trainer=trainer,
+        trainer=delivered.trainer,
+        ensemble=delivered.choice,
         references=references,
     )
     layout.summary.write_text(json.dumps(json_safe(result.to_dict()), indent=2), encoding="utf-8")
@@ -182,10 +201,12 @@ def _protocol(
         refit=f"winner retrained on train + validation for {refit_epochs} epochs"
         if search.refit
         else "no refit: the winner as trained on the training part",
-        test="the test part, set aside first, evaluated once after the refit",
+        test="the test part, set aside first, evaluated once after the refit (the winner's and the "
+        "ensemble's, after the choice between them)",
         workers=workers,
         fusion=found.fusion.to_dict(),
         pbt=pbt,
+        ensemble=ENSEMBLE_RULE if search.ensemble else "off (search.ensemble: false)",
     )
 
 

@@ -8,11 +8,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tunelab.search import StudySummary
 from tunelab.storage import StudyCounts
 from tunelab.train import Trainer
 
-__all__ = ["Candidate", "Refit", "TuneProtocol", "TuneResult", "json_safe"]
+__all__ = ["Candidate", "EnsembleChoice", "Refit", "SeedRun", "TuneProtocol", "TuneResult", "json_safe"]
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One fresh training seed of a candidate, completed on every fold: its ``seed``, its models' raw
+    ``outputs`` on each fold's validation part (what an ensemble is chosen from), and the wall ``seconds``
+    it took, all folds together."""
+
+    seed: int
+    outputs: tuple[torch.Tensor, ...]
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,7 @@ class Candidate:
     initial_params: dict[str, Any] | None = None
     pbt_exploits: int | None = None
     params_from: str | None = None
+    runs: tuple[SeedRun, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def value(self) -> float | None:
@@ -69,6 +83,35 @@ class Refit:
 
 
 @dataclass(frozen=True)
+class EnsembleChoice:
+    """Whether an ensemble of the re-evaluation runs is delivered instead of the single winner, and why.
+
+    ``members``: one record per model (trial, the seed of the run whose validation outputs chose it, the seed
+    and epochs of the model delivered, its weight). ``validation``: the decision's scores in the metric's
+    units (cross-fitted: chosen on half the validation rows, scored on the other), ``gain`` positive when the
+    ensemble is better; ``in_sample``: the ensemble's score on all validation rows, which chose its weights
+    (optimistic). ``test_metrics``: the ensemble's, when it was built; ``single_test_metrics``: the winner's.
+    """
+
+    delivered: bool
+    reason: str
+    single_test_metrics: dict[str, float]
+    members: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "reason": self.reason,
+            "members": self.members,
+            "validation": self.validation,
+            "test_metrics": self.test_metrics,
+            "single_winner_test_metrics": self.single_test_metrics,
+        }
+
+
+@dataclass(frozen=True)
 class TuneProtocol:
     """How the run chose its model, in words (each field a sentence of ``summary.json``'s protocol)."""
 
@@ -81,6 +124,7 @@ class TuneProtocol:
     workers: int = 1
     fusion: dict[str, Any] = field(default_factory=dict)
     pbt: str | None = None
+    ensemble: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -91,6 +135,8 @@ class TuneProtocol:
             "refit": self.refit,
             "test": self.test,
         }
+        if self.ensemble is not None:
+            record["ensemble"] = self.ensemble
         if self.pbt is not None:
             record["pbt"] = self.pbt
         record.update(workers=self.workers, fusion=self.fusion)
@@ -101,7 +147,7 @@ class TuneProtocol:
 class TuneResult:
     """What ``tune_experiment`` found and delivered; ``summary.json`` in the run directory is
     :meth:`to_dict`. ``trainer`` holds the delivered model (``trainer.model``), ``study`` the search's
-    own summary."""
+    own summary; ``ensemble`` whether an ensemble was delivered instead of the winner, and why."""
 
     run_dir: Path
     name: str
@@ -119,6 +165,7 @@ class TuneResult:
     export: str = "best/"
     # Forecasting: seasonal naive and lagged ridge beside the winner (tunelab.tune._references).
     references: dict[str, Any] | None = None
+    ensemble: EnsembleChoice | None = None
 
     @property
     def trials(self) -> StudyCounts:
@@ -142,7 +189,15 @@ class TuneResult:
         return self.winner.value
 
     @property
+    def delivered(self) -> str:
+        """What ``best/`` holds: "ensemble" or "single winner"."""
+        return "ensemble" if self.ensemble is not None and self.ensemble.delivered else "single winner"
+
+    @property
     def test_metrics(self) -> dict[str, float]:
+        """The delivered model's test metrics (the ensemble's when it was delivered)."""
+        if self.ensemble is not None and self.ensemble.delivered and self.ensemble.test_metrics is not None:
+            return self.ensemble.test_metrics
         return self.refit.test_metrics
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,6 +211,7 @@ class TuneResult:
             "best_params": winner.params,
             "best_value": self.best_value,
             "best_trial": winner.trial,
+            "delivered": self.delivered,
             "test_metrics": self.test_metrics,
             "trials": {
                 "complete": self.trials.n_complete,
@@ -167,6 +223,7 @@ class TuneResult:
             "stop_reason": self.stop_reason,
             "elapsed_seconds": round(self.elapsed_seconds, 2),
             "candidates": [c.to_dict() for c in self.candidates],
+            **({"ensemble": self.ensemble.to_dict()} if self.ensemble is not None else {}),
             "importance": self.importance,
             "protocol": self.protocol.to_dict(),
             "storage": self.storage,

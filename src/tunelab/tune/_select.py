@@ -1,28 +1,40 @@
-"""After the search: re-evaluate the top candidates with fresh seeds, refit the winner, test once, export."""
+"""After the search: re-evaluate the top candidates with fresh seeds, refit the winner, test once, export what
+is delivered."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import optuna
 import torch
 
 from tunelab.clock import Clock, system_clock
-from tunelab.data import DataBundle
 from tunelab.errors import TrainingError
 from tunelab.execute import Evaluator, output_dim, trial_spec
 from tunelab.layout import RunLayout
+from tunelab.models import AnyModelSpec
 from tunelab.run import write_test_predictions
 from tunelab.search import Events, SearchSpace, SearchSpec
 from tunelab.spec import ExperimentSpec
 from tunelab.train import Trainer
 from tunelab.tune._interval import interval
-from tunelab.tune._result import Candidate, Refit
+from tunelab.tune._result import Candidate, Refit, SeedRun
 
-__all__ = ["final_params", "reevaluate", "refit_winner"]
+__all__ = [
+    "export_delivered",
+    "final_epochs",
+    "final_params",
+    "fit_final",
+    "fmt_metrics",
+    "reevaluate",
+    "refit_winner",
+]
 
 
 def reevaluate(
@@ -37,11 +49,14 @@ def reevaluate(
     deadline: float | None,
     events: Events,
     clock: Clock = system_clock,
+    throughput: Mapping[str, float] | None = None,
 ) -> list[Candidate]:
     """Train the top ``search.top_k`` trials again with ``search.n_seeds`` fresh seeds on every fold; best
     mean first. A fresh run starts only if it and the refit after it fit before ``deadline`` (on
-    ``clock``)."""
+    ``clock``); ``throughput``: the fusion probe's member-samples per second (``sequential``, ``K=<k>``),
+    which turns a fused trial's wall time into one run's."""
     search = spec.search or SearchSpec()
+    members = Counter(t.user_attrs["population"] for t in study.trials if "population" in t.user_attrs)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     complete.sort(key=lambda t: float(t.value or 0.0), reverse=direction == "maximize")
     candidates: list[Candidate] = []
@@ -49,24 +64,29 @@ def reevaluate(
         candidate = final_params(trial, space)
         scores: list[float] = []
         best_epochs = list(candidate.best_epochs)
+        runs: list[SeedRun] = []
         # A fresh run takes about what the trial took per fold (less if it trained in a population, which
         # shared its time); one is started only if it and the refit after it (about as long) fit.
-        needed = 2 * _seconds_per_fold(trial, len(folds))
+        needed = 2 * _seconds_per_fold(trial, len(folds)) * _alone_share(trial, members, throughput or {})
         for offset in range(1, search.n_seeds + 1):
+            seed, started, outputs = spec.train.seed + offset, clock.monotonic(), []
             for fold in folds:
                 if deadline is not None and clock.monotonic() + needed > deadline:
                     break  # the budget is spent: the search's own scores decide
-                seeded = trial_spec(spec, candidate.params, seed=spec.train.seed + offset)
                 try:
                     # None only if a callback cut it short; this run has none.
-                    score, best_epoch = evaluator.score(seeded, fold, metric) or (math.nan, 0)
+                    run = evaluator.run(trial_spec(spec, candidate.params, seed=seed), fold, metric)
                 except TrainingError:
-                    score, best_epoch = math.nan, 0
-                scores.append(score)
-                best_epochs.append(best_epoch)
+                    run = None
+                scores.append(run.score if run is not None else math.nan)
+                best_epochs.append(run.best_epoch if run is not None else 0)
+                if run is not None and math.isfinite(run.score):
+                    outputs.append(run.outputs)
+            if len(outputs) == len(folds):  # complete on every fold: a possible ensemble member
+                runs.append(SeedRun(seed, tuple(outputs), clock.monotonic() - started))
         n_val = min(len(evaluator.bundle(fold).X_val) for fold in folds)  # rows behind each score
         estimate = interval(scores, metric, n_rows=n_val)
-        candidate = replace(candidate, scores=scores, best_epochs=best_epochs, **estimate)
+        candidate = replace(candidate, scores=scores, best_epochs=best_epochs, runs=tuple(runs), **estimate)
         events.phase(
             f"candidate trial {trial.number}: {metric} {candidate.mean:.4f} ± {candidate.std:.4f} "
             f"over {candidate.n} fresh runs"
@@ -83,6 +103,21 @@ def _seconds_per_fold(trial: optuna.trial.FrozenTrial, n_folds: int) -> float:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return 0.0
     return max(0.0, (trial.datetime_complete - trial.datetime_start).total_seconds()) / max(1, n_folds)
+
+
+def _alone_share(
+    trial: optuna.trial.FrozenTrial, members: Counter[Any], throughput: Mapping[str, float]
+) -> float:
+    """The share of a trial's wall time one run of it alone takes: 1 unless it trained in a population of K,
+    whose time its K members shared. Trained alone at the probe's sequential rate a member takes
+    ``speedup / K`` of it, ``speedup`` being what fusing K measured (the probe's nearest K at or below)."""
+    k = members.get(trial.user_attrs.get("population"), 1)
+    sequential = throughput.get("sequential")
+    probed = [int(key[2:]) for key in throughput if key.startswith("K=") and int(key[2:]) <= k]
+    if k <= 1 or not sequential or not probed:
+        return 1.0
+    speedup = throughput[f"K={max(probed)}"] / sequential
+    return min(1.0, max(speedup, 1.0) / k)
 
 
 def final_params(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Candidate:
@@ -114,17 +149,40 @@ def final_params(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Candida
 
 
 def refit_winner(
-    spec: ExperimentSpec, winner: Candidate, evaluator: Evaluator, layout: RunLayout, events: Events
+    spec: ExperimentSpec, winner: Candidate, evaluator: Evaluator, events: Events
 ) -> tuple[Refit, Trainer]:
     """Retrain the winner on train + validation for its median best epoch count (or, without
-    ``search.refit``, on the training part as the search did); test once; export to ``best/``."""
-    from tunelab.export import export_model
-
+    ``search.refit``, on the training part as the search did); test once."""
     search = spec.search or SearchSpec()
-    epochs = max(1, round(statistics.median(winner.best_epochs or [spec.train.epochs])))
-    final = trial_spec(spec, winner.params)
+    epochs = final_epochs(spec, winner)
+    trainer = fit_final(spec, winner.params, evaluator, epochs=epochs)
     bundle = evaluator.bundle(None)
-    if search.refit:
+    test_metrics = trainer.evaluate(bundle.X_test, bundle.y_test)
+    what = (
+        f"refit on train + validation for {epochs} epochs" if search.refit else "trained on the training part"
+    )
+    events.phase(f"{what}; test: {fmt_metrics(test_metrics)}")
+    return Refit(epochs, test_metrics, on_train_and_validation=search.refit), trainer
+
+
+def final_epochs(spec: ExperimentSpec, candidate: Candidate) -> int:
+    """The epochs a final model of ``candidate`` trains for: the median of its best epoch counts."""
+    return max(1, round(statistics.median(candidate.best_epochs or [spec.train.epochs])))
+
+
+def fit_final(
+    spec: ExperimentSpec,
+    params: dict[str, Any],
+    evaluator: Evaluator,
+    *,
+    epochs: int,
+    seed: int | None = None,
+) -> Trainer:
+    """A final model of the configuration ``params`` (training seed ``seed``, default the spec's): trained on
+    train + validation for ``epochs`` under ``search.refit``, else on the training part as the search did."""
+    final = trial_spec(spec, params, seed=seed)
+    bundle = evaluator.bundle(None)
+    if (spec.search or SearchSpec()).refit:
         final_train = final.train.model_copy(update={"epochs": epochs, "early_stopping": None})
         final = final.model_copy(update={"train": final_train})
         trainer = evaluator.trainer(final, bundle)
@@ -132,28 +190,37 @@ def refit_winner(
     else:
         trainer = evaluator.trainer(final, bundle)
         trainer.fit((bundle.X_train, bundle.y_train), (bundle.X_val, bundle.y_val))
-    test_metrics = trainer.evaluate(bundle.X_test, bundle.y_test)
-    events.phase(f"refit on train + validation for {epochs} epochs; test: {_fmt_metrics(test_metrics)}")
-    _write_final(layout, trainer, bundle)
+    return trainer
+
+
+def export_delivered(
+    layout: RunLayout,
+    evaluator: Evaluator,
+    *,
+    winner: Trainer,
+    delivered: Trainer,
+    model_spec: AnyModelSpec,
+    metadata: dict[str, Any],
+) -> None:
+    """Export the delivered model (the winner's refit, or the ensemble) to ``best/``; write the winner's
+    training curve and the delivered model's test predictions for the report."""
+    from tunelab.export import export_model
+
+    bundle = evaluator.bundle(None)
+    layout.final_history.write_text(json.dumps(winner.history.to_dict(), indent=2))
+    write_test_predictions(layout.test_predictions, delivered, bundle)
     export_model(
         layout.export,
-        model=trainer.model,
+        model=delivered.model,
         preprocessor=bundle.preprocessor,
-        model_spec=final.model,
+        model_spec=model_spec,
         task=bundle.task,
         input_shape=bundle.input_shape,
-        output_dim=output_dim(bundle, final.train),
-        metadata={"spec": final.model_dump(mode="json"), "test_metrics": test_metrics},
+        output_dim=output_dim(bundle, delivered.spec),
+        metadata=metadata,
         example_input=bundle.X_test[:2],
     )
-    return Refit(epochs, test_metrics, on_train_and_validation=search.refit), trainer
 
 
-def _write_final(layout: RunLayout, trainer: Trainer, bundle: DataBundle) -> None:
-    """The final model's training curve and its test predictions (for the report's plots)."""
-    layout.final_history.write_text(json.dumps(trainer.history.to_dict(), indent=2))
-    write_test_predictions(layout.test_predictions, trainer, bundle)
-
-
-def _fmt_metrics(values: dict[str, float]) -> str:
+def fmt_metrics(values: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in values.items())
