@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import DataError
+from tunelab.errors import DataError, SpecError
 
-__all__ = ["checked_labels", "checked_pair", "checked_targets"]
+__all__ = ["checked_labels", "checked_pair", "checked_target_scale", "checked_targets"]
 
 
 def checked_pair(data: Any, part: str, *, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,3 +64,17 @@ def _all_finite(x: torch.Tensor) -> bool:
     the cheap sum decides almost always; only a non-finite sum (finite values can overflow) pays for the
     element-wise check, which would otherwise allocate a mask as large as ``x`` on every fit."""
     return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
+def checked_target_scale(
+    scale: tuple[Any, Any] | None, *, task: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A regression target scale ``(mean, std)`` as tensors on ``device``; None stays None."""
+    if scale is None:
+        return None
+    if task == "classification":
+        raise SpecError("target_scale applies to regression targets; pass None for classification")
+    mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device) for v in scale)
+    if not bool((std > 0).all()):
+        raise SpecError(f"target_scale std must be > 0, got {std.tolist()}")
+    return mean, std

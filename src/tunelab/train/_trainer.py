@@ -26,7 +26,8 @@ from tunelab.train._device import (
     resolve_device,
     scoped_global_rng,
 )
-from tunelab.train._inputs import checked_labels, checked_pair, checked_targets
+from tunelab.train._inputs import checked_labels, checked_pair, checked_target_scale, checked_targets
+from tunelab.train._lbfgs import lbfgs_step
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
 from tunelab.train._metrics import compute_metrics, resolve_metrics
 from tunelab.train._monitor import MonitorState
@@ -99,7 +100,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.history = History()
-        self._target_scale = self._scale_tensors(target_scale)
+        self._target_scale = checked_target_scale(target_scale, task=self.task, device=self.device)
         self._l1_weights = penalized_parameters(self.model.parameters())[0] if spec.l1 else []
         self._scaler = torch.amp.GradScaler("cuda") if spec.amp else None
         # Two independent streams from one seed: data order/augmentation, and the model's own draws (dropout).
@@ -216,7 +217,9 @@ class Trainer:
             if spec.augment is not None:
                 inputs = augment_images(inputs, spec.augment, generator=self._generator)
             if isinstance(self.optimizer, torch.optim.LBFGS):
-                step_losses.append(self._lbfgs_step(inputs, targets))
+                step_losses.append(
+                    lbfgs_step(self.optimizer, self.model, self.loss_fn, inputs, targets, spec=spec)
+                )
                 continue
             with self._autocast():
                 loss = self.loss_fn(self.model(inputs), targets).mean()  # the one reduction of the loss
@@ -252,29 +255,6 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
         self._scaler.step(self.optimizer)
         self._scaler.update()
-
-    def _lbfgs_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One L-BFGS step (its line search evaluates the loss several times); returns the data loss before
-        it, as a minibatch step's loss is. Weight decay and L1 are penalties on the loss here."""
-        spec = self.spec
-        decayed = penalized_parameters(self.model.parameters())[0] if spec.weight_decay else []
-        losses: list[torch.Tensor] = []
-
-        def closure() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(inputs), targets).mean()
-            losses.append(loss.detach())
-            if decayed:
-                loss = loss + 0.5 * spec.weight_decay * sum((w * w).sum() for w in decayed)
-            if self._l1_weights:
-                loss = loss + spec.l1 * sum(w.abs().sum() for w in self._l1_weights)
-            loss.backward()
-            if spec.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
-            return loss
-
-        self.optimizer.step(closure)  # type: ignore[arg-type]  # LBFGS takes a tensor-valued closure
-        return losses[0]
 
     def _epoch_loss(
         self, step_losses: list[torch.Tensor], bounds: list[tuple[int, int]], epoch: int, lr: float
@@ -460,16 +440,6 @@ class Trainer:
                 f"(loss {self.loss_name}) needs [{shape[0]}, {', '.join(map(str, expected))}]. "
                 f"Build the model with output_dim={dim} (tunelab.train.output_dim_for gives it)."
             )
-
-    def _scale_tensors(self, scale: tuple[ScaleLike, ScaleLike] | None) -> Tensors | None:
-        if scale is None:
-            return None
-        if self.task == "classification":
-            raise SpecError("target_scale applies to regression targets; pass None for classification")
-        mean, std = (torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in scale)
-        if not bool((std > 0).all()):
-            raise SpecError(f"target_scale std must be > 0, got {std.tolist()}")
-        return mean, std
 
 
 def _asks_to_stop(hooks: list[Callback], epoch: int, step: int) -> bool:
