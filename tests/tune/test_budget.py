@@ -234,3 +234,60 @@ def test_a_fused_trials_fresh_run_is_planned_from_its_share_of_the_populations_t
     assert _alone_share(trial(1), members, throughput) == pytest.approx(1 / 3)  # K=1 probed below 3
     assert _alone_share(trial(None), members, throughput) == 1.0  # a sequential trial: all of it
     assert _alone_share(trial(0), members, {}) == 1.0  # no measurement: the safe side
+
+
+class _TimedEvaluator(_CountingEvaluator):
+    """Each fresh run takes 10 s on ``clock``; records (lr, fold) in the order runs start."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock, self.order = clock, []
+
+    def run(self, spec, fold, metric):
+        self.order.append((spec.train.lr, fold))
+        self.clock.advance(10.0)
+        return super().run(spec, fold, metric)
+
+
+def test_seeds_go_round_the_candidates_and_a_seed_cut_short_is_dropped():
+    """Two candidates, two seeds, two folds; each run 10 s and planned at 2 x 5 s. With 45 s left: seed 1 on
+    both candidates (4 runs, 40 s), then none of seed 2 (a run would end past the deadline with its refit).
+    With 55 s: seed 2 of the first candidate starts one fold and is cut: those scores are not counted."""
+    from types import SimpleNamespace
+
+    from tunelab.search import Events
+
+    space_dict = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
+    spec = parse_spec(
+        {
+            "name": "re",
+            "data": {"source": "iris"},
+            "model": {"type": "mlp", "hidden": [8]},
+            "search": {"space": space_dict, "top_k": 2, "n_seeds": 2},
+        }
+    )
+    distributions = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    trials = []
+    for lr, value in ((0.01, 0.9), (0.02, 0.8)):
+        trial = optuna.trial.create_trial(params={"train.lr": lr}, distributions=distributions, value=value)
+        trial.datetime_start = datetime.datetime(2026, 1, 1, 12, 0, 0)
+        trial.datetime_complete = trial.datetime_start + datetime.timedelta(seconds=10)  # 5 s per fold
+        trials.append(trial)
+    for seconds_left in (45.0, 55.0):
+        clock = ManualClock(0.0)
+        evaluator = _TimedEvaluator(clock)
+        candidates = reevaluate(
+            SimpleNamespace(trials=trials),
+            SearchSpace.from_dict(space_dict),
+            spec,
+            evaluator,  # type: ignore[arg-type]
+            folds=[0, 1],
+            metric="val_accuracy",
+            direction="maximize",
+            deadline=seconds_left,
+            events=Events(),
+            clock=clock,
+        )
+        assert evaluator.order[:4] == [(0.01, 0), (0.01, 1), (0.02, 0), (0.02, 1)]  # seed 1 goes round first
+        assert [c.n for c in candidates] == [2, 2]  # one complete seed each
+        assert len(evaluator.order) == (4 if seconds_left == 45.0 else 5)  # 55 s: one fold of seed 2, dropped

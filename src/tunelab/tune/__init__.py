@@ -8,8 +8,9 @@ The protocol, written into every study's ``summary.json``:
 2. **Selection**: the ``top_k`` configurations are trained again with ``n_seeds`` fresh training seeds on
    every fold; their mean, standard deviation and a 95% interval (inside the metric's range) are reported,
    and the best mean wins.
-   Fresh seeds keep the estimate free of the search's own selection bias. Each run's validation outputs are
-   kept.
+   Fresh seeds keep the estimate free of the search's own selection bias. Seeds go round the candidates (each
+   gets one complete seed, every fold, before any gets a second), and a seed the budget cuts short is not
+   counted. Each run's validation outputs are kept.
 3. **Refit**: the winner is trained on train + validation for the median of its best epoch counts.
 4. **Ensemble** (``search.ensemble``, on by default): the re-evaluation runs, averaged (probabilities for
    classification, outputs for regression and forecasts) with weights from greedy selection with replacement

@@ -59,34 +59,46 @@ def reevaluate(
     members = Counter(t.user_attrs["population"] for t in study.trials if "population" in t.user_attrs)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     complete.sort(key=lambda t: float(t.value or 0.0), reverse=direction == "maximize")
-    candidates: list[Candidate] = []
-    for trial in complete[: search.top_k]:
-        candidate = final_params(trial, space)
-        scores: list[float] = []
-        best_epochs = list(candidate.best_epochs)
-        runs: list[SeedRun] = []
-        # A fresh run takes about what the trial took per fold (less if it trained in a population, which
-        # shared its time); one is started only if it and the refit after it (about as long) fit.
-        needed = 2 * _seconds_per_fold(trial, len(folds)) * _alone_share(trial, members, throughput or {})
-        for offset in range(1, search.n_seeds + 1):
-            seed, started, outputs = spec.train.seed + offset, clock.monotonic(), []
+    trials = complete[: search.top_k]
+    finals = [final_params(trial, space) for trial in trials]
+    scores: list[list[float]] = [[] for _ in trials]
+    best_epochs = [list(c.best_epochs) for c in finals]
+    runs: list[list[SeedRun]] = [[] for _ in trials]
+    # A fresh run takes about what the trial took per fold (less if it trained in a population, which shared
+    # its time); one is started only if it and the refit after it (about as long) fit. Seeds go round the
+    # candidates, so each gets a complete one before any gets a second; a seed cut short by the budget is
+    # dropped (some folds alone are not comparable with all of them).
+    needed = [
+        2 * _seconds_per_fold(t, len(folds)) * _alone_share(t, members, throughput or {}) for t in trials
+    ]
+    for offset in range(1, search.n_seeds + 1):
+        seed = spec.train.seed + offset
+        for i, candidate in enumerate(finals):
+            started, fold_runs = clock.monotonic(), []
             for fold in folds:
-                if deadline is not None and clock.monotonic() + needed > deadline:
+                if deadline is not None and clock.monotonic() + needed[i] > deadline:
                     break  # the budget is spent: the search's own scores decide
                 try:
                     # None only if a callback cut it short; this run has none.
-                    run = evaluator.run(trial_spec(spec, candidate.params, seed=seed), fold, metric)
+                    fold_runs.append(
+                        evaluator.run(trial_spec(spec, candidate.params, seed=seed), fold, metric)
+                    )
                 except TrainingError:
-                    run = None
-                scores.append(run.score if run is not None else math.nan)
-                best_epochs.append(run.best_epoch if run is not None else 0)
-                if run is not None and math.isfinite(run.score):
-                    outputs.append(run.outputs)
-            if len(outputs) == len(folds):  # complete on every fold: a possible ensemble member
-                runs.append(SeedRun(seed, tuple(outputs), clock.monotonic() - started))
-        n_val = min(len(evaluator.bundle(fold).X_val) for fold in folds)  # rows behind each score
-        estimate = interval(scores, metric, n_rows=n_val)
-        candidate = replace(candidate, scores=scores, best_epochs=best_epochs, runs=tuple(runs), **estimate)
+                    fold_runs.append(None)
+            if len(fold_runs) < len(folds):
+                continue
+            scores[i] += [run.score if run is not None else math.nan for run in fold_runs]
+            best_epochs[i] += [run.best_epoch if run is not None else 0 for run in fold_runs]
+            if all(run is not None and math.isfinite(run.score) for run in fold_runs):  # a possible member
+                outputs = tuple(run.outputs for run in fold_runs if run is not None)
+                runs[i].append(SeedRun(seed, outputs, clock.monotonic() - started))
+    n_val = min(len(evaluator.bundle(fold).X_val) for fold in folds)  # rows behind each score
+    candidates: list[Candidate] = []
+    for i, (trial, candidate) in enumerate(zip(trials, finals, strict=True)):
+        estimate = interval(scores[i], metric, n_rows=n_val)
+        candidate = replace(
+            candidate, scores=scores[i], best_epochs=best_epochs[i], runs=tuple(runs[i]), **estimate
+        )
         events.phase(
             f"candidate trial {trial.number}: {metric} {candidate.mean:.4f} ± {candidate.std:.4f} "
             f"over {candidate.n} fresh runs"
