@@ -113,10 +113,11 @@ def choose_ensemble(
     }
     if len(chosen) < 2:
         return single("the greedy selection kept a single model", **found)
-    if not decided.gain > 0:
+    if not decided.significant:
         return single(
             f"not delivered: the single winner scores {decided.single:.4g} and the ensemble "
-            f"{decided.ensemble:.4g} on validation rows that did not choose them (gain {decided.gain:.3g})",
+            f"{decided.ensemble:.4g} on validation rows that did not choose them (gain {decided.gain:.3g}, "
+            f"within twice its standard error {decided.gain_se:.2g} over {decided.n_halves} halves)",
             **found,
         )
     trainers = _refit_members(spec, chosen, candidates[0], winner_trainer, evaluator, deadline, clock)
@@ -223,6 +224,7 @@ def _scores(decided: CrossFitted, in_sample: float) -> dict[str, float]:
         "ensemble": decided.ensemble,
         "single_winner": decided.single,
         "gain": decided.gain,
+        "gain_standard_error": decided.gain_se,
         "halves": decided.n_halves,
         "ensemble_in_sample": in_sample if math.isfinite(in_sample) else math.nan,
     }

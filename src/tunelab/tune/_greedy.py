@@ -14,12 +14,16 @@ are split in halves (a seeded shuffle, several times); on one half the ensemble 
 single winner is chosen as the candidate with the best mean; on the other half both are scored (the winner
 as the mean of its runs, the score one model of it is expected to reach). The gain is the mean over halves
 and shuffles of the ensemble's score minus the winner's, positive when the ensemble is better (for an error,
-lower). It is conservative: the delivered ensemble's weights are chosen on all the rows, twice as many.
+lower), with its standard error over the halves. The ensemble is delivered only when the gain exceeds twice
+that error: a gain of a fraction of a row (0.0003 on a few hundred rows) is noise, and an ensemble so chosen
+scored 0.939 on held-out breast-cancer rows where its single winner, the linear model, was the better model.
+It is conservative: the delivered ensemble's weights are chosen on all the rows, twice as many.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -138,6 +142,12 @@ class CrossFitted:
     single: float
     gain: float
     n_halves: int
+    gain_se: float = 0.0  # the standard error of the gain over the halves
+
+    @property
+    def significant(self) -> bool:
+        """A gain above twice its standard error (a rough one-sided 97.5% bound)."""
+        return self.gain > 0 and self.gain > 2 * self.gain_se
 
 
 def cross_fitted(
@@ -169,8 +179,10 @@ def cross_fitted(
             counts, _ = greedy_counts(select, choose, rounds=rounds)
             ensemble_scores.append(validation.utility(counts, score))
     ensemble, single = _mean(ensemble_scores), _mean(single_scores)
+    gains = [e - s for e, s in zip(ensemble_scores, single_scores, strict=True)]
+    se = statistics.stdev(gains) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
     sign = validation.sign
-    return CrossFitted(sign * ensemble, sign * single, ensemble - single, len(ensemble_scores))
+    return CrossFitted(sign * ensemble, sign * single, ensemble - single, len(ensemble_scores), se)
 
 
 def _unit(member: int, n: int) -> torch.Tensor:
