@@ -153,6 +153,20 @@ def test_the_searchs_share_of_a_budget_counts_from_the_start_of_tune_experiment(
     assert result.trials.n_pruned == result.trials.n_failed == 0
 
 
+def _reevaluation_spec(*, top_k: int) -> tuple[dict, Any]:
+    """A search space over the learning rate and a spec that re-evaluates its ``top_k`` with two seeds."""
+    space_dict = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
+    spec = parse_spec(
+        {
+            "name": "re",
+            "data": {"source": "iris"},
+            "model": {"type": "mlp", "hidden": [8]},
+            "search": {"space": space_dict, "top_k": top_k, "n_seeds": 2},
+        }
+    )
+    return space_dict, spec
+
+
 class _CountingEvaluator:
     """Scores every fresh run 0.5 at epoch 1 (with outputs on 4 validation rows), counting the runs (no
     training)."""
@@ -178,15 +192,7 @@ def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_l
 
     from tunelab.search import Events
 
-    space_dict = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
-    spec = parse_spec(
-        {
-            "name": "re",
-            "data": {"source": "iris"},
-            "model": {"type": "mlp", "hidden": [8]},
-            "search": {"space": space_dict, "top_k": 1, "n_seeds": 2},
-        }
-    )
+    space_dict, spec = _reevaluation_spec(top_k=1)
     trial = optuna.trial.create_trial(
         params={"train.lr": 0.01},
         distributions={"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)},
@@ -257,15 +263,7 @@ def test_seeds_go_round_the_candidates_and_a_seed_cut_short_is_dropped():
 
     from tunelab.search import Events
 
-    space_dict = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
-    spec = parse_spec(
-        {
-            "name": "re",
-            "data": {"source": "iris"},
-            "model": {"type": "mlp", "hidden": [8]},
-            "search": {"space": space_dict, "top_k": 2, "n_seeds": 2},
-        }
-    )
+    space_dict, spec = _reevaluation_spec(top_k=2)
     distributions = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
     trials = []
     for lr, value in ((0.01, 0.9), (0.02, 0.8)):
