@@ -11,7 +11,15 @@ from sklearn import metrics as skm
 from torch import nn
 
 from tunelab.errors import SpecError
-from tunelab.train import Trainer, TrainSpec, compute_metrics, make_loss, output_dim_for
+from tunelab.train import (
+    Trainer,
+    TrainSpec,
+    compute_metrics,
+    make_loss,
+    metric_from_row_means,
+    metric_row_terms,
+    output_dim_for,
+)
 
 
 def test_label_smoothing_gives_the_documented_loss():
@@ -118,3 +126,24 @@ def test_regression_metrics_and_predictions_are_in_original_units():
 def test_metrics_must_fit_the_task():
     with pytest.raises(SpecError, match=r"do not apply to a regression task.*rmse, mae, r2"):
         Trainer(nn.Linear(2, 1), TrainSpec(metrics=["accuracy"]), task="regression")
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("accuracy", (40, 3)), ("rmse", (40, 2)), ("rmse", (40, 1)), ("mae", (40, 2))]
+)
+def test_row_terms_averaged_give_the_metric_and_reweighted_the_bootstraps(name, shape):
+    generator = torch.Generator().manual_seed(0)
+    if name == "accuracy":
+        prediction = torch.softmax(torch.randn(shape, generator=generator), dim=1)
+        target = torch.randint(0, shape[1], (shape[0],), generator=generator)
+    else:
+        prediction, target = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    terms = metric_row_terms(name, prediction, target)
+    assert terms is not None
+    whole = metric_from_row_means(name, terms.mean(axis=0))
+    assert whole == pytest.approx(compute_metrics([name], prediction, target)[name], rel=1e-9)
+    rows = torch.randint(0, shape[0], (shape[0],), generator=generator)  # a resampling, repeats and all
+    counts = np.bincount(rows.numpy(), minlength=shape[0]) / shape[0]
+    resampled = metric_from_row_means(name, counts @ terms)
+    assert resampled == pytest.approx(compute_metrics([name], prediction[rows], target[rows])[name], rel=1e-9)
+    assert metric_row_terms("f1", prediction, target) is None

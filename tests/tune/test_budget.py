@@ -184,11 +184,32 @@ class _CountingEvaluator:
         return SimpleNamespace(X_val=[0.0] * 4)  # four validation rows
 
 
+def _reevaluate(
+    trials, space_dict, spec, evaluator, *, folds=(None,), deadline=None, events=None, clock=None
+):
+    """``reevaluate`` on ``trials`` as a study (what it reads of one), scored by validation accuracy."""
+    from types import SimpleNamespace
+
+    from tunelab.search import Events
+
+    return reevaluate(
+        SimpleNamespace(trials=trials),  # type: ignore[arg-type]
+        SearchSpace.from_dict(space_dict),
+        spec,
+        evaluator,
+        folds=list(folds),
+        metric="val_accuracy",
+        direction="maximize",
+        deadline=deadline,
+        events=events or Events(),
+        clock=clock or ManualClock(0.0),
+    )
+
+
 @pytest.mark.parametrize(("seconds_left", "expected_runs"), [(1000.0, 2), (150.0, 0)])
 def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_left, expected_runs):
     """The winner's re-evaluation with fresh seeds: a trial that took 100 s asks for about 200 s (its run,
     then the refit), so with 150 s left none starts and the search's own score decides."""
-    from types import SimpleNamespace
 
     from tunelab.search import Events
 
@@ -204,14 +225,11 @@ def test_a_fresh_run_starts_only_if_it_and_the_refit_fit_in_the_budget(seconds_l
     evaluator = _CountingEvaluator()
     notes: list[str] = []
     clock = ManualClock(500.0)
-    candidates = reevaluate(
-        SimpleNamespace(trials=[trial]),  # what reevaluate reads of a study
-        SearchSpace.from_dict(space_dict),
+    candidates = _reevaluate(
+        [trial],
+        space_dict,
         spec,
-        evaluator,  # type: ignore[arg-type]
-        folds=[None],
-        metric="val_accuracy",
-        direction="maximize",
+        evaluator,
         deadline=500.0 + seconds_left,
         events=Events(log=notes.append),
         clock=clock,
@@ -259,9 +277,7 @@ def test_seeds_go_round_the_candidates_and_a_seed_cut_short_is_dropped():
     """Two candidates, two seeds, two folds; each run 10 s and planned at 2 x 5 s. With 45 s left: seed 1 on
     both candidates (4 runs, 40 s), then none of seed 2 (a run would end past the deadline with its refit).
     With 55 s: seed 2 of the first candidate starts one fold and is cut: those scores are not counted."""
-    from types import SimpleNamespace
 
-    from tunelab.search import Events
 
     space_dict, spec = _reevaluation_spec(top_k=2)
     distributions = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
@@ -274,18 +290,37 @@ def test_seeds_go_round_the_candidates_and_a_seed_cut_short_is_dropped():
     for seconds_left in (45.0, 55.0):
         clock = ManualClock(0.0)
         evaluator = _TimedEvaluator(clock)
-        candidates = reevaluate(
-            SimpleNamespace(trials=trials),
-            SearchSpace.from_dict(space_dict),
-            spec,
-            evaluator,  # type: ignore[arg-type]
-            folds=[0, 1],
-            metric="val_accuracy",
-            direction="maximize",
-            deadline=seconds_left,
-            events=Events(),
-            clock=clock,
+        candidates = _reevaluate(
+            trials, space_dict, spec, evaluator, folds=[0, 1], deadline=seconds_left, clock=clock
         )
         assert evaluator.order[:4] == [(0.01, 0), (0.01, 1), (0.02, 0), (0.02, 1)]  # seed 1 goes round first
         assert [c.n for c in candidates] == [2, 2]  # one complete seed each
         assert len(evaluator.order) == (4 if seconds_left == 45.0 else 5)  # 55 s: one fold of seed 2, dropped
+
+
+def test_the_first_trials_are_re_evaluated_beside_the_top_ones():
+    """The configuration the search started from (a small table's linear model) is a candidate even when
+    the search ranks it below ``top_k``: the choice between it and the search's best rests on fresh runs."""
+
+
+    space_dict = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
+    spec = parse_spec(
+        {
+            "name": "re",
+            "data": {"source": "iris"},
+            "model": {"type": "mlp", "hidden": [8]},
+            "search": {"space": space_dict, "top_k": 1, "n_seeds": 1, "first_trials": [{"train.lr": 0.002}]},
+        }
+    )
+    distributions = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    trials = [
+        optuna.trial.create_trial(params={"train.lr": lr}, distributions=distributions, value=value)
+        for lr, value in ((0.002, 0.7), (0.03, 0.9), (0.05, 0.8))
+    ]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    evaluator = _CountingEvaluator()
+    candidates = _reevaluate(trials, space_dict, spec, evaluator)
+    assert sorted(c.trial for c in candidates) == [0, 1]  # the best, and the first trial; not trial 2
+    assert evaluator.runs == 2
+    assert all(c.n == 1 for c in candidates)

@@ -159,7 +159,8 @@ def test_tuned_forecaster_is_reported_beside_the_references(tmp_path):
     data = {"source": str(_series(tmp_path / "s.csv")), "target": "y", "task": "forecasting"}
     raw = default_experiment(data, kind="sequence", task="forecasting", season=12, n_rows=N_ROWS)
     raw["train"]["epochs"] = 3
-    raw["search"] |= {"n_trials": 3, "top_k": 1, "n_seeds": 1}
+    # The first trials are re-evaluated beside the top one; no ensemble of them, so one model is delivered.
+    raw["search"] |= {"n_trials": 3, "top_k": 1, "n_seeds": 1, "ensemble": False}
     result = tune_experiment(parse_spec(raw), out_dir=tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     refs = summary["references"]

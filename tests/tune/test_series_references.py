@@ -59,7 +59,8 @@ def test_zero_config_forecaster_beats_lagged_ridge_and_seasonal_naive(tmp_path, 
     )
     print(
         f"seed {seed}: test RMSE winner {winner:.4f}, lagged ridge {test['lagged_ridge']['rmse']:.4f}, "
-        f"seasonal naive {test['seasonal_naive']['rmse']:.4f}; best {summary['best_params']['model']}"
+        f"seasonal naive {test['seasonal_naive']['rmse']:.4f}; best {summary['best_params']['model']}; "
+        f"selection: {summary.get('selection', {}).get('reason')}"
     )
     assert winner <= test["lagged_ridge"]["rmse"]
     assert winner <= test["seasonal_naive"]["rmse"]

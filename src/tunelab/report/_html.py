@@ -169,7 +169,7 @@ def _tune_sections(run: RunData, study: optuna.Study | None) -> list[_Section | 
             model_figs.candidates_figure(candidates, metric=metric),
             note="The best configurations of the search, trained again with fresh seeds on every fold. "
             "Their scores in the search are optimistic (they were selected for being high); the fresh runs "
-            "are not. The winner is the best mean.",
+            "are not. " + _winner_rule(summary),
             extra=_candidates_table(candidates, metric),
         )
     )
@@ -320,6 +320,14 @@ def _header(run: RunData) -> tuple[str, str]:
         f'<p class="subtitle">{html.escape(subtitle)}</p></div></header>'
     )
     return header, f'<section id="sec-summary"><div class="cards">{card_html}</div>{details}</section>'
+
+
+def _winner_rule(summary: Mapping[str, Any]) -> str:
+    """How the winner was chosen among the candidates, from ``summary.json``'s ``selection``."""
+    selection = summary.get("selection")
+    if not isinstance(selection, Mapping):
+        return "The winner is the best mean."
+    return f"The winner: {selection.get('rule')}. Here {selection.get('reason')}."
 
 
 def _candidates_table(candidates: list[Mapping[str, Any]], metric: str) -> str:

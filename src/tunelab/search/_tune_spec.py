@@ -1,6 +1,6 @@
 """The ``search:`` section of an experiment spec: what to vary (``space``, in the language of
 :mod:`tunelab.search.space`), how to search (``sampler``, ``scheduler``, ``metric``), the budget
-(``budget: 10m``, ``n_trials``...), and how to choose (``cv``, ``top_k``, ``n_seeds``, ``refit``,
+(``budget: 10m``, ``n_trials``...), and how to choose (``cv``, ``top_k``, ``n_seeds``, ``select``, ``refit``,
 ``ensemble``). For example
 ``{space: {train.lr: {float: [1e-4, 3e-2], log: true}}, scheduler: {name: asha}, budget: 10m, cv: 5}``.
 Parameters whose name starts with ``_`` are helpers (a depth for ``per_layer``), not merged into the spec.
@@ -213,6 +213,11 @@ class SearchSpec(BaseModel):
     top_k: int = Field(default=3, ge=1, description="candidates re-evaluated across folds and seeds")
     n_seeds: int = Field(default=2, ge=1, description="training seeds per candidate in the re-evaluation")
     refit: bool = Field(default=True, description="retrain the winner on train + validation before testing")
+    select: Literal["simplest", "best"] = Field(
+        default="simplest",
+        description="the winner: the candidate with the fewest parameters within one standard error of the "
+        "best mean (simplest), or the best mean (best)",
+    )
     ensemble: bool = Field(
         default=True,
         description="deliver an ensemble of the re-evaluation runs when it beats the winner on validation",

@@ -15,7 +15,7 @@ from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from tunelab.train._device import denormals_flushed, flush_denormals, resolve_device
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
-from tunelab.train._metrics import compute_metrics, resolve_metrics
+from tunelab.train._metrics import compute_metrics, metric_from_row_means, metric_row_terms, resolve_metrics
 from tunelab.train._monitor import MonitorState
 from tunelab.train._optimizers import make_optimizer, penalized_parameters
 from tunelab.train._schedules import PER_STEP_SCHEDULES, PlateauState, RunLength, lr_at, update_plateau
@@ -46,6 +46,8 @@ __all__ = [
     "lr_at",
     "make_loss",
     "make_optimizer",
+    "metric_from_row_means",
+    "metric_row_terms",
     "output_dim_for",
     "penalized_parameters",
     "resolve_device",

@@ -10,7 +10,15 @@ from sklearn import metrics as skm
 
 from tunelab.errors import SpecError
 
-__all__ = ["DEFAULT_METRICS", "GREATER_IS_BETTER", "METRICS", "compute_metrics", "resolve_metrics"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "GREATER_IS_BETTER",
+    "METRICS",
+    "compute_metrics",
+    "metric_from_row_means",
+    "metric_row_terms",
+    "resolve_metrics",
+]
 
 # metric name -> the task family it applies to
 METRICS: dict[str, str] = {
@@ -60,6 +68,26 @@ def compute_metrics(
     if not np.isfinite(pred).all():
         return {name: float("nan") for name in names}
     return {name: _METRIC_FUNCTIONS[name](true, pred, n_classes) for name in names}
+
+
+def metric_row_terms(name: str, prediction: torch.Tensor, target: torch.Tensor) -> np.ndarray | None:
+    """Per-row terms ``[N, K]`` of metric ``name`` (arguments as for :func:`compute_metrics`), whose column
+    means give the metric by :func:`metric_from_row_means`: for accuracy, 1 where the row is right; for rmse
+    the squared error per target; for mae the absolute error per target. None for a metric that is not a
+    mean over rows (f1, roc_auc, r2). Reweighting the rows (a bootstrap) reweights the terms."""
+    if name not in ("accuracy", "rmse", "mae"):
+        return None
+    pred = prediction.detach().to("cpu", torch.float64).numpy()
+    true = target.detach().cpu().numpy()
+    if name == "accuracy":
+        return (pred.argmax(axis=1) == true).astype(np.float64)[:, None]
+    error = pred - true.reshape(pred.shape)
+    return error**2 if name == "rmse" else np.abs(error)
+
+
+def metric_from_row_means(name: str, means: np.ndarray) -> np.ndarray:
+    """The metric from the (weighted) means of its row terms over rows: ``means`` is ``[..., K]``."""
+    return np.sqrt(means).mean(axis=-1) if name == "rmse" else means.mean(axis=-1)
 
 
 def _accuracy(true: np.ndarray, prob: np.ndarray, _n_classes: int | None) -> float:

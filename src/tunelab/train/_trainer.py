@@ -29,7 +29,7 @@ from tunelab.train._device import (
 from tunelab.train._inputs import checked_labels, checked_pair, checked_target_scale, checked_targets
 from tunelab.train._lbfgs import lbfgs_step
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
-from tunelab.train._metrics import compute_metrics, resolve_metrics
+from tunelab.train._metrics import compute_metrics, metric_row_terms, resolve_metrics
 from tunelab.train._monitor import MonitorState
 from tunelab.train._optimizers import LBFGS_STEP, make_optimizer, penalized_parameters
 from tunelab.train._schedules import PER_STEP_SCHEDULES, PlateauState, RunLength, lr_at, update_plateau
@@ -299,9 +299,17 @@ class Trainer:
         wanted = ("loss", *self.metrics) if names is None else tuple(names)
         outputs, y = outputs.to(self.device), y.to(self.device)
         values = {"loss": float(self.loss_fn(outputs, y).mean())} if "loss" in wanted else {}
-        target = self._original_units(y) if self.task != "classification" else y
         metrics = [name for name in self.metrics if name in wanted]
-        return values | compute_metrics(metrics, self._prediction(outputs), target, n_classes=self.n_classes)
+        return values | compute_metrics(metrics, *self._compared(outputs, y), n_classes=self.n_classes)
+
+    def metric_terms(self, outputs: torch.Tensor, y: torch.Tensor, name: str) -> np.ndarray | None:
+        """Per-row terms of metric ``name`` on raw ``outputs`` (``metric_row_terms``: a bootstrap over rows
+        reweights them); None for a metric that is not a mean over rows."""
+        return metric_row_terms(name, *self._compared(outputs.to(self.device), y.to(self.device)))
+
+    def _compared(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prediction (probabilities, or values in original units) and the target it is scored against."""
+        return self._prediction(outputs), self._original_units(y) if self.task != "classification" else y
 
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return self.evaluate_outputs(self._outputs(x), y)

@@ -6,8 +6,10 @@ The protocol, written into every study's ``summary.json``:
    and is scored on the validation part (or, with ``cv: K``, on each of K folds in turn, reporting after
    every epoch so the scheduler can stop it early fold by fold). It gets 80% of a wall-time budget.
 2. **Selection**: the ``top_k`` configurations are trained again with ``n_seeds`` fresh training seeds on
-   every fold; their mean, standard deviation and a 95% interval (inside the metric's range) are reported,
-   and the best mean wins.
+   every fold; their mean, standard deviation and a 95% interval (inside the metric's range) are reported.
+   The winner (``search.select``) is the candidate with the fewest trainable parameters among those within
+   one standard error of the best mean (the paired difference over validation rows, ``_simplest``), or the
+   best mean itself with ``select: best``.
    Fresh seeds keep the estimate free of the search's own selection bias. Seeds go round the candidates (each
    gets one complete seed, every fold, before any gets a second), and a seed the budget cuts short is not
    counted. Each run's validation outputs are kept.

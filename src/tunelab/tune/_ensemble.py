@@ -28,7 +28,7 @@ from tunelab.tune._greedy import ROUNDS, SPLITS, CrossFitted, Validation, cross_
 from tunelab.tune._result import Candidate, EnsembleChoice, Refit
 from tunelab.tune._select import final_epochs, fit_final, fmt_metrics
 
-__all__ = ["ENSEMBLE_RULE", "Delivered", "choose_ensemble"]
+__all__ = ["ENSEMBLE_RULE", "Delivered", "Member", "choose_ensemble", "member_validation"]
 
 ENSEMBLE_RULE = (
     f"greedy ensemble selection with replacement ({ROUNDS} rounds, Caruana et al. 2004) on the validation "
@@ -41,7 +41,9 @@ ENSEMBLE_RULE = (
 
 
 @dataclass(frozen=True)
-class _Member:
+class Member:
+    """One re-evaluation run of a candidate, as a possible ensemble member."""
+
     candidate: Candidate
     index: int  # which of the candidate's runs
     seed: int
@@ -90,15 +92,15 @@ def choose_ensemble(
     # Members have the winner's output size (a loss in the search space may give another).
     width = candidates[0].runs[0].outputs[0].shape[-1] if candidates[0].runs else None
     members = [
-        _Member(c, i, run.seed)
+        Member(c, i, run.seed)
         for c in candidates
         for i, run in enumerate(c.runs)
         if run.outputs[0].shape[-1] == width
     ]
     if len(members) < 2:
         return single(f"{len(members)} re-evaluation run(s) completed on every fold; an ensemble needs two")
-    validation = _validation(spec, members, evaluator, folds=folds, metric=metric, direction=direction)
-    select = _validation(spec, members, evaluator, folds=folds, metric="loss", direction="minimize")
+    validation = member_validation(spec, members, evaluator, folds=folds, metric=metric, direction=direction)
+    select = member_validation(spec, members, evaluator, folds=folds, metric="loss", direction="minimize")
     counts, _ = greedy_counts(select, select.all_rows())
     decided = cross_fitted(
         validation,
@@ -140,16 +142,17 @@ def choose_ensemble(
     )
 
 
-def _validation(
+def member_validation(
     spec: ExperimentSpec,
-    members: list[_Member],
+    members: list[Member],
     evaluator: Evaluator,
     *,
     folds: list[int | None],
     metric: str,
     direction: str,
 ) -> Validation:
-    """The members' stored outputs per fold, scored by ``metric`` as the winner's trainer computes it."""
+    """The members' stored outputs per fold, scored by ``metric`` as the first member's trainer computes
+    it."""
     winner = trial_spec(spec, members[0].candidate.params)
     key = metric.removeprefix("val_")
     outputs, metrics = [], []
@@ -176,7 +179,7 @@ def _fold_metric(
 
 def _refit_members(
     spec: ExperimentSpec,
-    chosen: list[tuple[_Member, int]],
+    chosen: list[tuple[Member, int]],
     winner: Candidate,
     winner_trainer: Trainer,
     evaluator: Evaluator,
@@ -215,7 +218,7 @@ def _ensemble_trainer(
     )
 
 
-def _record(member: _Member, weight: float) -> dict[str, Any]:
+def _record(member: Member, weight: float) -> dict[str, Any]:
     return {"trial": member.candidate.trial, "run_seed": member.seed, "weight": round(weight, 4)}
 
 

@@ -34,6 +34,7 @@ from tunelab.tune._plan import TimeBudget, make_plan
 from tunelab.tune._references import forecast_references
 from tunelab.tune._result import TuneProtocol, TuneResult, json_safe
 from tunelab.tune._select import export_delivered, reevaluate, refit_winner
+from tunelab.tune._simplest import SIMPLEST_RULE, choose_simplest
 
 __all__ = ["tune_experiment"]
 
@@ -122,6 +123,9 @@ def tune_experiment(
         clock=clock,
         throughput=found.fusion.throughput if found.fusion.fused else None,
     )
+    selection = None
+    if search.select == "simplest":
+        candidates, selection = choose_simplest(spec, candidates, evaluator, plan, events)
     refit = refit_winner(spec, candidates[0], evaluator, events)
     delivered = choose_ensemble(
         spec, candidates, refit, evaluator, plan, budget.deadline, events, clock=clock
@@ -166,6 +170,7 @@ def tune_experiment(
         trainer=delivered.trainer,
         ensemble=delivered.choice,
         references=references,
+        selection=selection,
     )
     layout.summary.write_text(json.dumps(json_safe(result.to_dict()), indent=2), encoding="utf-8")
     from tunelab.report import build_report
@@ -197,7 +202,8 @@ def _protocol(
         sampler=search.sampler,
         scheduler=search.scheduler.name,
         reevaluation=f"top {search.top_k} re-trained with {search.n_seeds} fresh seeds per fold; "
-        f"mean ± std and {INTERVAL_METHOD}; best mean wins",
+        f"mean ± std and {INTERVAL_METHOD}; the winner: "
+        + (SIMPLEST_RULE if search.select == "simplest" else "the best mean"),
         refit=f"winner retrained on train + validation for {refit_epochs} epochs"
         if search.refit
         else "no refit: the winner as trained on the training part",

@@ -14,7 +14,16 @@ from tunelab.search import StudySummary
 from tunelab.storage import StudyCounts
 from tunelab.train import Trainer
 
-__all__ = ["Candidate", "EnsembleChoice", "Refit", "SeedRun", "TuneProtocol", "TuneResult", "json_safe"]
+__all__ = [
+    "Candidate",
+    "EnsembleChoice",
+    "Refit",
+    "SeedRun",
+    "Selection",
+    "TuneProtocol",
+    "TuneResult",
+    "json_safe",
+]
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,38 @@ class EnsembleChoice:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """How the winner was chosen: the ``best`` mean's trial, the ``winner``'s, and per trial its trainable
+    ``parameters``, its mean's ``difference`` from the best (positive: worse, in the metric's units) and that
+    difference's ``standard_error``."""
+
+    rule: str
+    best: int
+    winner: int
+    reason: str
+    parameters: dict[int, int] = field(default_factory=dict)
+    difference: dict[int, float] = field(default_factory=dict)
+    standard_error: dict[int, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "best_mean_trial": self.best,
+            "winner_trial": self.winner,
+            "reason": self.reason,
+            "candidates": [
+                {
+                    "trial": trial,
+                    "parameters": self.parameters[trial],
+                    "difference_from_best": self.difference.get(trial),
+                    "standard_error": self.standard_error.get(trial),
+                }
+                for trial in self.parameters
+            ],
+        }
+
+
+@dataclass(frozen=True)
 class TuneProtocol:
     """How the run chose its model, in words (each field a sentence of ``summary.json``'s protocol)."""
 
@@ -166,6 +207,8 @@ class TuneResult:
     # Forecasting: seasonal naive and lagged ridge beside the winner (tunelab.tune._references).
     references: dict[str, Any] | None = None
     ensemble: EnsembleChoice | None = None
+    # How the winner was chosen among the candidates (tunelab.tune._simplest); None: the best mean.
+    selection: Selection | None = None
 
     @property
     def trials(self) -> StudyCounts:
@@ -223,6 +266,7 @@ class TuneResult:
             "stop_reason": self.stop_reason,
             "elapsed_seconds": round(self.elapsed_seconds, 2),
             "candidates": [c.to_dict() for c in self.candidates],
+            **({"selection": self.selection.to_dict()} if self.selection is not None else {}),
             **({"ensemble": self.ensemble.to_dict()} if self.ensemble is not None else {}),
             "importance": self.importance,
             "protocol": self.protocol.to_dict(),

@@ -51,15 +51,17 @@ def reevaluate(
     clock: Clock = system_clock,
     throughput: Mapping[str, float] | None = None,
 ) -> list[Candidate]:
-    """Train the top ``search.top_k`` trials again with ``search.n_seeds`` fresh seeds on every fold; best
-    mean first. A fresh run starts only if it and the refit after it fit before ``deadline`` (on
-    ``clock``); ``throughput``: the fusion probe's member-samples per second (``sequential``, ``K=<k>``),
-    which turns a fused trial's wall time into one run's."""
+    """Train the top ``search.top_k`` trials (and the best trial of each of ``search.first_trials``, if not
+    among them) again with ``search.n_seeds`` fresh seeds on every fold; best mean first. A fresh run
+    starts only if it and the refit after it fit before ``deadline`` (on ``clock``); ``throughput``: the
+    fusion probe's member-samples per second (``sequential``, ``K=<k>``), which turns a fused trial's wall
+    time into one run's."""
     search = spec.search or SearchSpec()
     members = Counter(t.user_attrs["population"] for t in study.trials if "population" in t.user_attrs)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     complete.sort(key=lambda t: float(t.value or 0.0), reverse=direction == "maximize")
     trials = complete[: search.top_k]
+    trials += [t for t in _first_trials(complete, search.first_trials) if t not in trials]
     finals = [final_params(trial, space) for trial in trials]
     scores: list[list[float]] = [[] for _ in trials]
     best_epochs = [list(c.best_epochs) for c in finals]
@@ -108,6 +110,20 @@ def reevaluate(
         candidates.append(candidate)
     scored = sorted((c for c in candidates if c.n > 0), key=lambda c: c.mean, reverse=direction == "maximize")
     return scored + [c for c in candidates if c.n == 0]
+
+
+def _first_trials(
+    complete: list[optuna.trial.FrozenTrial], first: list[dict[str, Any]]
+) -> list[optuna.trial.FrozenTrial]:
+    """The best complete trial of each of ``search.first_trials`` (the configurations the search started
+    from: for a small table the linear model): re-evaluated beside the top ones, so that the choice between
+    the search's best and the simple model it contains rests on fresh runs (``complete`` is best first)."""
+    found = []
+    for params in first:
+        match = next((t for t in complete if all(t.params.get(k) == v for k, v in params.items())), None)
+        if match is not None and match not in found:
+            found.append(match)
+    return found
 
 
 def _seconds_per_fold(trial: optuna.trial.FrozenTrial, n_folds: int) -> float:
