@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,7 @@ def tunelab(
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # scikit-learn's notices of coming defaults
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="60s")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
