@@ -116,6 +116,10 @@ def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_mod
     assert result.winner.n == 0  # no time left for a fresh run
     assert result.summary["candidates"][0]["n"] == 0
     assert (tmp_path / "run" / "best" / "metadata.json").is_file()
+    # Nor for a refit, and no re-evaluation model is at hand: one epoch past the budget, said so.
+    assert result.refit.epochs == 1
+    assert result.summary["refit_budget"].endswith("a refit of one epoch, past the budget")
+    assert result.summary["refit_budget"] in result.summary["protocol"]["refit"]
 
 
 @pytest.mark.parametrize("fused", ["off", "on"])

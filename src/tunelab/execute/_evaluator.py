@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,12 +34,15 @@ def output_dim(bundle: DataBundle, train: TrainSpec) -> int:
 
 @dataclass(frozen=True)
 class FoldRun:
-    """One configuration trained on one fold: its validation ``score``, its ``best_epoch``, and the model's
-    raw ``outputs`` on the fold's validation part (float32 on the CPU), from which ensembles are chosen."""
+    """One configuration trained on one fold: its validation ``score``, its ``best_epoch``, the model's raw
+    ``outputs`` on the fold's validation part (float32 on the CPU), from which ensembles are chosen, the mean
+    wall time of its epochs (``epoch_seconds``, evaluation included), and its ``trainer`` (the model)."""
 
     score: float
     best_epoch: int
     outputs: torch.Tensor
+    epoch_seconds: float = math.nan
+    trainer: Trainer | None = field(default=None, repr=False, compare=False)
 
 
 class Evaluator:
@@ -111,7 +116,9 @@ class Evaluator:
                 f"{', '.join('val_' + k for k in values)}."
             )
         best_epoch = history.best_epoch or len(history.epochs)
-        return FoldRun(float(values[key]), int(best_epoch), outputs.cpu())
+        seconds = [row["epoch_seconds"] for row in history.epochs if "epoch_seconds" in row]
+        per_epoch = statistics.fmean(seconds) if seconds else math.nan
+        return FoldRun(float(values[key]), int(best_epoch), outputs.cpu(), per_epoch, trainer)
 
 
 def trial_spec(base: ExperimentSpec, overrides: dict[str, Any], *, seed: int | None = None) -> ExperimentSpec:

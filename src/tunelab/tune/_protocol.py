@@ -32,7 +32,7 @@ from tunelab.tune._ensemble import ENSEMBLE_RULE, choose_ensemble
 from tunelab.tune._interval import INTERVAL_METHOD
 from tunelab.tune._plan import TimeBudget, make_plan
 from tunelab.tune._references import forecast_references
-from tunelab.tune._result import TuneProtocol, TuneResult, json_safe
+from tunelab.tune._result import Refit, TuneProtocol, TuneResult, json_safe
 from tunelab.tune._select import export_delivered, reevaluate, refit_winner
 from tunelab.tune._simplest import SIMPLEST_RULE, choose_simplest
 
@@ -126,7 +126,7 @@ def tune_experiment(
     selection = None
     if search.select == "simplest":
         candidates, selection = choose_simplest(spec, candidates, evaluator, plan, events)
-    refit = refit_winner(spec, candidates[0], evaluator, events)
+    refit = refit_winner(spec, candidates[0], evaluator, events, deadline=budget.deadline, clock=clock)
     delivered = choose_ensemble(
         spec, candidates, refit, evaluator, plan, budget.deadline, events, clock=clock
     )
@@ -164,7 +164,7 @@ def tune_experiment(
         refit=refit[0],
         study=found.summary,
         elapsed_seconds=budget.elapsed(),
-        protocol=_protocol(spec, search, plan.folds, refit[0].epochs, workers, found),
+        protocol=_protocol(spec, search, plan.folds, refit[0], workers, found),
         storage=hide_password(storage_url),  # a summary is shared; a database password is not
         importance=_importance(study),
         trainer=delivered.trainer,
@@ -183,7 +183,7 @@ def _protocol(
     spec: ExperimentSpec,
     search: SearchSpec,
     folds: list[int | None],
-    refit_epochs: int,
+    refit: Refit,
     workers: int,
     found: SearchResult,
 ) -> TuneProtocol:
@@ -204,9 +204,12 @@ def _protocol(
         reevaluation=f"top {search.top_k} re-trained with {search.n_seeds} fresh seeds per fold; "
         f"mean ± std and {INTERVAL_METHOD}; the winner: "
         + (SIMPLEST_RULE if search.select == "simplest" else "the best mean"),
-        refit=f"winner retrained on train + validation for {refit_epochs} epochs"
-        if search.refit
-        else "no refit: the winner as trained on the training part",
+        refit=(
+            f"winner retrained on train + validation for {refit.epochs} epochs"
+            if refit.on_train_and_validation
+            else "no refit: the winner as trained on the training part"
+        )
+        + (f" ({refit.budget_note})" if refit.budget_note else ""),
         test="the test part, set aside first, evaluated once after the refit (the winner's and the "
         "ensemble's, after the choice between them)",
         workers=workers,

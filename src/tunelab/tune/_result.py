@@ -29,12 +29,14 @@ __all__ = [
 @dataclass(frozen=True)
 class SeedRun:
     """One fresh training seed of a candidate, completed on every fold: its ``seed``, its models' raw
-    ``outputs`` on each fold's validation part (what an ensemble is chosen from), and the wall ``seconds``
-    it took, all folds together."""
+    ``outputs`` on each fold's validation part (what an ensemble is chosen from), the wall ``seconds`` it
+    took, all folds together, and the first fold's ``trainer`` (its model, delivered when no refit fits the
+    budget)."""
 
     seed: int
     outputs: tuple[torch.Tensor, ...]
     seconds: float
+    trainer: Trainer | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Candidate:
     pbt_exploits: int | None = None
     params_from: str | None = None
     runs: tuple[SeedRun, ...] = field(default=(), repr=False, compare=False)
+    # The measured wall time of one of its epochs on a fold's training part (NaN: unknown).
+    epoch_seconds: float = math.nan
 
     @property
     def value(self) -> float | None:
@@ -89,6 +93,8 @@ class Refit:
     epochs: int
     test_metrics: dict[str, float]
     on_train_and_validation: bool = True
+    # How the delivered model was trained when the budget shaped it (fewer epochs, or no refit); None if not.
+    budget_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +270,7 @@ class TuneResult:
             },
             "epochs_trained_in_search": self.trials.n_epochs,
             "stop_reason": self.stop_reason,
+            **({"refit_budget": self.refit.budget_note} if self.refit.budget_note else {}),
             "elapsed_seconds": round(self.elapsed_seconds, 2),
             "candidates": [c.to_dict() for c in self.candidates],
             **({"selection": self.selection.to_dict()} if self.selection is not None else {}),

@@ -66,6 +66,7 @@ def reevaluate(
     scores: list[list[float]] = [[] for _ in trials]
     best_epochs = [list(c.best_epochs) for c in finals]
     runs: list[list[SeedRun]] = [[] for _ in trials]
+    epoch_seconds: list[list[float]] = [[] for _ in trials]
     # A fresh run takes about what the trial took per fold (less if it trained in a population, which shared
     # its time); one is started only if it and the refit after it (about as long) fit. Seeds go round the
     # candidates, so each gets a complete one before any gets a second; a seed cut short by the budget is
@@ -93,13 +94,23 @@ def reevaluate(
             best_epochs[i] += [run.best_epoch if run is not None else 0 for run in fold_runs]
             if all(run is not None and math.isfinite(run.score) for run in fold_runs):  # a possible member
                 outputs = tuple(run.outputs for run in fold_runs if run is not None)
-                runs[i].append(SeedRun(seed, outputs, clock.monotonic() - started))
+                seconds = [run.epoch_seconds for run in fold_runs if run is not None]
+                epoch_seconds[i] += [x for x in seconds if math.isfinite(x)]
+                first = fold_runs[0].trainer if fold_runs[0] is not None else None
+                runs[i].append(SeedRun(seed, outputs, clock.monotonic() - started, first))
     n_val = min(len(evaluator.bundle(fold).X_val) for fold in folds)  # rows behind each score
     candidates: list[Candidate] = []
     for i, (trial, candidate) in enumerate(zip(trials, finals, strict=True)):
         estimate = interval(scores[i], metric, n_rows=n_val)
+        measured = statistics.fmean(epoch_seconds[i]) if epoch_seconds[i] else _trial_epoch_seconds(trial)
         candidate = replace(
-            candidate, scores=scores[i], best_epochs=best_epochs[i], runs=tuple(runs[i]), **estimate
+            candidate,
+            scores=scores[i],
+            best_epochs=best_epochs[i],
+            runs=tuple(runs[i]),
+            epoch_seconds=measured
+            * (1.0 if epoch_seconds[i] else _alone_share(trial, members, throughput or {})),
+            **estimate,
         )
         events.phase(
             f"candidate trial {trial.number}: {metric} {candidate.mean:.4f} ± {candidate.std:.4f} "
@@ -124,6 +135,14 @@ def _first_trials(
         if match is not None and match not in found:
             found.append(match)
     return found
+
+
+def _trial_epoch_seconds(trial: optuna.trial.FrozenTrial) -> float:
+    """The trial's wall time per epoch it reported (NaN when unknown)."""
+    epochs = len(trial.intermediate_values)
+    if trial.datetime_start is None or trial.datetime_complete is None or not epochs:
+        return math.nan
+    return max(0.0, (trial.datetime_complete - trial.datetime_start).total_seconds()) / epochs
 
 
 def _seconds_per_fold(trial: optuna.trial.FrozenTrial, n_folds: int) -> float:
@@ -177,20 +196,64 @@ def final_params(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Candida
 
 
 def refit_winner(
-    spec: ExperimentSpec, winner: Candidate, evaluator: Evaluator, events: Events
+    spec: ExperimentSpec,
+    winner: Candidate,
+    evaluator: Evaluator,
+    events: Events,
+    *,
+    deadline: float | None = None,
+    clock: Clock = system_clock,
 ) -> tuple[Refit, Trainer]:
     """Retrain the winner on train + validation for its median best epoch count (or, without
-    ``search.refit``, on the training part as the search did); test once."""
+    ``search.refit``, on the training part as the search did); test once.
+
+    Under a time budget (``deadline`` on ``clock``) the refit is planned from the winner's measured epoch
+    time, scaled to the rows it trains on: as many epochs as end before the deadline. When not one does, the
+    winner's first re-evaluation run (trained on a fold's training part) is delivered instead, and without
+    one a refit of a single epoch, past the budget; the summary says which (``Refit.budget_note``)."""
     search = spec.search or SearchSpec()
     epochs = final_epochs(spec, winner)
-    trainer = fit_final(spec, winner.params, evaluator, epochs=epochs)
-    bundle = evaluator.bundle(None)
-    test_metrics = trainer.evaluate(bundle.X_test, bundle.y_test)
+    planned, note = epochs, None
+    if deadline is not None and search.refit:
+        bundle = evaluator.bundle(None)
+        rows = len(bundle.X_train) + len(bundle.X_val)
+        per_epoch = winner.epoch_seconds * rows / max(1, len(bundle.X_train))
+        left = deadline - clock.monotonic()
+        if math.isfinite(per_epoch) and per_epoch > 0:
+            planned = min(epochs, max(0, int(left // per_epoch)))
+        elif left <= 0:
+            planned = 0
+        if planned < epochs:
+            takes = f"takes about {per_epoch:.2g} s" if math.isfinite(per_epoch) else "was never timed"
+            note = (
+                f"the budget left {max(left, 0.0):.1f} s for the refit and an epoch on train + validation "
+                f"{takes}: "
+            )
+            at_hand = next((run.trainer for run in winner.runs if run.trainer is not None), None)
+            if planned >= 1:
+                note += f"refit for {planned} of its {epochs} epochs"
+            elif at_hand is not None:
+                note += "no refit; delivered: the winner as trained in its first re-evaluation run"
+                test_metrics = _test(at_hand, evaluator)
+                events.phase(f"{note}; test: {fmt_metrics(test_metrics)}")
+                return Refit(0, test_metrics, on_train_and_validation=False, budget_note=note), at_hand
+            else:
+                planned = 1
+                note += "no trained model at hand, so a refit of one epoch, past the budget"
+    trainer = fit_final(spec, winner.params, evaluator, epochs=planned)
+    test_metrics = _test(trainer, evaluator)
     what = (
-        f"refit on train + validation for {epochs} epochs" if search.refit else "trained on the training part"
+        f"refit on train + validation for {planned} epochs"
+        if search.refit
+        else "trained on the training part"
     )
-    events.phase(f"{what}; test: {fmt_metrics(test_metrics)}")
-    return Refit(epochs, test_metrics, on_train_and_validation=search.refit), trainer
+    events.phase(f"{what}{f' ({note})' if note else ''}; test: {fmt_metrics(test_metrics)}")
+    return Refit(planned, test_metrics, on_train_and_validation=search.refit, budget_note=note), trainer
+
+
+def _test(trainer: Trainer, evaluator: Evaluator) -> dict[str, float]:
+    bundle = evaluator.bundle(None)
+    return trainer.evaluate(bundle.X_test, bundle.y_test)
 
 
 def final_epochs(spec: ExperimentSpec, candidate: Candidate) -> int:
