@@ -237,9 +237,9 @@ def test_a_spent_time_budget_ends_the_running_population_once_a_trial_has_comple
         assert trial.user_attrs["population"] == 2
 
 
-def test_a_time_budget_spent_before_any_trial_completed_lets_the_first_population_finish(study, base):
-    """Time ends nothing until the study holds a completed trial: the first population trains to its end
-    however late it is, and the study stops after it."""
+def test_a_time_budget_spent_before_any_trial_completed_cuts_the_first_population_after_an_epoch(study, base):
+    """Before the study holds a completed trial, time ends a population only once it has a value: its
+    members are recorded complete with their last epoch's value, and the study stops after it."""
     clock = ManualClock()
     result = study(
         base,
@@ -252,7 +252,14 @@ def test_a_time_budget_spent_before_any_trial_completed_lets_the_first_populatio
     )
     trials = result.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert "stopped_by" not in trials[0].user_attrs
+    for trial in trials:
+        assert trial.user_attrs["stopped_by"] == "time budget"
+        assert trial.user_attrs["cut_by_budget"].endswith(
+            "stopped after reporting epoch 1, and its value is epoch 1's"
+        )
+        assert list(trial.intermediate_values) == [1]
+        assert trial.value == trial.intermediate_values[1]
+        assert trial.user_attrs["best_epochs"] == [1]
 
 
 def test_a_spent_time_budget_ends_later_cross_validated_populations_within_their_first_fold(study, base):

@@ -287,20 +287,28 @@ def test_a_spent_time_budget_stops_running_trials_once_one_has_completed():
 
 
 def test_a_budget_too_short_for_one_trial_still_ends_with_one():
-    """Time ends a study only once it has a finished trial: the first trial runs whatever the clock says,
-    and is never told it is out of time (no trial has completed)."""
+    """Time ends a study only once it has a result. Before a trial has completed, the running one is told it
+    is out of time only once it has reported a value: it is then recorded complete with its last value,
+    marked as cut."""
     clock = ManualClock()
     told = []
 
     def objective(handle):
         for epoch in range(1, 4):
+            told.append(handle.out_of_time(within_epoch=True))  # no value yet: it trains on
             clock.advance(10.0)
-            handle.report(epoch, quadratic(handle))
-            told.append(handle.out_of_time(within_epoch=True))
-        return quadratic(handle)
+            handle.report(epoch, 5.0 - epoch)
+            if handle.out_of_time(within_epoch=True):
+                told.append("cut")
+                return None
+        return 0.0
 
-    summary = run_study(objective, SPACE, n_trials=5, timeout_s=1.0, seed=0, clock=clock)
-    assert (summary.n_complete, summary.stop_reason, told) == (1, "timeout", [False] * 3)
+    storage = optuna.storages.InMemoryStorage()
+    summary = run_study(objective, SPACE, n_trials=5, timeout_s=1.0, storage=storage, seed=0, clock=clock)
+    assert (summary.n_complete, summary.stop_reason, told) == (1, "timeout", [False, "cut"])
+    (trial,) = optuna.load_study(study_name="tunelab", storage=storage).trials
+    assert trial.value == 4.0  # its one epoch's value
+    assert "stopped after reporting epoch 1" in trial.user_attrs["cut_by_budget"]
 
 
 def test_without_a_time_budget_trials_are_never_out_of_time():

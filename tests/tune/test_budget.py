@@ -93,8 +93,9 @@ def test_a_spent_budget_stops_the_sequential_searchs_trials_within_an_epoch(tmp_
 
 def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_model(tmp_path):
     """Loading data and probing come out of the search's share: here the clock jumps past the whole budget
-    as the first trial starts. That trial completes anyway (a search always ends with a result), nothing
-    else starts, the candidate is not re-evaluated, and the protocol delivers its model."""
+    as the first trial starts. That trial stops after its first epoch and is recorded complete with its
+    model's value as cut (a search always ends with a result), nothing else starts, the candidate is not
+    re-evaluated, no refit fits, and the protocol delivers the model the search trained."""
     clock = ManualClock()
     spec = parse_spec(
         {
@@ -116,9 +117,21 @@ def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_mod
     assert result.winner.n == 0  # no time left for a fresh run
     assert result.summary["candidates"][0]["n"] == 0
     assert (tmp_path / "run" / "best" / "metadata.json").is_file()
-    # Nor for a refit, and no re-evaluation model is at hand: one epoch past the budget, said so.
-    assert result.refit.epochs == 1
-    assert result.summary["refit_budget"].endswith("a refit of one epoch, past the budget")
+    trial = optuna.load_study(study_name="late", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials[
+        0
+    ]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert len(trial.intermediate_values) == 1  # of its 4 epochs
+    # Scored as cut, after its first epoch: that epoch's validation accuracy.
+    assert trial.value == pytest.approx(trial.intermediate_values[1])
+    assert trial.user_attrs["cut_by_budget"].endswith(
+        "after reporting epoch 1, and its value is its model's as cut"
+    )
+    # Nor for a refit: the search's model is delivered, and the summary says so.
+    assert (result.refit.epochs, result.refit.on_train_and_validation) == (0, False)
+    assert result.summary["refit_budget"].endswith(
+        "no refit; delivered: the winner as trained in the search, cut by the budget"
+    )
     assert result.summary["refit_budget"] in result.summary["protocol"]["refit"]
 
 
@@ -282,7 +295,6 @@ def test_seeds_go_round_the_candidates_and_a_seed_cut_short_is_dropped():
     both candidates (4 runs, 40 s), then none of seed 2 (a run would end past the deadline with its refit).
     With 55 s: seed 2 of the first candidate starts one fold and is cut: those scores are not counted."""
 
-
     space_dict, spec = _reevaluation_spec(top_k=2)
     distributions = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
     trials = []
@@ -305,7 +317,6 @@ def test_seeds_go_round_the_candidates_and_a_seed_cut_short_is_dropped():
 def test_the_first_trials_are_re_evaluated_beside_the_top_ones():
     """The configuration the search started from (a small table's linear model) is a candidate even when
     the search ranks it below ``top_k``: the choice between it and the search's best rests on fresh runs."""
-
 
     space_dict = {"train.lr": {"float": [1e-3, 1e-1], "log": True}}
     spec = parse_spec(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +55,9 @@ class Evaluator:
         self.dataset = dataset if dataset is not None else load_dataset(data_spec)
         self._bundles: dict[int | None, DataBundle] = {}
         self.task = self.bundle(None).task
+        # Trials the time budget cut before any trial completed, by number: their models, trained on a
+        # fold's training part (the search's only result, delivered if no refit fits the budget).
+        self.cut_models: dict[int, Trainer] = {}
 
     def bundle(self, fold: int | None) -> DataBundle:
         if fold not in self._bundles:
@@ -96,16 +100,18 @@ class Evaluator:
         callbacks: tuple[Callback, ...] = (),
         run_dir: Path | None = None,
         resume_from: Path | None = None,
+        score_interrupted: Callable[[], bool] | None = None,
     ) -> FoldRun | None:
         """Train on the fold's training part (``callbacks``, checkpoints in ``run_dir``, resumed from
         ``resume_from``); its validation ``metric``, best epoch and raw validation outputs, or None if a
-        callback ended the training within an epoch (the time budget)."""
+        callback ended the training within an epoch (the time budget), unless ``score_interrupted()`` then
+        says to score the model as it is."""
         bundle = self.bundle(fold)
         trainer = self.trainer(spec, bundle, callbacks=callbacks, run_dir=run_dir)
         history = trainer.fit(
             (bundle.X_train, bundle.y_train), (bundle.X_val, bundle.y_val), resume_from=resume_from
         )
-        if history.interrupted_in is not None:
+        if history.interrupted_in is not None and (score_interrupted is None or not score_interrupted()):
             return None
         outputs = trainer.outputs(bundle.X_val)
         values = trainer.evaluate_outputs(outputs, bundle.y_val)
@@ -115,7 +121,7 @@ class Evaluator:
                 f"search.metric '{metric}' is not computed for this task; available: "
                 f"{', '.join('val_' + k for k in values)}."
             )
-        best_epoch = history.best_epoch or len(history.epochs)
+        best_epoch = history.best_epoch or max(1, len(history.epochs))
         seconds = [row["epoch_seconds"] for row in history.epochs if "epoch_seconds" in row]
         per_epoch = statistics.fmean(seconds) if seconds else math.nan
         return FoldRun(float(values[key]), int(best_epoch), outputs.cpu(), per_epoch, trainer)

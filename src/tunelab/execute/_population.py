@@ -269,9 +269,15 @@ class PopulationExecutor(BaseExecutor):
 
     @staticmethod
     def _end_for_time(members: list[_Member]) -> None:
+        # Cut before any trial completed (the first member's answer, between epochs): each member's last
+        # value becomes its result.
+        cut = members[0].handle.cut_without_result
         for member in members:
             member.handle.stop_for_time()
-            member.handle.end(Outcome.pruned())
+            member.handle.cut_without_result = cut
+            member.handle.end(
+                Outcome.pruned(best_epochs=[member.handle.last_epoch]) if cut else Outcome.pruned()
+            )
 
     def _report_order(self, logs: list[dict[str, float]], alive: list[bool]) -> list[int]:
         """The live members' slots in the order they report this epoch: slot order; under PBT best value

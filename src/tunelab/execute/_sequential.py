@@ -11,7 +11,7 @@ from typing import Any
 from tunelab.errors import SpecError, TrainingError
 from tunelab.execute._evaluator import Evaluator, trial_spec
 from tunelab.layout import RunLayout
-from tunelab.search import BaseExecutor, Decision, Outcome, TrialHandle
+from tunelab.search import BaseExecutor, Decision, Outcome, TrialHandle, cut_note
 from tunelab.spec import ExperimentSpec
 from tunelab.train import Callback
 
@@ -60,21 +60,32 @@ class SequentialExecutor(BaseExecutor):
                 final_epoch=spec.train.epochs if index == len(self.folds) - 1 else None,
             )
             try:
-                scored = self.evaluator.score(
+                run = self.evaluator.run(
                     spec,
                     fold,
                     self.metric,
                     callbacks=(reporter,),
                     run_dir=self.layout.trial_dir(handle.number, index),
                     resume_from=self._checkpoint_to_resume(handle, index),
+                    score_interrupted=lambda: handle.cut_without_result,
                 )
             except TrainingError as err:
                 return Outcome.from_error(err)
-            if reporter.stopped or scored is None:
+            if run is not None and run.trainer is not None and handle.cut_without_result:
+                # The search's only result: scored as cut, its model kept to deliver if no refit fits.
+                self.evaluator.cut_models[handle.number] = run.trainer
+                values.append(run.score)
+                best_epochs.append(run.best_epoch)
+                return Outcome.complete(
+                    statistics.fmean(values),
+                    fold_values=values,
+                    best_epochs=best_epochs,
+                    cut_by_budget=cut_note(handle.last_epoch, scored=True),
+                )
+            if reporter.stopped or run is None:
                 return Outcome.pruned()
-            value, best_epoch = scored
-            values.append(value)
-            best_epochs.append(best_epoch)
+            values.append(run.score)
+            best_epochs.append(run.best_epoch)
         shutil.rmtree(self.layout.trial_dir(handle.number), ignore_errors=True)
         return Outcome.complete(statistics.fmean(values), fold_values=values, best_epochs=best_epochs)
 

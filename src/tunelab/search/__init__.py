@@ -11,7 +11,7 @@
 from tunelab.search._budget import StudyBudget
 from tunelab.search._events import Events, NoEvents, StudyEvents
 from tunelab.search._executor import BaseExecutor, Executor, ObjectiveExecutor, Outcome
-from tunelab.search._handle import StudyDeadline, TrialHandle, report_together
+from tunelab.search._handle import StudyDeadline, TrialHandle, cut_note, report_together
 from tunelab.search._packing import structural_paths
 from tunelab.search._samplers import SAMPLER_NAMES, make_sampler
 from tunelab.search._study import StudySummary, run_study, summarize
@@ -67,6 +67,7 @@ __all__ = [
     "StudySummary",
     "TrialHandle",
     "WriteBehind",
+    "cut_note",
     "make_sampler",
     "merge_overrides",
     "metric_direction",

@@ -15,7 +15,16 @@ from tunelab.errors import SpecError
 from tunelab.search._executor import Outcome
 from tunelab.search.schedulers import BaseScheduler, Decision, Exploit, SchedulerDecision
 
-__all__ = ["StudyDeadline", "TrialHandle", "report_together"]
+__all__ = ["StudyDeadline", "TrialHandle", "cut_note", "report_together"]
+
+
+def cut_note(last_epoch: int, *, scored: bool) -> str:
+    """The ``cut_by_budget`` attribute of a trial the time budget cut before any trial completed."""
+    value = "its model's as cut" if scored else f"epoch {last_epoch}'s"
+    return (
+        "the time budget ended the search before any trial completed; this one was stopped after reporting "
+        f"epoch {last_epoch}, and its value is {value}"
+    )
 
 
 class StudyDeadline:
@@ -53,6 +62,10 @@ class StudyDeadline:
             self._seen_complete = bool(self._study.get_trials(deepcopy=False, states=states))
         return self._seen_complete
 
+    def passed(self) -> bool:
+        """Whether the deadline has passed, completed trial or not."""
+        return self._clock.monotonic() >= self.deadline
+
 
 class TrialHandle:
     """One running trial, as its executor (or objective function) sees it.
@@ -85,7 +98,10 @@ class TrialHandle:
         self._keeps_reports: bool | None = None  # whether the study keeps reports: read at the first
         self._on_report, self._on_end, self._out_of_time = on_report, on_end, out_of_time
         self.last_epoch = 0
+        self.last_value: float | None = None
         self.stopped = False
+        # Stopped by the time budget before any trial of the study completed: its last value is its result.
+        self.cut_without_result = False
         self.outcome: Outcome | None = None  # set once the trial has ended
         self.exploits: list[dict[str, Any]] = []
 
@@ -119,7 +135,7 @@ class TrialHandle:
                 f"{self.last_epoch}."
             )
         value = float(value)
-        self.last_epoch = epoch
+        self.last_epoch, self.last_value = epoch, value
         if self._keeps_reports is None:  # Optuna keeps reports for single-objective studies only
             self._keeps_reports = len(self._trial.study.directions) == 1
         if self._keeps_reports:
@@ -141,11 +157,20 @@ class TrialHandle:
         epochs (never after the last one), and, with ``within_epoch=True``, as often as after every
         minibatch: then it reads the clock, and the storage at most once a second. True stops the trial: it
         is recorded as pruned, with the user attribute ``stopped_by: "time budget"``, and its last reported
-        value. Never True before a trial of the study has completed, so a search always ends with a result,
-        however short its budget."""
-        if self._out_of_time is None or self.stopped or not self._out_of_time(throttled=within_epoch):
+        value. Before a trial of the study has completed it is True only once this trial has reported a
+        value: the trial is then cut (``cut_without_result``) and recorded complete, with its last value (or
+        the value of its model as cut, if its executor scores it), so that a search always ends with a
+        result, however short its budget, and ends within its first epoch after the deadline."""
+        deadline = self._out_of_time
+        if deadline is None or self.stopped:
+            return False
+        if deadline(throttled=within_epoch):
+            self.stop_for_time()
+            return True
+        if self.last_value is None or not deadline.passed():
             return False
         self.stop_for_time()
+        self.cut_without_result = True
         return True
 
     def stop_for_time(self) -> None:

@@ -17,7 +17,7 @@ from tunelab.errors import SpecError
 from tunelab.search._budget import StudyBudget, check_positive
 from tunelab.search._events import NoEvents, StudyEvents
 from tunelab.search._executor import Executor, Objective, ObjectiveExecutor, Outcome, OutcomeState, not_finite
-from tunelab.search._handle import TrialHandle
+from tunelab.search._handle import TrialHandle, cut_note
 from tunelab.search._packing import Packer, startup_populations
 from tunelab.search._samplers import make_sampler
 from tunelab.search._tell import tell
@@ -267,6 +267,15 @@ class _StudyLoop:
         end it in the scheduler, write it to the storage, count it, and tell the events."""
         status: OutcomeState = outcome.state
         values, reason, attrs = list(outcome.values), outcome.reason, outcome.attrs
+        if (
+            status == "pruned"
+            and handle.cut_without_result
+            and handle.last_value is not None
+            and not self.multi
+        ):
+            # The budget ended the search before any trial completed: this trial's last value is its result.
+            status, values = "complete", [handle.last_value]
+            attrs = {**attrs, "cut_by_budget": cut_note(handle.last_epoch, scored=False)}
         if status == "complete":
             reason = not_finite(values)
             if reason is not None:  # its attributes would describe a result that is not one

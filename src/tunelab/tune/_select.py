@@ -209,8 +209,9 @@ def refit_winner(
 
     Under a time budget (``deadline`` on ``clock``) the refit is planned from the winner's measured epoch
     time, scaled to the rows it trains on: as many epochs as end before the deadline. When not one does, the
-    winner's first re-evaluation run (trained on a fold's training part) is delivered instead, and without
-    one a refit of a single epoch, past the budget; the summary says which (``Refit.budget_note``)."""
+    winner's first re-evaluation run (trained on a fold's training part) is delivered instead, or its model
+    from the search when the budget cut it (``Evaluator.cut_models``), and without either a refit of a single
+    epoch, past the budget; the summary says which (``Refit.budget_note``)."""
     search = spec.search or SearchSpec()
     epochs = final_epochs(spec, winner)
     planned, note = epochs, None
@@ -229,11 +230,16 @@ def refit_winner(
                 f"the budget left {max(left, 0.0):.1f} s for the refit and an epoch on train + validation "
                 f"{takes}: "
             )
-            at_hand = next((run.trainer for run in winner.runs if run.trainer is not None), None)
+            rerun = next((run.trainer for run in winner.runs if run.trainer is not None), None)
+            at_hand = rerun or evaluator.cut_models.get(winner.trial)
             if planned >= 1:
                 note += f"refit for {planned} of its {epochs} epochs"
             elif at_hand is not None:
-                note += "no refit; delivered: the winner as trained in its first re-evaluation run"
+                note += "no refit; delivered: the winner as trained " + (
+                    "in its first re-evaluation run"
+                    if rerun is not None
+                    else "in the search, cut by the budget"
+                )
                 test_metrics = _test(at_hand, evaluator)
                 events.phase(f"{note}; test: {fmt_metrics(test_metrics)}")
                 return Refit(0, test_metrics, on_train_and_validation=False, budget_note=note), at_hand
