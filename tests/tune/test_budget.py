@@ -91,11 +91,23 @@ def test_a_spent_budget_stops_the_sequential_searchs_trials_within_an_epoch(tmp_
     assert result.winner.n == n_first
 
 
-def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_model(tmp_path):
+class SpendsTheBudgetAtTheFirstReport(NoEvents):
+    """Moves the fake clock past the budget as the first epoch is reported."""
+
+    def __init__(self, clock: ManualClock, to: float) -> None:
+        self.clock, self.to = clock, to
+
+    def trial_reported(self, number: int, epoch: int, value: float) -> None:
+        self.clock.set(max(self.clock.now, self.to))
+
+
+@pytest.mark.parametrize("spent_at", ["start", "first report"])
+def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_model(tmp_path, spent_at):
     """Loading data and probing come out of the search's share: here the clock jumps past the whole budget
-    as the first trial starts. That trial stops after its first epoch and is recorded complete with its
-    model's value as cut (a search always ends with a result), nothing else starts, the candidate is not
-    re-evaluated, no refit fits, and the protocol delivers the model the search trained."""
+    as the first trial starts (or reports its first epoch). That trial stops at the next minibatch (or
+    after that epoch) and is recorded complete with its model's value as cut (a search always ends with a
+    result), nothing else starts, the candidate is not re-evaluated, no refit fits, and the protocol
+    delivers the model the search trained."""
     clock = ManualClock()
     spec = parse_spec(
         {
@@ -110,23 +122,27 @@ def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_mod
             },
         }
     )
-    result = tune_experiment(
-        spec, out_dir=tmp_path / "run", clock=clock, progress=SpendsTheBudgetAt(clock, 0, to=100.0)
+    spends = (
+        SpendsTheBudgetAt(clock, 0, to=100.0)
+        if spent_at == "start"
+        else SpendsTheBudgetAtTheFirstReport(clock, to=100.0)
     )
+    result = tune_experiment(spec, out_dir=tmp_path / "run", clock=clock, progress=spends)
     assert (result.trials.n_complete, result.trials.n_finished, result.stop_reason) == (1, 1, "timeout")
     assert result.winner.n == 0  # no time left for a fresh run
     assert result.summary["candidates"][0]["n"] == 0
     assert (tmp_path / "run" / "best" / "metadata.json").is_file()
-    trial = optuna.load_study(study_name="late", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials[
-        0
-    ]
+    study = optuna.load_study(study_name="late", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert len(trial.intermediate_values) == 1  # of its 4 epochs
-    # Scored as cut, after its first epoch: that epoch's validation accuracy.
-    assert trial.value == pytest.approx(trial.intermediate_values[1])
-    assert trial.user_attrs["cut_by_budget"].endswith(
-        "after reporting epoch 1, and its value is its model's as cut"
-    )
+    cut = trial.user_attrs["cut_by_budget"]
+    if spent_at == "start":  # scored after one minibatch of its first epoch
+        assert trial.intermediate_values == {}
+        assert "stopped within its first epoch, and its value is its model's as cut" in cut
+    else:  # of its 4 epochs, one: scored as cut after it, that epoch's validation accuracy
+        assert list(trial.intermediate_values) == [1]
+        assert trial.value == pytest.approx(trial.intermediate_values[1])
+        assert "stopped after reporting epoch 1, and its value is its model's as cut" in cut
     # Nor for a refit: the search's model is delivered, and the summary says so.
     assert (result.refit.epochs, result.refit.on_train_and_validation) == (0, False)
     assert result.summary["refit_budget"].endswith(

@@ -13,7 +13,7 @@ from tunelab.execute._evaluator import Evaluator, trial_spec
 from tunelab.layout import RunLayout
 from tunelab.search import BaseExecutor, Decision, Outcome, TrialHandle, cut_note
 from tunelab.spec import ExperimentSpec
-from tunelab.train import Callback
+from tunelab.train import Callback, Trainer
 
 __all__ = ["SequentialExecutor"]
 
@@ -50,8 +50,12 @@ class SequentialExecutor(BaseExecutor):
             return Outcome.from_error(err)
         values: list[float] = []
         best_epochs: list[int] = []
+        handle.scores_cut = True  # a model cut before its first value is scored here
+        last: Trainer | None = None
         for index, fold in enumerate(self.folds):
             if index > 0 and handle.out_of_time():
+                if handle.cut_without_result and last is not None:  # the folds done are its result
+                    return self._cut(handle, last, values, best_epochs)
                 return Outcome.pruned()
             reporter = _Reporter(
                 handle,
@@ -72,22 +76,27 @@ class SequentialExecutor(BaseExecutor):
             except TrainingError as err:
                 return Outcome.from_error(err)
             if run is not None and run.trainer is not None and handle.cut_without_result:
-                # The search's only result: scored as cut, its model kept to deliver if no refit fits.
-                self.evaluator.cut_models[handle.number] = run.trainer
-                values.append(run.score)
-                best_epochs.append(run.best_epoch)
-                return Outcome.complete(
-                    statistics.fmean(values),
-                    fold_values=values,
-                    best_epochs=best_epochs,
-                    cut_by_budget=cut_note(handle.last_epoch, scored=True),
-                )
+                return self._cut(handle, run.trainer, [*values, run.score], [*best_epochs, run.best_epoch])
             if reporter.stopped or run is None:
                 return Outcome.pruned()
             values.append(run.score)
             best_epochs.append(run.best_epoch)
+            last = run.trainer
         shutil.rmtree(self.layout.trial_dir(handle.number), ignore_errors=True)
         return Outcome.complete(statistics.fmean(values), fold_values=values, best_epochs=best_epochs)
+
+    def _cut(
+        self, handle: TrialHandle, trainer: Trainer, values: list[float], best_epochs: list[int]
+    ) -> Outcome:
+        """The search's only result, cut by the time budget: complete with the folds' scores (the last as
+        cut), its last model kept to deliver if no refit fits."""
+        self.evaluator.cut_models[handle.number] = trainer
+        return Outcome.complete(
+            statistics.fmean(values),
+            fold_values=values,
+            best_epochs=best_epochs,
+            cut_by_budget=cut_note(handle.last_epoch, scored=True),
+        )
 
     def _checkpoint_to_resume(self, handle: TrialHandle, fold_index: int) -> Path | None:
         original = handle.retry_of

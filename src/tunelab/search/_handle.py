@@ -21,9 +21,10 @@ __all__ = ["StudyDeadline", "TrialHandle", "cut_note", "report_together"]
 def cut_note(last_epoch: int, *, scored: bool) -> str:
     """The ``cut_by_budget`` attribute of a trial the time budget cut before any trial completed."""
     value = "its model's as cut" if scored else f"epoch {last_epoch}'s"
+    when = f"after reporting epoch {last_epoch}" if last_epoch else "within its first epoch"
     return (
-        "the time budget ended the search before any trial completed; this one was stopped after reporting "
-        f"epoch {last_epoch}, and its value is {value}"
+        f"the time budget ended the search before any trial completed; this one was stopped {when}, and its "
+        f"value is {value}"
     )
 
 
@@ -102,6 +103,8 @@ class TrialHandle:
         self.stopped = False
         # Stopped by the time budget before any trial of the study completed: its last value is its result.
         self.cut_without_result = False
+        # Set by an executor that scores a trial's model as cut: then it may be cut before its first value.
+        self.scores_cut = False
         self.outcome: Outcome | None = None  # set once the trial has ended
         self.exploits: list[dict[str, Any]] = []
 
@@ -157,17 +160,17 @@ class TrialHandle:
         epochs (never after the last one), and, with ``within_epoch=True``, as often as after every
         minibatch: then it reads the clock, and the storage at most once a second. True stops the trial: it
         is recorded as pruned, with the user attribute ``stopped_by: "time budget"``, and its last reported
-        value. Before a trial of the study has completed it is True only once this trial has reported a
-        value: the trial is then cut (``cut_without_result``) and recorded complete, with its last value (or
-        the value of its model as cut, if its executor scores it), so that a search always ends with a
-        result, however short its budget, and ends within its first epoch after the deadline."""
+        value. Before a trial of the study has completed it is True only once this trial has a value: one it
+        reported, or, if its executor scores a model as cut (``scores_cut``), at once. The trial is then cut
+        (``cut_without_result``) and recorded complete, with its last value or its model's as cut, so that a
+        search always ends with a result, however short its budget."""
         deadline = self._out_of_time
         if deadline is None or self.stopped:
             return False
         if deadline(throttled=within_epoch):
             self.stop_for_time()
             return True
-        if self.last_value is None or not deadline.passed():
+        if (self.last_value is None and not self.scores_cut) or not deadline.passed():
             return False
         self.stop_for_time()
         self.cut_without_result = True
