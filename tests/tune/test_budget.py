@@ -355,3 +355,26 @@ def test_the_first_trials_are_re_evaluated_beside_the_top_ones():
     assert sorted(c.trial for c in candidates) == [0, 1]  # the best, and the first trial; not trial 2
     assert evaluator.runs == 2
     assert all(c.n == 1 for c in candidates)
+
+
+def test_the_budget_counts_from_started_when_the_caller_began_earlier(tmp_path):
+    """`tunelab tune --data` reads the data to choose its experiment before calling tune_experiment, and
+    passes the command's start: the budget counts from there. On a clock standing still, a 10 s budget
+    begun 9 s ago leaves the search nothing (one trial, cut), where the same call from now runs all three."""
+    spec = parse_spec(
+        {
+            "name": "started",
+            **IRIS,
+            "search": {
+                "space": LR,
+                "n_trials": 3,
+                "budget": "10s",
+                "fused": "off",
+                "scheduler": {"name": "none"},
+            },
+        }
+    )
+    late = tune_experiment(spec, out_dir=tmp_path / "late", clock=ManualClock(100.0), started=91.0)
+    assert (late.trials.n_finished, late.stop_reason) == (1, "timeout")
+    now = tune_experiment(spec, out_dir=tmp_path / "now", clock=ManualClock(100.0))
+    assert now.trials.n_finished == 3

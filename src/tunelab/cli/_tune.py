@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from tunelab.cli._app import before_torch, err_console, fmt, out_console, user_errors
+from tunelab.clock import system_clock
 from tunelab.layout import RunLayout
 
 
@@ -90,6 +91,7 @@ def tune(
     ] = None,
 ) -> None:
     """Search hyperparameters, select honestly, refit the winner, test it once, export it, write a report."""
+    started = system_clock.monotonic()  # the budget counts from here: reading the data comes out of it
     before_torch()
     with user_errors():
         if tensorboard is not None:
@@ -127,7 +129,13 @@ def tune(
         with display:
             display.start(search_spec.n_trials if search_spec else None, _budget_s(search_spec))
             result = tune_experiment(
-                spec, out_dir=run_dir, resume=resume, storage=storage, workers=workers, progress=display
+                spec,
+                out_dir=run_dir,
+                resume=resume,
+                storage=storage,
+                workers=workers,
+                progress=display,
+                started=started,
             )
         if tensorboard is not None:
             from tunelab.report import write_run_to_tensorboard

@@ -50,6 +50,7 @@ def tune_experiment(
     progress: StudyEvents | None = None,
     log: Callable[[str], None] | None = None,
     clock: Clock = system_clock,
+    started: float | None = None,
 ) -> TuneResult:
     """Run the whole protocol (module docstring) and return what it found; see ``tunelab tune --help``.
 
@@ -57,9 +58,11 @@ def tune_experiment(
     an equal share of the CPU threads; selection and the refit then run here. ``progress`` (a live display,
     ``tunelab.report.make_progress``) and ``log`` (called with a line per phase and finished trial) hear what
     happens. ``search.budget`` is one deadline on ``clock``, counted from this call: the search ends at 80%
-    of it, and re-evaluation and the refit start only what fits in the rest.
+    of it, and re-evaluation and the refit start only what fits in the rest. ``started``: the reading of
+    ``clock`` the budget counts from, if earlier than this call (the command's start, before it read the
+    data to choose a zero-config experiment).
     """
-    budget = TimeBudget(clock, clock.monotonic())
+    budget = TimeBudget(clock, clock.monotonic() if started is None else started)
     search = spec.search or SearchSpec()
     if not search.space:
         raise SpecError(
