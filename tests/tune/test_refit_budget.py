@@ -87,3 +87,22 @@ def test_without_time_or_a_model_at_hand_one_epoch_is_trained_and_the_overrun_sa
     assert len(trainer.history.epochs) == 1
     assert refit.budget_note is not None
     assert refit.budget_note.endswith("no trained model at hand, so a refit of one epoch, past the budget")
+
+
+def test_a_trial_cut_within_its_first_epoch_counts_all_its_time_as_less_than_an_epoch():
+    """Its epoch time is unknown but at least the time it trained: a refit is planned on that, not assumed
+    to fit (a Fashion-MNIST CNN cut so then refit for 90 s past a 90 s budget)."""
+    import datetime
+
+    import optuna
+
+    from tunelab.tune._select import _trial_epoch_seconds
+
+    def trial(reports: dict[int, float]):
+        made = optuna.trial.create_trial(value=0.5, intermediate_values=reports)
+        made.datetime_start = datetime.datetime(2026, 1, 1, 12, 0, 0)
+        made.datetime_complete = made.datetime_start + datetime.timedelta(seconds=60)
+        return made
+
+    assert _trial_epoch_seconds(trial({})) == 60.0
+    assert _trial_epoch_seconds(trial({1: 0.4, 2: 0.5, 3: 0.6})) == 20.0

@@ -138,9 +138,10 @@ def _first_trials(
 
 
 def _trial_epoch_seconds(trial: optuna.trial.FrozenTrial) -> float:
-    """The trial's wall time per epoch it reported (NaN when unknown)."""
-    epochs = len(trial.intermediate_values)
-    if trial.datetime_start is None or trial.datetime_complete is None or not epochs:
+    """The trial's wall time per epoch it reported (NaN when unknown); all of it when it reported none (a
+    trial the budget cut within its first epoch: less than an epoch takes)."""
+    epochs = max(1, len(trial.intermediate_values))
+    if trial.datetime_start is None or trial.datetime_complete is None:
         return math.nan
     return max(0.0, (trial.datetime_complete - trial.datetime_start).total_seconds()) / epochs
 
