@@ -102,7 +102,9 @@ class SpendsTheBudgetAtTheFirstReport(NoEvents):
 
 
 @pytest.mark.parametrize("spent_at", ["start", "first report"])
-def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_model(tmp_path, spent_at):
+def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_model(
+    tmp_path, spent_at, capsys
+):
     """Loading data and probing come out of the search's share: here the clock jumps past the whole budget
     as the first trial starts (or reports its first epoch). That trial stops at the next minibatch (or
     after that epoch) and is recorded complete with its model's value as cut (a search always ends with a
@@ -149,6 +151,10 @@ def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_mod
         "no refit; delivered: the winner as trained in the search, cut by the budget"
     )
     assert result.summary["refit_budget"] in result.summary["protocol"]["refit"]
+    from tunelab.cli._tune import _print_tune_summary
+
+    _print_tune_summary(result.summary, tmp_path / "run")  # what `tunelab tune` prints at the end
+    assert "the budget: the budget left 0.0 s for the refit" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("fused", ["off", "on"])

@@ -252,6 +252,8 @@ def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
             else "the single winner"
         )
         out_console.print(f"delivered: {what} (ensemble: {ensemble['reason']})", highlight=False)
+    if summary.get("refit_budget"):
+        out_console.print(f"the budget: {summary['refit_budget']}", highlight=False)
     tests = ", ".join(f"{k} {v:.4f}" for k, v in summary["test_metrics"].items())
     out_console.print(f"test (evaluated once): {tests}", highlight=False)
     references = (summary.get("references") or {}).get("test")
