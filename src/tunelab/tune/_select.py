@@ -140,17 +140,20 @@ def _first_trials(
 def _trial_epoch_seconds(trial: optuna.trial.FrozenTrial) -> float:
     """The trial's wall time per epoch it reported (NaN when unknown); all of it when it reported none (a
     trial the budget cut within its first epoch: less than an epoch takes)."""
-    epochs = max(1, len(trial.intermediate_values))
-    if trial.datetime_start is None or trial.datetime_complete is None:
-        return math.nan
-    return max(0.0, (trial.datetime_complete - trial.datetime_start).total_seconds()) / epochs
+    seconds = _trial_seconds(trial)
+    return math.nan if seconds is None else seconds / max(1, len(trial.intermediate_values))
 
 
 def _seconds_per_fold(trial: optuna.trial.FrozenTrial, n_folds: int) -> float:
     """The trial's wall time per fold (0 when unknown)."""
+    return (_trial_seconds(trial) or 0.0) / max(1, n_folds)
+
+
+def _trial_seconds(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's wall time, start to end (None when unknown)."""
     if trial.datetime_start is None or trial.datetime_complete is None:
-        return 0.0
-    return max(0.0, (trial.datetime_complete - trial.datetime_start).total_seconds()) / max(1, n_folds)
+        return None
+    return max(0.0, (trial.datetime_complete - trial.datetime_start).total_seconds())
 
 
 def _alone_share(

@@ -55,22 +55,17 @@ def choose_simplest(
     sign = 1.0 if plan.direction == "maximize" else -1.0
     generator = torch.Generator().manual_seed(spec.train.seed)
     sizes = [len(evaluator.bundle(fold).y_val) for fold in plan.folds]
-    # One resampling of every fold's validation rows per bootstrap, as row counts [B, N_f] over N_f.
-    weights = []
-    for n in sizes:
-        picks = torch.randint(n, (bootstraps, n), generator=generator)
-        counts = torch.zeros(bootstraps, n, dtype=torch.float64).scatter_add_(
-            1, picks, torch.ones(bootstraps, n, dtype=torch.float64)
-        )
-        weights.append((counts / n).numpy())
+    # One resampling of every fold's validation rows per bootstrap: the rows drawn, [B, N_f] per fold.
+    picks = [torch.randint(n, (bootstraps, n), generator=generator) for n in sizes]
     terms = _row_terms(spec, ranked, evaluator, plan)
     if terms is not None:  # the metric is a mean over rows: each resampling reweights the rows' terms
         key = plan.metric.removeprefix("val_")
+        weights = [_row_weights(p, n) for p, n in zip(picks, sizes, strict=True)]
         uniform = [np.full((1, n), 1.0 / n) for n in sizes]
         point = [sign * _score(key, runs, uniform)[0] for runs in terms]
         resampled = [sign * _score(key, runs, weights) for runs in terms]
     else:  # f1, roc_auc, r2: scored afresh on each resampling's rows
-        point, resampled = _rescored(spec, ranked, evaluator, plan, weights)
+        point, resampled = _rescored(spec, ranked, evaluator, plan, picks)
     differences = [point[0] - p for p in point]
     spread = [resampled[0] - r for r in resampled]
     bundle = evaluator.bundle(None)
@@ -135,6 +130,13 @@ def _row_terms(
     return found
 
 
+def _row_weights(picks: torch.Tensor, n: int) -> np.ndarray:
+    """How often each of ``n`` rows was drawn in each resampling (``picks``: ``[B, n]``), over ``n``."""
+    counts = torch.zeros(picks.shape[0], n, dtype=torch.float64)
+    counts.scatter_add_(1, picks, torch.ones(picks.shape, dtype=torch.float64))
+    return (counts / n).numpy()
+
+
 def _score(key: str, runs: list[list[np.ndarray]], weights: list[np.ndarray]) -> np.ndarray:
     """A candidate's score under each row weighting (``[B]``): per run the mean over folds of the metric of
     its weighted row terms, then the mean over runs (as the candidate's mean is made)."""
@@ -150,10 +152,10 @@ def _rescored(
     ranked: list[Candidate],
     evaluator: Evaluator,
     plan: SearchPlan,
-    weights: list[np.ndarray],
+    picks: list[torch.Tensor],
 ) -> tuple[list[float], list[np.ndarray]]:
     """Utilities (higher is better) on all rows and on each resampling, scoring the metric afresh on the
-    resampled rows (row counts from ``weights``): for metrics that are not means over rows."""
+    rows it drew (``picks``, ``[B, N_f]`` per fold): for metrics that are not means over rows."""
     members = [Member(c, i, run.seed) for c in ranked for i, run in enumerate(c.runs)]
     validation = member_validation(
         spec, members, evaluator, folds=plan.folds, metric=plan.metric, direction=plan.direction
@@ -165,14 +167,9 @@ def _rescored(
 
     everything = validation.all_rows()
     point = [utility(c, everything) for c in range(len(ranked))]
-    resampled = np.empty((len(ranked), len(weights[0])))
-    for b in range(len(weights[0])):
-        rows = [
-            torch.repeat_interleave(
-                torch.arange(w.shape[1]), torch.as_tensor(np.rint(w[b] * w.shape[1])).long()
-            )
-            for w in weights
-        ]
+    resampled = np.empty((len(ranked), picks[0].shape[0]))
+    for b in range(picks[0].shape[0]):
+        rows = [p[b] for p in picks]
         for c in range(len(ranked)):
             resampled[c, b] = utility(c, rows)
     return point, list(resampled)
