@@ -7,7 +7,15 @@ import torch
 from torch import nn
 
 from tunelab.errors import SpecError
-from tunelab.models import CNNSpec, MLPSpec, RNNSpec, SequenceModel, build_model, count_parameters
+from tunelab.models import (
+    ByteDropout,
+    CNNSpec,
+    MLPSpec,
+    RNNSpec,
+    SequenceModel,
+    build_model,
+    count_parameters,
+)
 
 TABLE, IMAGE, SEQUENCE = (10,), (3, 12, 10), (7, 4)
 
@@ -63,7 +71,7 @@ def test_mlp_blocks_follow_the_layer_contract(activation, batch_norm, dropout):
         [nn.Linear]
         + [nn.BatchNorm1d] * batch_norm
         + [ACTIVATION_TYPES[activation]]
-        + [nn.Dropout] * (dropout > 0)
+        + [ByteDropout] * (dropout > 0)
     )
     assert [type(m) for m in model] == [nn.Flatten, *block, *block, nn.Linear]
     assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [9, 5, 3]
@@ -82,8 +90,8 @@ def test_cnn_blocks_follow_the_layer_contract(pool, batch_norm, dropout, global_
     assert type(model) is nn.Sequential
     assert all(isinstance(m, ALLOWED) for m in model)
     pool_layer = {"max": [nn.MaxPool2d], "avg": [nn.AvgPool2d], "none": []}[pool]
-    conv = [nn.Conv2d] + [nn.BatchNorm2d] * batch_norm + [nn.GELU] + [nn.Dropout] * (dropout > 0) + pool_layer
-    dense = [nn.Linear] + [nn.BatchNorm1d] * batch_norm + [nn.GELU] + [nn.Dropout] * (dropout > 0)
+    conv = [nn.Conv2d, *[nn.BatchNorm2d] * batch_norm, nn.GELU, *[ByteDropout] * (dropout > 0), *pool_layer]
+    dense = [nn.Linear] + [nn.BatchNorm1d] * batch_norm + [nn.GELU] + [ByteDropout] * (dropout > 0)
     head = [nn.AdaptiveAvgPool2d, nn.Flatten] if global_pool else [nn.Flatten]
     assert [type(m) for m in model] == [*conv, *conv, *head, *dense, nn.Linear]
     convs = [m for m in model if isinstance(m, nn.Conv2d)]
@@ -233,3 +241,45 @@ def test_count_parameters():
     assert count_parameters(model, trainable_only=True) == 20 * 3 + 3
     lstm = build(RNNSpec(hidden_size=5), SEQUENCE)
     assert count_parameters(lstm) == 4 * (5 * 4 + 5 * 5 + 2 * 5) + 5 * 3 + 3
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_relu_block_with_max_pooling_activates_after_the_pool_computing_the_same_function(
+    activation, batch_norm
+):
+    spec = CNNSpec(channels=[5, 4], dense=[6], dropout=0.3, batch_norm=batch_norm, activation=activation)
+    model = build(spec, IMAGE)
+    act = ACTIVATION_TYPES[activation]
+    block = [nn.Conv2d] + [nn.BatchNorm2d] * batch_norm + [ByteDropout, nn.MaxPool2d, act]
+    assert [type(m) for m in model][: 2 * len(block)] == block * 2
+    # The textbook order (activation, dropout, pool) with the same weights: same outputs and gradients, the
+    # dropout masks equal too (same seed, same shapes, drawn in the same order).
+    textbook = []
+    for index in range(0, 2 * len(block), len(block)):
+        conv_bn, (dropout, pool, activation_module) = (
+            list(model[index : index + len(block) - 3]),
+            model[index + len(block) - 3 : index + len(block)],
+        )
+        textbook += [*conv_bn, activation_module, dropout, pool]
+    reference = nn.Sequential(*textbook, *model[2 * len(block) :])
+    x = torch.randn(8, *IMAGE)
+    for mode in (False, True):
+        model.train(mode)
+        outputs, grads = [], []
+        for net in (model, reference):
+            net.zero_grad()
+            torch.manual_seed(11)
+            out = net(x)
+            out.square().sum().backward()
+            outputs.append(out.detach())
+            grads.append([p.grad.clone() for p in net.parameters()])
+        torch.testing.assert_close(outputs[0], outputs[1])
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_other_activations_and_average_pooling_keep_the_textbook_order():
+    for spec in (CNNSpec(channels=[4], activation="gelu"), CNNSpec(channels=[4], pool="avg")):
+        kinds = [type(m) for m in build(spec, IMAGE)][:3]
+        assert kinds[1] in (nn.GELU, nn.ReLU)

@@ -16,7 +16,7 @@ from tunelab.fused._hostflags import HostFlags
 from tunelab.fused._loss import Task, clip_grad_norm_per_member, l1_penalty, member_accuracy, member_loss
 from tunelab.fused._optim_base import HyperparameterValue, PopulationOptimizer
 from tunelab.fused._population import Population
-from tunelab.train import batch_bounds, denormals_flushed
+from tunelab.train import batch_bounds, denormals_flushed, keep_freed_memory
 
 __all__ = ["PopulationTrainer"]
 
@@ -203,6 +203,7 @@ class PopulationTrainer:
         epoch ends there and this returns None (the members' weights are then mid-epoch).
         """
         n = _check_data(x, y, batch_size)
+        keep_freed_memory()  # once per process: a step's large tensors reuse the last step's pages
         order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
         total = torch.zeros(self.n_members, dtype=torch.float64, device=self.alive.device)
         for i, (start, end) in enumerate(batch_bounds(n, batch_size)):

@@ -12,11 +12,14 @@
   (probabilities for classifiers: ``combine_outputs``). Exports describe one; an experiment's model never is.
 
 MLP and CNN models contain only standard torch layers in the order ``Linear/Conv2d -> BatchNorm -> activation
--> Dropout``, which lets ``tunelab.fused`` convert them layer by layer. Weight-init schemes live in
-``tunelab.models.init``.
+-> Dropout`` (a CNN block with ReLU / LeakyReLU and max-pooling runs ``Conv2d -> BatchNorm -> Dropout ->
+pool -> activation``, the same function), which lets ``tunelab.fused`` convert them layer by layer. Their
+dropout is ``ByteDropout``, an ``nn.Dropout`` whose mask is drawn from random bytes (much cheaper on a CPU;
+the rate is rounded to 1/256). Weight-init schemes live in ``tunelab.models.init``.
 """
 
 from tunelab.models._build import build_model
+from tunelab.models._dropout import ByteDropout, byte_dropout_rate
 from tunelab.models._ensemble import (
     Combine,
     Ensemble,
@@ -48,6 +51,7 @@ __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
     "AnyModelSpec",
+    "ByteDropout",
     "CNNSpec",
     "Combine",
     "CustomSpec",
@@ -60,6 +64,7 @@ __all__ = [
     "WindowedModel",
     "average_terms",
     "build_model",
+    "byte_dropout_rate",
     "carried_model_fields",
     "combine_outputs",
     "combine_rule",

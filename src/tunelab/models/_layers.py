@@ -1,9 +1,13 @@
-"""The building block the feed-forward families share: ``layer -> BatchNorm -> activation -> Dropout``."""
+"""The building block the feed-forward families share: ``layer -> BatchNorm -> activation -> Dropout``.
+
+Dropout is ``ByteDropout`` (``nn.Dropout`` with a mask drawn from random bytes: the same function, the rate
+rounded to 1/256, several times faster on a CPU; see ``_dropout``)."""
 
 from __future__ import annotations
 
 from torch import nn
 
+from tunelab.models._dropout import ByteDropout
 from tunelab.models._specs import Activation
 
 __all__ = ["ACTIVATION_MODULES", "block"]
@@ -34,5 +38,5 @@ def block(
             modules.append(nn.BatchNorm1d(layer.out_features))
     modules.append(ACTIVATION_MODULES[activation]())
     if dropout > 0:
-        modules.append(nn.Dropout(dropout))
+        modules.append(ByteDropout(dropout))
     return modules

@@ -15,6 +15,7 @@ from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from tunelab.train._device import denormals_flushed, flush_denormals, resolve_device
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
+from tunelab.train._memory import keep_freed_memory
 from tunelab.train._metrics import compute_metrics, metric_from_row_means, metric_row_terms, resolve_metrics
 from tunelab.train._monitor import MonitorState
 from tunelab.train._optimizers import make_optimizer, penalized_parameters
@@ -42,6 +43,7 @@ __all__ = [
     "compute_metrics",
     "denormals_flushed",
     "flush_denormals",
+    "keep_freed_memory",
     "load_checkpoint",
     "lr_at",
     "make_loss",

@@ -29,6 +29,7 @@ from tunelab.train._device import (
 from tunelab.train._inputs import checked_labels, checked_pair, checked_target_scale, checked_targets
 from tunelab.train._lbfgs import lbfgs_step
 from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
+from tunelab.train._memory import keep_freed_memory
 from tunelab.train._metrics import compute_metrics, metric_row_terms, resolve_metrics
 from tunelab.train._monitor import MonitorState
 from tunelab.train._optimizers import LBFGS_STEP, make_optimizer, penalized_parameters
@@ -96,6 +97,13 @@ class Trainer:
         self.n_classes = n_classes
         self.device = resolve_device(spec.device, amp=spec.amp)
         self.model = model.to(self.device)
+        # Convolutions on the CPU run several times faster on channels-last tensors (oneDNN's native layout;
+        # its pooling too): the weights are converted here, the images once per fit and each batch on use.
+        self._channels_last = self.device.type == "cpu" and any(
+            isinstance(m, nn.Conv2d) for m in self.model.modules()
+        )
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stub
         self.optimizer = make_optimizer(self.model.parameters(), spec)
         self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -117,7 +125,9 @@ class Trainer:
         """Train for ``spec.epochs`` epochs (or until a callback or early stopping stops it) and return the
         `History`. ``resume_from`` continues the run saved in that checkpoint exactly where it stopped."""
         spec = self.spec
+        keep_freed_memory()  # once per process: a step's large tensors reuse the last step's pages
         X, y = self._checked_tensors(train, "train")
+        X = self._laid_out(X)  # once, so that batches sliced from it already are
         val_data = self._checked_tensors(val, "val") if val is not None else None
         self._check_fit(X, y)
         run = self._new_run(has_val=val_data is not None)
@@ -216,6 +226,7 @@ class Trainer:
             inputs, targets = x[rows], y[rows]
             if spec.augment is not None:
                 inputs = augment_images(inputs, spec.augment, generator=self._generator)
+            inputs = self._laid_out(inputs)
             if isinstance(self.optimizer, torch.optim.LBFGS):
                 step_losses.append(
                     lbfgs_step(self.optimizer, self.model, self.loss_fn, inputs, targets, spec=spec)
@@ -319,8 +330,16 @@ class Trainer:
         self.model.eval()
         batch = max(self.spec.batch_size, _MIN_EVAL_BATCH)
         with torch.no_grad(), self._autocast():
-            parts = [self.model(x[start : start + batch]) for start in range(0, len(x), batch)]
+            parts = [
+                self.model(self._laid_out(x[start : start + batch])) for start in range(0, len(x), batch)
+            ]
         return torch.cat(parts).float()
+
+    def _laid_out(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images in channels-last when the model's convolutions are (a no-op when they already are)."""
+        if self._channels_last and inputs.dim() == 4:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     def _prediction(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.task != "classification":
