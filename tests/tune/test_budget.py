@@ -148,7 +148,7 @@ def test_a_budget_spent_before_the_search_begins_still_gives_one_trial_and_a_mod
     # Nor for a refit: the search's model is delivered, and the summary says so.
     assert (result.refit.epochs, result.refit.on_train_and_validation) == (0, False)
     assert result.summary["refit_budget"].endswith(
-        "no refit; delivered: the winner as trained in the search, cut by the budget"
+        "; delivered: the winner as trained in the search, cut by the budget"
     )
     assert result.summary["refit_budget"] in result.summary["protocol"]["refit"]
     from tunelab.cli._tune import _print_tune_summary

@@ -1,5 +1,6 @@
-"""The refit under a time budget (#14): planned from the winner's measured epoch time, as many epochs as end
-before the deadline; with none, the winner's re-evaluation model; the summary says what the budget did."""
+"""The refit under a time budget (#14): planned from the winner's measured epoch time; when its epochs do not
+all fit, the winner as already trained (a re-evaluation run, the search's model), and only without one a
+shorter refit; the summary says what the budget did."""
 
 from __future__ import annotations
 
@@ -56,27 +57,54 @@ def test_a_refit_that_fits_trains_its_epochs_and_says_nothing_of_the_budget():
         assert notes[-1].startswith("refit on train + validation for 4 epochs; test: ")
 
 
-def test_a_refit_that_does_not_fit_trains_the_epochs_that_do():
-    spec, evaluator, winner, per_epoch = _setup(with_run=True)
+def test_a_refit_that_does_not_fit_trains_the_epochs_that_do_when_no_model_is_at_hand():
+    spec, evaluator, winner, per_epoch = _setup(with_run=False)
     refit, trainer, notes = _refit(spec, evaluator, winner, 2.5 * per_epoch)
     assert refit.epochs == 2
     assert refit.on_train_and_validation
     assert len(trainer.history.epochs) == 2
     assert refit.budget_note is not None
-    assert refit.budget_note.endswith("refit for 2 of its 4 epochs")
+    assert refit.budget_note.endswith("refit for 2 of its 4 epochs (no model of it at hand)")
     assert f"takes about {per_epoch:.2g} s" in refit.budget_note
     assert "(the budget left" in notes[-1]
 
 
-def test_without_time_for_an_epoch_the_re_evaluation_model_is_delivered():
+@pytest.mark.parametrize("epochs_left", [2.5, 0.5])
+def test_a_refit_that_does_not_fit_delivers_the_re_evaluation_model(epochs_left):
+    """A shorter refit is not the model that was validated: the winner as already trained is delivered."""
     spec, evaluator, winner, per_epoch = _setup(with_run=True)
-    refit, trainer, notes = _refit(spec, evaluator, winner, 0.5 * per_epoch)
+    refit, trainer, notes = _refit(spec, evaluator, winner, epochs_left * per_epoch)
     assert trainer is winner.runs[0].trainer
     assert (refit.epochs, refit.on_train_and_validation) == (0, False)
     assert refit.budget_note is not None
-    assert "no refit; delivered: the winner as trained in its first re-evaluation run" in refit.budget_note
+    assert refit.budget_note.endswith(
+        f"no refit ({int(epochs_left)} of its 4 epochs would fit); delivered: the winner as trained in its "
+        "first re-evaluation run"
+    )
     assert set(refit.test_metrics) == {"loss", "accuracy", "f1"}
     assert notes[-1].startswith("the budget left")
+
+
+def test_without_a_re_evaluation_the_search_s_model_of_the_winner_is_delivered():
+    spec, evaluator, winner, per_epoch = _setup(with_run=False)
+    trained = evaluator.trainer(spec, evaluator.bundle(None))
+    evaluator.keep_search_model(winner.trial, trained, 0.9, keep=2, minimize=False)
+    refit, trainer, _ = _refit(spec, evaluator, winner, 2.5 * per_epoch)
+    assert trainer is trained
+    assert refit.budget_note is not None
+    assert refit.budget_note.endswith("delivered: the winner as trained in the search")
+
+
+def test_the_evaluator_keeps_the_best_models_by_value():
+    spec, evaluator, _, _ = _setup(with_run=False)
+    bundle = evaluator.bundle(None)
+    models = {n: evaluator.trainer(spec, bundle) for n in range(4)}
+    for number, value in zip(models, [0.5, 0.9, 0.7, float("nan")], strict=True):
+        evaluator.keep_search_model(number, models[number], value, keep=2, minimize=False)
+    assert evaluator.search_models == {1: models[1], 2: models[2]}
+    for number, value in zip(models, [0.5, 0.9, 0.7, 0.1], strict=True):
+        evaluator.keep_search_model(number, models[number], value, keep=2, minimize=True)
+    assert set(evaluator.search_models) == {3, 0}
 
 
 @pytest.mark.parametrize("seconds_left", [0.5 * EPOCH, -5.0])

@@ -58,6 +58,21 @@ class Evaluator:
         # Trials the time budget cut before any trial completed, by number: their models, trained on a
         # fold's training part (the search's only result, delivered if no refit fits the budget).
         self.cut_models: dict[int, Trainer] = {}
+        # Complete trials' models (their last fold's, best weights restored), the best few by value: a budget
+        # too short for the winner's whole refit delivers the winner as the search trained it.
+        self.search_models: dict[int, Trainer] = {}
+        self._search_values: dict[int, float] = {}
+
+    def keep_search_model(
+        self, number: int, trainer: Trainer, value: float, *, keep: int, minimize: bool
+    ) -> None:
+        """Keep trial ``number``'s model if its value is among the ``keep`` best kept so far."""
+        if keep <= 0 or not math.isfinite(value):
+            return
+        self.search_models[number], self._search_values[number] = trainer, value
+        ranked = sorted(self._search_values, key=lambda n: self._search_values[n], reverse=not minimize)
+        for dropped in ranked[keep:]:
+            del self.search_models[dropped], self._search_values[dropped]
 
     def bundle(self, fold: int | None) -> DataBundle:
         if fold not in self._bundles:

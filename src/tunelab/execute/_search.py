@@ -92,8 +92,17 @@ def run_search(
         else f"sequential trials: {fusion.reason}"
     )
     executor: Executor
+    # Under a time budget the models of the trials that may win stay at hand: a refit that does not fit
+    # delivers the winner as the search trained it.
+    keep = search.top_k + len(search.first_trials) if plan.search_deadline is not None else 0
     sequential = SequentialExecutor(
-        plan.spec, evaluator, metric=plan.metric, run_dir=plan.run_dir, folds=plan.folds
+        plan.spec,
+        evaluator,
+        metric=plan.metric,
+        run_dir=plan.run_dir,
+        folds=plan.folds,
+        keep_models=keep,
+        direction=plan.direction,
     )
     if fusion.fused:
         executor = PopulationExecutor(

@@ -26,7 +26,8 @@ class SequentialExecutor(BaseExecutor):
 
     Each trial saves a checkpoint every epoch under ``run_dir/trials/<number>/fold<k>/``; a trial retrying
     one a kill interrupted (``handle.retry_of``) continues from that checkpoint. A trial's checkpoints are
-    removed when it completes.
+    removed when it completes; with ``keep_models=k`` its model stays in memory while its value is among the
+    ``k`` best (``direction``) of this process's trials (``Evaluator.search_models``).
     """
 
     checkpoints = True
@@ -39,9 +40,12 @@ class SequentialExecutor(BaseExecutor):
         metric: str,
         run_dir: str | Path,
         folds: Sequence[int | None] = (None,),
+        keep_models: int = 0,
+        direction: str = "maximize",
     ) -> None:
         self.spec, self.evaluator, self.metric = spec, evaluator, metric
         self.layout, self.folds = RunLayout(run_dir), list(folds)
+        self.keep_models, self.minimize = keep_models, direction == "minimize"
 
     def run_trial(self, handle: TrialHandle) -> Outcome:
         try:
@@ -83,7 +87,12 @@ class SequentialExecutor(BaseExecutor):
             best_epochs.append(run.best_epoch)
             last = run.trainer
         shutil.rmtree(self.layout.trial_dir(handle.number), ignore_errors=True)
-        return Outcome.complete(statistics.fmean(values), fold_values=values, best_epochs=best_epochs)
+        value = statistics.fmean(values)
+        if last is not None:
+            self.evaluator.keep_search_model(
+                handle.number, last, value, keep=self.keep_models, minimize=self.minimize
+            )
+        return Outcome.complete(value, fold_values=values, best_epochs=best_epochs)
 
     def _cut(
         self, handle: TrialHandle, trainer: Trainer, values: list[float], best_epochs: list[int]

@@ -212,10 +212,11 @@ def refit_winner(
     ``search.refit``, on the training part as the search did); test once.
 
     Under a time budget (``deadline`` on ``clock``) the refit is planned from the winner's measured epoch
-    time, scaled to the rows it trains on: as many epochs as end before the deadline. When not one does, the
-    winner's first re-evaluation run (trained on a fold's training part) is delivered instead, or its model
-    from the search when the budget cut it (``Evaluator.cut_models``), and without either a refit of a single
-    epoch, past the budget; the summary says which (``Refit.budget_note``)."""
+    time, scaled to the rows it trains on. When its epochs do not all end before the deadline, the winner as
+    already trained is delivered instead: its first re-evaluation run, else its model from the search
+    (``Evaluator.search_models``, or ``cut_models`` when the budget cut it), all trained on a fold's training
+    part for the epochs that chose it. A refit of fewer epochs (as many as fit) only when none is at hand,
+    and with not even one, a single epoch past the budget; the summary says which (``Refit.budget_note``)."""
     search = spec.search or SearchSpec()
     epochs = final_epochs(spec, winner)
     planned, note = epochs, None
@@ -235,18 +236,23 @@ def refit_winner(
                 f"{takes}: "
             )
             rerun = next((run.trainer for run in winner.runs if run.trainer is not None), None)
-            at_hand = rerun or evaluator.cut_models.get(winner.trial)
-            if planned >= 1:
-                note += f"refit for {planned} of its {epochs} epochs"
-            elif at_hand is not None:
-                note += "no refit; delivered: the winner as trained " + (
+            cut = evaluator.cut_models.get(winner.trial)
+            at_hand = rerun or cut or evaluator.search_models.get(winner.trial)
+            if at_hand is not None:
+                where = (
                     "in its first re-evaluation run"
                     if rerun is not None
                     else "in the search, cut by the budget"
+                    if cut is not None
+                    else "in the search"
                 )
+                note += f"no refit ({planned} of its {epochs} epochs would fit); delivered: the winner as "
+                note += f"trained {where}"
                 test_metrics = _test(at_hand, evaluator)
                 events.phase(f"{note}; test: {fmt_metrics(test_metrics)}")
                 return Refit(0, test_metrics, on_train_and_validation=False, budget_note=note), at_hand
+            if planned >= 1:
+                note += f"refit for {planned} of its {epochs} epochs (no model of it at hand)"
             else:
                 planned = 1
                 note += "no trained model at hand, so a refit of one epoch, past the budget"
