@@ -126,3 +126,20 @@ def test_member_index_out_of_range_is_an_index_error(build_model):
     population = Population.from_modules([build_model("mlp", seed=0)])
     with pytest.raises(IndexError, match="out of range for a population of 1"):
         population.member(1)
+
+
+def test_a_tunelab_cnn_with_its_pool_before_the_activation_and_byte_dropout_converts_member_by_member():
+    """build_model's CNN blocks run conv -> BN -> ByteDropout -> max-pool -> ReLU: the population computes
+    each member's function (eval mode) and gives back members of the same layers."""
+    from tunelab.models import ByteDropout
+    from tunelab.models import build_model as build_spec
+
+    spec = {"type": "cnn", "channels": [4, 6], "dense": [8], "dropout": 0.3, "batch_norm": True}
+    models = [build_spec(spec, input_shape=(1, 8, 8), output_dim=3, seed=k) for k in range(3)]
+    population = Population.from_modules(models).eval()
+    x = torch.randn(5, 1, 8, 8)
+    out = population(x)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(out[k], model.eval()(x), rtol=1e-5, atol=1e-5)
+    kinds = [type(m) for m in population.member(1)][:5]
+    assert kinds == [nn.Conv2d, nn.BatchNorm2d, ByteDropout, nn.MaxPool2d, nn.ReLU]
