@@ -55,12 +55,11 @@ class Evaluator:
         self.dataset = dataset if dataset is not None else load_dataset(data_spec)
         self._bundles: dict[int | None, DataBundle] = {}
         self.task = self.bundle(None).task
-        # Trials the time budget cut before any trial completed, by number: their models, trained on a
-        # fold's training part (the search's only result, delivered if no refit fits the budget).
-        self.cut_models: dict[int, Trainer] = {}
-        # Complete trials' models (their last fold's, best weights restored), the best few by value: a budget
-        # too short for the winner's whole refit delivers the winner as the search trained it.
+        # Complete trials' models (their last fold's), the best few by value: a budget too short for the
+        # winner's whole refit delivers the winner as the search trained it. ``cut_trials``: those among
+        # them the time budget cut before any trial completed (their models as cut).
         self.search_models: dict[int, Trainer] = {}
+        self.cut_trials: set[int] = set()
         self._search_values: dict[int, float] = {}
 
     def keep_search_model(

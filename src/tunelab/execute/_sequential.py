@@ -99,9 +99,13 @@ class SequentialExecutor(BaseExecutor):
     ) -> Outcome:
         """The search's only result, cut by the time budget: complete with the folds' scores (the last as
         cut), its last model kept to deliver if no refit fits."""
-        self.evaluator.cut_models[handle.number] = trainer
+        value = statistics.fmean(values)
+        self.evaluator.cut_trials.add(handle.number)
+        self.evaluator.keep_search_model(
+            handle.number, trainer, value, keep=max(1, self.keep_models), minimize=self.minimize
+        )
         return Outcome.complete(
-            statistics.fmean(values),
+            value,
             fold_values=values,
             best_epochs=best_epochs,
             cut_by_budget=cut_note(handle.last_epoch, scored=True),

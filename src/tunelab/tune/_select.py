@@ -214,9 +214,10 @@ def refit_winner(
     Under a time budget (``deadline`` on ``clock``) the refit is planned from the winner's measured epoch
     time, scaled to the rows it trains on. When its epochs do not all end before the deadline, the winner as
     already trained is delivered instead: its first re-evaluation run, else its model from the search
-    (``Evaluator.search_models``, or ``cut_models`` when the budget cut it), all trained on a fold's training
-    part for the epochs that chose it. A refit of fewer epochs (as many as fit) only when none is at hand,
-    and with not even one, a single epoch past the budget; the summary says which (``Refit.budget_note``)."""
+    (``Evaluator.search_models``; as the budget cut it for a trial in ``cut_trials``), all trained on a
+    fold's training part for the epochs that chose it. A refit of fewer epochs (as many as fit) only when
+    none is at hand, and with not even one, a single epoch past the budget; the summary says which
+    (``Refit.budget_note``)."""
     search = spec.search or SearchSpec()
     epochs = final_epochs(spec, winner)
     planned, note = epochs, None
@@ -236,14 +237,13 @@ def refit_winner(
                 f"{takes}: "
             )
             rerun = next((run.trainer for run in winner.runs if run.trainer is not None), None)
-            cut = evaluator.cut_models.get(winner.trial)
-            at_hand = rerun or cut or evaluator.search_models.get(winner.trial)
+            at_hand = rerun or evaluator.search_models.get(winner.trial)
             if at_hand is not None:
                 where = (
                     "in its first re-evaluation run"
                     if rerun is not None
                     else "in the search, cut by the budget"
-                    if cut is not None
+                    if winner.trial in evaluator.cut_trials
                     else "in the search"
                 )
                 note += f"no refit ({planned} of its {epochs} epochs would fit); delivered: the winner as "
