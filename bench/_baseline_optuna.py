@@ -318,8 +318,13 @@ def _test_best(study: optuna.Study, *, seed: int) -> float | None:
         best = study.best_trial
     except ValueError:
         return None
-    params = params_from_trial(best.params)
+    return tested_accuracy(best.params, best.user_attrs["weights"], seed=seed)
+
+
+def tested_accuracy(flat_params: dict[str, Any], weights: str | Path, *, seed: int) -> float:
+    """Test accuracy of a trial's model (its flat Optuna parameters) with the weights saved at ``weights``."""
+    params = params_from_trial(flat_params)
     model = build_mlp(params["hidden"], params["dropout"], seed=0)
-    model.load_state_dict(torch.load(best.user_attrs["weights"], weights_only=True))
+    model.load_state_dict(torch.load(weights, weights_only=True))
     data = load_split(seed=seed)
     return accuracy(model, data.X_test, data.y_test)

@@ -32,6 +32,7 @@ from _baseline_optuna import (
     make_optimizer,
     params_from_trial,
     sample_params,
+    tested_accuracy,
     train_epoch,
 )
 
@@ -166,8 +167,4 @@ def _test_best(trials: list[dict[str, Any]], work_dir: Path, *, seed: int) -> fl
     if not complete:
         return None
     best = max(complete, key=lambda t: t["value"])
-    params = params_from_trial(best["params"])
-    model = build_mlp(params["hidden"], params["dropout"], seed=0)
-    model.load_state_dict(torch.load(work_dir / f"{best['trial_id']}.pt", weights_only=True))
-    data = load_split(seed=seed)
-    return accuracy(model, data.X_test, data.y_test)
+    return tested_accuracy(best["params"], work_dir / f"{best['trial_id']}.pt", seed=seed)
