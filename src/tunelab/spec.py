@@ -15,18 +15,25 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.data import DataSpec
 from tunelab.errors import SpecError
 from tunelab.models import CNNSpec, CustomSpec, MLPSpec, ModelSpec, RNNSpec
-from tunelab.search import SearchSpec, pbt_mutable
+from tunelab.search import SearchSpec, parse_duration, pbt_mutable
 from tunelab.train import TrainSpec
 
-__all__ = ["PER_MEMBER_PATHS", "ExperimentSpec", "format_validation_error", "load_spec", "parse_spec"]
+__all__ = [
+    "PER_MEMBER_PATHS",
+    "CompressSpec",
+    "ExperimentSpec",
+    "format_validation_error",
+    "load_spec",
+    "parse_spec",
+]
 
 # Spec paths (and everything below them) that members of one fused population may hold each their own values
 # of, from the spec classes' PER_MEMBER_FIELDS: the search packs trials that agree on every other parameter.
@@ -40,6 +47,58 @@ PER_MEMBER_PATHS: tuple[str, ...] = tuple(
         | {f"train.{name}" for name in TrainSpec.PER_MEMBER_FIELDS}
     )
 )
+
+
+_Ratio = Annotated[float, Field(gt=0.0, le=1.0)]
+_Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
+_Batch = Annotated[int, Field(ge=1, le=65_536)]
+QuantChoice = Literal["none", "dynamic", "static"]
+QUANT_CHOICES: tuple[QuantChoice, ...] = ("none", "dynamic", "static")
+
+
+class CompressSpec(BaseModel):
+    """How ``tunelab compress`` (or a spec's ``compress:`` section, after the refit) searches for a smaller,
+    faster model than the winner.
+
+    ``max_drop``: how much validation score the pick may lose against the winner, in points of a score in
+    [0, 1] (accuracy, f1, r2: 1.0 = 0.01) and in percent of the winner's value for an unbounded one (rmse,
+    mae, loss). ``prefer``: the pick is the fastest (latency at the largest batch) or the smallest model
+    within ``max_drop``. ``batches``: the batch sizes latency is measured at (the largest is the throughput
+    batch). ``runtime``: where latency is measured, the runtime the model is exported for. The rest is the
+    search space: ``widths`` (slimming ratios of every hidden layer; 1.0 keeps the structure),
+    ``sparsities`` (magnitude sparsity, reported as a size reduction of the deflated file only),
+    ``quantization`` (int8 modes of onnxruntime), ``distill`` (whether the teacher's outputs may guide
+    fine-tuning), ``max_epochs`` (of fine-tuning, searched from 1).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: str | float = "10m"
+    max_drop: float = Field(1.0, ge=0.0, lt=100.0, allow_inf_nan=False)
+    prefer: Literal["latency", "size"] = "latency"
+    batches: list[_Batch] = Field(default_factory=lambda: [1, 256], min_length=1, max_length=4)
+    threads: int = Field(1, ge=1, le=256)
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    widths: list[_Ratio] = Field(default_factory=lambda: [1.0, 0.75, 0.5, 0.375, 0.25], min_length=1)
+    sparsities: list[_Sparsity] = Field(default_factory=lambda: [0.0, 0.5, 0.8], min_length=1)
+    quantization: list[QuantChoice] = Field(default_factory=lambda: list(QUANT_CHOICES), min_length=1)
+    distill: bool = True
+    max_epochs: int = Field(8, ge=1, le=1000)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("budget")
+    @classmethod
+    def _a_duration(cls, value: str | float) -> str | float:
+        parse_duration(value, what="compress.budget")
+        return value
+
+    @property
+    def budget_seconds(self) -> float:
+        return parse_duration(self.budget, what="compress.budget")
+
+    @property
+    def throughput_batch(self) -> int:
+        return max(self.batches)
 
 
 class ExperimentSpec(BaseModel):
@@ -56,6 +115,18 @@ class ExperimentSpec(BaseModel):
     train: TrainSpec = Field(default_factory=TrainSpec)
     # What `tunelab tune` varies and how it searches; `tunelab train` ignores it.
     search: SearchSpec | None = None
+    # What `tunelab tune` does with its winner after the refit: a compression search (`tunelab compress`).
+    compress: CompressSpec | None = None
+
+    @model_validator(mode="after")
+    def _no_teacher_here(self) -> ExperimentSpec:
+        if self.train.distill is not None:
+            raise ValueError(
+                "train.distill needs a teacher's outputs, which `tunelab train` and `tunelab tune` do not "
+                "have: distillation runs in `tunelab compress` (or a spec's compress: section), which "
+                "distills the tuned winner into smaller models. Remove train.distill."
+            )
+        return self
 
     @model_validator(mode="after")
     def _pbt_has_something_to_perturb(self) -> ExperimentSpec:

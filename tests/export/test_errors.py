@@ -112,7 +112,7 @@ def test_a_bad_metadata_file(image, copy_export, content, message):
 
 def test_an_unknown_backend(image):
     with pytest.raises(SpecError, match=r"backend must be one of auto, torchscript, weights"):
-        load(image.export_dir, backend="onnx")  # type: ignore[arg-type]
+        load(image.export_dir, backend="tensorrt")  # type: ignore[arg-type]
 
 
 def test_a_device_that_is_not_one(image):

@@ -7,6 +7,7 @@ traceback) and the process exits with code 2, the conventional code for bad usag
 from __future__ import annotations
 
 from tunelab.cli._app import app, own_process
+from tunelab.cli._compress import compress
 from tunelab.cli._inspect import dashboard, predict, report
 from tunelab.cli._train import train
 from tunelab.cli._tune import demo, tune
@@ -14,7 +15,7 @@ from tunelab.cli._tune import demo, tune
 __all__ = ["app", "main"]
 
 # Registered here, in one place, because `tunelab --help` lists the commands in this order.
-for _command in (train, demo, dashboard, tune, report, predict):
+for _command in (train, demo, dashboard, tune, compress, report, predict):
     app.command()(_command)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tunelab.errors import TunelabError
 
@@ -59,7 +60,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except TunelabError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+        # The message is text, not markup: `pip install 'tunelab[onnx]'` must keep its brackets.
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True, soft_wrap=True
+        )
         raise typer.Exit(EXIT_USER_ERROR) from None
     except Exception as err:
         if not _is_validation_error(err):
@@ -67,7 +71,7 @@ def user_errors() -> Iterator[None]:
         from tunelab.spec import format_validation_error
 
         err_console.print(
-            f"[bold red]error:[/] {format_validation_error(err, source='the input')}", highlight=False
+            f"[bold red]error:[/] {escape(format_validation_error(err, source='the input'))}", highlight=False
         )
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt:

@@ -233,6 +233,8 @@ def fusion_blocker(
         return "amp shares one gradient scaler, which would couple the members"
     if train.optimizer == "lbfgs":
         return "L-BFGS (train.optimizer lbfgs) trains one model at a time: its line search is per model"
+    if train.distill is not None:
+        return "distillation (train.distill) reads a teacher's outputs, which populations do not carry"
     return fusible_loss_reason(task, train.loss)
 
 

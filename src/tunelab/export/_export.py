@@ -1,4 +1,9 @@
-"""``export_model``: write a trained model, its preprocessing and its description to a directory."""
+"""``export_model``: write a trained model, its preprocessing and its description to a directory.
+
+``export_onnx_model`` writes the same for a model that exists only as an ONNX graph (an int8 quantized copy
+of an export's ``model.onnx``, say): the graph, the preprocessing, and metadata whose ``runtime`` is
+``"onnxruntime"``, so that :func:`tunelab.export.load` runs it with onnxruntime.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from tunelab.data import Preprocessor
 from tunelab.errors import MissingExtraError, SpecError
 from tunelab.export._layout import (
     FORMAT,
-    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     METADATA,
     ONNX,
     PREPROCESSOR,
@@ -27,14 +32,15 @@ from tunelab.export._layout import (
     TORCHSCRIPT,
     WEIGHTS,
 )
-from tunelab.export._onnx import ONNX_OPSET, export_onnx, onnx_available
+from tunelab.export._onnx import ONNX_OPSET, export_onnx, graph_opset, onnx_available
+from tunelab.export._onnx_runtime import GraphError, import_onnxruntime, open_session, run_session
 from tunelab.export._script import compile_torchscript, quiet_torchscript
 from tunelab.export._state import write_state
 from tunelab.export._text import brief
 from tunelab.models import AnyModelSpec, build_model, parse_model_spec
 from tunelab.train import Task
 
-__all__ = ["RESERVED_METADATA", "export_model", "kind_of"]
+__all__ = ["RESERVED_METADATA", "export_model", "export_onnx_model", "kind_of"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 RESERVED_METADATA = frozenset(
@@ -56,6 +62,7 @@ RESERVED_METADATA = frozenset(
         "torchscript",
         "onnx_opset",
         "notices",
+        "runtime",
     }
 )
 _KINDS = {1: "table", 2: "sequence", 3: "image"}
@@ -92,12 +99,7 @@ def export_model(
     """
     if not isinstance(model, nn.Module):
         raise SpecError(f"model must be a torch.nn.Module; got a {type(model).__name__}")
-    if task not in TASKS:
-        raise SpecError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
-    shape = _checked_shape(input_shape)
-    if isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1:
-        raise SpecError(f"output_dim must be an int >= 1; got {output_dim!r}")
-    _check_preprocessor(preprocessor, task=task, input_shape=shape, output_dim=output_dim)
+    shape = _checked_target(preprocessor, task=task, input_shape=input_shape, output_dim=output_dim)
     spec = _checked_spec(model_spec)
     extra = _checked_metadata(metadata)
     if onnx not in (True, False, None):
@@ -143,15 +145,22 @@ def export_model(
             notices.append(f"no {ONNX}: {error}")
     if preprocessor is not None:
         write_state(preprocessor.to_state(), directory / PREPROCESSOR, directory / PREPROCESSOR_ARRAYS)
+    has_onnx = (directory / ONNX).exists()
     description = _description(
-        model,
         preprocessor,
         spec,
         task=task,
         input_shape=shape,
         output_dim=output_dim,
+        runtime="torch",
+        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        files={
+            "weights": WEIGHTS,
+            "torchscript": TORCHSCRIPT if script is not None else None,
+            "onnx": ONNX if has_onnx else None,
+        },
         torchscript=how if script is not None else None,
-        has_onnx=(directory / ONNX).exists(),
+        onnx_opset=ONNX_OPSET if has_onnx else None,
         notices=notices,
     )
     # Written last: its presence marks a complete export.
@@ -159,24 +168,110 @@ def export_model(
     return directory
 
 
+def export_onnx_model(
+    path: str | Path,
+    *,
+    onnx_file: str | Path,
+    preprocessor: Preprocessor | None,
+    model_spec: AnyModelSpec | Mapping[str, Any] | None,
+    task: Task,
+    input_shape: tuple[int, ...],
+    output_dim: int,
+    metadata: Mapping[str, Any] | None = None,
+    example_input: torch.Tensor | None = None,
+) -> Path:
+    """Write an export whose model is the ONNX graph ``onnx_file``; returns the directory ``path``.
+
+    Files: ``model.onnx`` (a copy of ``onnx_file``), ``preprocessor.json`` + ``preprocessor.npz`` (omit
+    them with ``None``), and ``metadata.json``, written last, with ``"runtime": "onnxruntime"``, no weights
+    and no TorchScript, and ``metadata``'s entries at its top level. :func:`load` runs such an export with
+    onnxruntime on the CPU (``backend="auto"`` or ``"onnx"``); it cannot be rebuilt in torch.
+
+    The graph follows tunelab's ONNX contract: one float32 input ``input`` ``[batch, *input_shape]`` and an
+    output ``output`` ``[batch, output_dim]`` (raw outputs: logits, or standardized values that the
+    preprocessor maps back to the target's units), the batch axis dynamic, self-contained (no external data
+    files). ``model_spec`` is informational (the structure the graph came from; ``None`` if unknown). Before
+    anything is written the graph is run on ``example_input`` ``[N, *input_shape]`` (default: two seeded
+    standard-normal samples) and on its first sample; outputs of another shape, or not finite, are a
+    :class:`SpecError`, and the directory is left as it was. Needs the ``onnx`` extra (onnxruntime).
+    """
+    shape = _checked_target(preprocessor, task=task, input_shape=input_shape, output_dim=output_dim)
+    spec = _checked_spec(model_spec)
+    extra = _checked_metadata(metadata)
+    source = Path(onnx_file)
+    if not source.is_file():
+        raise SpecError(f"onnx_file '{source}' is not a file. Pass the path of the .onnx graph to export.")
+    example = _example(example_input, shape).float()
+    onnxruntime = import_onnxruntime()  # before any work: MissingExtraError names the extra
+    # The graph is read once: the bytes checked are the bytes written (onnx_file may even be this export's
+    # own model.onnx, which preparing the directory removes).
+    graph = source.read_bytes()
+    try:
+        session = open_session(graph)
+        for batch in (example, example[:1]):
+            output = run_session(session, batch.numpy())
+            expected = [len(batch), output_dim]
+            if list(output.shape) != expected:
+                raise GraphError(
+                    f"it returns {list(output.shape)} for a batch of {len(batch)}; expected {expected} "
+                    "(output_dim, with a dynamic batch axis)"
+                )
+            if not np.isfinite(output).all():
+                raise GraphError(f"it returns values that are not finite for a batch of {len(batch)}")
+    except GraphError as error:
+        raise SpecError(
+            f"onnx_file '{source}' cannot be exported: {error}. Check input_shape and output_dim, or pass an "
+            "example_input of real rows."
+        ) from error
+
+    directory = _prepared_directory(Path(path))
+    (directory / ONNX).write_bytes(graph)
+    if preprocessor is not None:
+        write_state(preprocessor.to_state(), directory / PREPROCESSOR, directory / PREPROCESSOR_ARRAYS)
+    description = _description(
+        preprocessor,
+        spec,
+        task=task,
+        input_shape=shape,
+        output_dim=output_dim,
+        runtime="onnxruntime",
+        model_class=None,
+        files={"weights": None, "torchscript": None, "onnx": ONNX},
+        torchscript=None,
+        onnx_opset=graph_opset(graph),
+        notices=[],
+        onnxruntime_version=str(onnxruntime.__version__),
+    )
+    # Written last: its presence marks a complete export.
+    (directory / METADATA).write_text(json.dumps({**description, **extra}, indent=2), encoding="utf-8")
+    return directory
+
+
 def _description(
-    model: nn.Module,
     preprocessor: Preprocessor | None,
     spec: AnyModelSpec | None,
     *,
     task: str,
     input_shape: tuple[int, ...],
     output_dim: int,
+    runtime: str,
+    model_class: str | None,
+    files: dict[str, str | None],
     torchscript: str | None,
-    has_onnx: bool,
+    onnx_opset: int | None,
     notices: list[str],
+    onnxruntime_version: str | None = None,
 ) -> dict[str, Any]:
     """The contents of metadata.json that tunelab writes (the caller's entries are added beside them)."""
+    versions = _versions()
+    if onnxruntime_version is not None:
+        versions["onnxruntime"] = onnxruntime_version
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSIONS[runtime],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions,
+        "runtime": runtime,  # what runs the model: torch (model.ts / model.pt) or onnxruntime (model.onnx)
         "task": task,
         "kind": preprocessor.kind if preprocessor is not None else kind_of(input_shape),
         "input_shape": list(input_shape),
@@ -185,15 +280,10 @@ def _description(
         "class_names": preprocessor.class_names if preprocessor is not None else None,
         "input_columns": preprocessor.input_columns if preprocessor is not None else [],
         "model_spec": spec.model_dump(mode="json") if spec is not None else None,
-        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "files": {
-            "weights": WEIGHTS,
-            "torchscript": TORCHSCRIPT if torchscript is not None else None,
-            "onnx": ONNX if has_onnx else None,
-            "preprocessor": PREPROCESSOR if preprocessor is not None else None,
-        },
+        "model_class": model_class,
+        "files": {**files, "preprocessor": PREPROCESSOR if preprocessor is not None else None},
         "torchscript": torchscript,  # how it was compiled: "trace" or "script"
-        "onnx_opset": ONNX_OPSET if has_onnx else None,
+        "onnx_opset": onnx_opset,
         "notices": notices,
     }
 
@@ -204,6 +294,19 @@ def kind_of(input_shape: tuple[int, ...]) -> str:
 
 
 # ---------------------------------------------------------------------- checks
+
+
+def _checked_target(
+    preprocessor: Preprocessor | None, *, task: Any, input_shape: Any, output_dim: Any
+) -> tuple[int, ...]:
+    """The task, the sample shape (returned as a tuple) and the output size, and the preprocessor's fit."""
+    if task not in TASKS:
+        raise SpecError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    shape = _checked_shape(input_shape)
+    if isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1:
+        raise SpecError(f"output_dim must be an int >= 1; got {output_dim!r}")
+    _check_preprocessor(preprocessor, task=task, input_shape=shape, output_dim=output_dim)
+    return shape
 
 
 def _checked_shape(input_shape: Any) -> tuple[int, ...]:
@@ -361,8 +464,8 @@ def _prepared_directory(directory: Path) -> Path:
     except OSError as error:
         raise SpecError(f"cannot create the export directory '{directory}': {error}") from None
     # Remove the marker first, so an interrupted re-export is never taken for a complete one, and the
-    # optional files of an earlier export, so they cannot be mistaken for this model's.
-    for name in (METADATA, TORCHSCRIPT, ONNX, PREPROCESSOR, PREPROCESSOR_ARRAYS):
+    # files of an earlier export, so they cannot be mistaken for this model's.
+    for name in (METADATA, WEIGHTS, TORCHSCRIPT, ONNX, PREPROCESSOR, PREPROCESSOR_ARRAYS):
         (directory / name).unlink(missing_ok=True)
     return directory
 

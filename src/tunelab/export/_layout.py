@@ -1,4 +1,10 @@
-"""What an export directory holds, and how to find one inside a run directory."""
+"""What an export directory holds, and how to find one inside a run directory.
+
+Two kinds of export share the layout, told apart by ``runtime`` in ``metadata.json``: ``"torch"`` (format
+version 1: ``model.pt``, ``model.ts`` and optionally ``model.onnx``, from ``export_model``) and
+``"onnxruntime"`` (format version 2: ``model.onnx`` alone, e.g. an int8 quantized graph, from
+``export_onnx_model``). Version 2 marks the exports an older tunelab cannot load, so it asks to be upgraded.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from tunelab.layout import RunLayout
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "LAYOUT",
     "METADATA",
     "ONNX",
@@ -23,7 +30,8 @@ __all__ = [
 ]
 
 FORMAT = "tunelab-export"
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = {"torch": 1, "onnxruntime": 2}  # the version each runtime's exports are written in
+FORMAT_VERSION = max(FORMAT_VERSIONS.values())  # the newest this tunelab reads
 
 METADATA = "metadata.json"
 WEIGHTS = "model.pt"
@@ -36,8 +44,10 @@ PREPROCESSOR_ARRAYS = "preprocessor.npz"
 LAYOUT = (
     f"A tunelab export is a directory with {METADATA} (written last: its presence marks a complete export), "
     f"{WEIGHTS} (the state_dict), {TORCHSCRIPT} (TorchScript, when the model could be compiled), "
-    f"{PREPROCESSOR} + {PREPROCESSOR_ARRAYS} (the fitted preprocessing), and optionally {ONNX}. "
-    "`tunelab.export.export_model` writes one; `tunelab tune` writes one to RUN_DIR/best/."
+    f"{PREPROCESSOR} + {PREPROCESSOR_ARRAYS} (the fitted preprocessing), and optionally {ONNX}; an export "
+    f"of an ONNX graph alone (such as an int8 quantized model) has {ONNX} instead of {WEIGHTS} and "
+    f"{TORCHSCRIPT}. `tunelab.export.export_model` (or `export_onnx_model`) writes one; `tunelab tune` "
+    "writes one to RUN_DIR/best/."
 )
 
 
@@ -80,7 +90,7 @@ def find_export(run_dir: str | Path) -> Path:
     if found:
         names = ", ".join(f"'{directory / name}'" for name in found)
         raise DataError(f"'{directory}' is not an export, but these subdirectories are: {names}. Pass one.")
-    present = [name for name in (WEIGHTS, TORCHSCRIPT, PREPROCESSOR) if (directory / name).exists()]
+    present = [name for name in (WEIGHTS, TORCHSCRIPT, ONNX, PREPROCESSOR) if (directory / name).exists()]
     if present:
         raise DataError(
             f"'{directory}' looks like an incomplete export: it has {', '.join(present)} but no {METADATA}, "

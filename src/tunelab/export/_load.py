@@ -1,8 +1,8 @@
 """``load``: an export directory back into an :class:`ExportedModel`, without unpickling any object.
 
 What is read, and how: JSON (``json``), arrays (``np.load(allow_pickle=False)``), TorchScript
-(``torch.jit.load``, a C++ archive reader) and weights (``torch.load(weights_only=True)``, which accepts
-tensors and plain containers only).
+(``torch.jit.load``, a C++ archive reader), weights (``torch.load(weights_only=True)``, which accepts
+tensors and plain containers only) and ONNX graphs (onnxruntime, a protobuf reader; extra ``onnx``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import pydantic
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from tunelab.data import Preprocessor
@@ -23,10 +23,14 @@ from tunelab.export._layout import (
     FORMAT_VERSION,
     LAYOUT,
     METADATA,
+    ONNX,
     PREPROCESSOR_ARRAYS,
+    TORCHSCRIPT,
+    WEIGHTS,
     find_export,
 )
 from tunelab.export._model import Backend, ExportedModel
+from tunelab.export._onnx_runtime import OnnxModule, checked_threads, import_onnxruntime
 from tunelab.export._script import load_torchscript
 from tunelab.export._state import read_state
 from tunelab.export._text import brief
@@ -34,13 +38,13 @@ from tunelab.models import build_model, parse_model_spec
 
 __all__ = ["load"]
 
-BACKENDS = ("auto", "torchscript", "weights")
+BACKENDS = ("auto", "torchscript", "weights", "onnx")
 
 
 class _Files(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    weights: str
+    weights: str | None
     torchscript: str | None
     onnx: str | None
     preprocessor: str | None
@@ -62,26 +66,58 @@ class _Metadata(BaseModel):
     model_spec: dict[str, Any] | None
     files: _Files
     notices: list[str]
+    runtime: Literal["torch", "onnxruntime"] = "torch"  # absent from exports written before it existed
+
+    @model_validator(mode="after")
+    def _runnable(self) -> _Metadata:
+        if self.runtime == "onnxruntime" and self.files.onnx is None:
+            raise ValueError('"runtime": "onnxruntime" needs an ONNX file, but files.onnx is null')
+        if self.runtime == "torch" and self.files.weights is None and self.files.torchscript is None:
+            raise ValueError('"runtime": "torch" needs files.weights or files.torchscript; both are null')
+        return self
 
 
 def load(
     path: str | Path,
     *,
-    backend: Literal["auto", "torchscript", "weights"] = "auto",
+    backend: Literal["auto", "torchscript", "weights", "onnx"] = "auto",
     device: str | torch.device = "cpu",
+    threads: int | None = None,
 ) -> ExportedModel:
     """Load the export at ``path``: an export directory, or a run directory whose ``best/`` holds one.
 
-    ``backend="auto"`` runs the TorchScript file when the export has one (no Python class needed, so a user's
-    own module loads anywhere), else rebuilds the model from its spec and ``model.pt``; ``"torchscript"``
-    or ``"weights"`` insist on one. Raises :class:`DataError` saying what is missing or damaged.
+    ``backend="auto"`` runs ``model.onnx`` with onnxruntime when the export's ``runtime`` is
+    ``"onnxruntime"`` (a graph alone, such as an int8 quantized model); otherwise the TorchScript file when
+    the export has one (no Python class needed, so a user's own module loads anywhere), else it rebuilds the
+    model from its spec and ``model.pt``. ``"torchscript"``, ``"weights"`` or ``"onnx"`` insist on one;
+    ``"onnx"`` runs any export's ``model.onnx`` (extra ``onnx``) on the CPU only, with ``threads`` intra-op
+    threads (``None``: onnxruntime's default; ``threads`` is for onnxruntime only, torch's thread count is
+    the process's ``torch.set_num_threads``). Raises :class:`DataError` saying what is missing or damaged,
+    :class:`SpecError` for a bad option, :class:`MissingExtraError` for ONNX without onnxruntime.
     """
     if backend not in BACKENDS:
         raise SpecError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    target = _checked_device(device)
+    target = _parsed_device(device)
+    threads = checked_threads(threads)
     directory = find_export(path)
     metadata = _read_metadata(directory)
     files = metadata.files
+    used = _chosen_backend(backend, directory, metadata)
+    if used == "onnx":
+        if target.type != "cpu":
+            raise SpecError(
+                f"an ONNX export runs on the CPU (onnxruntime's CPUExecutionProvider); got device "
+                f"'{target}'. Load it with device='cpu'."
+            )
+        import_onnxruntime()  # the missing extra before any file is read
+    else:
+        _check_available(target)
+        if threads is not None:
+            raise SpecError(
+                f"threads sets onnxruntime's session threads, but this export runs on torch (backend "
+                f"'{used}'), whose thread count is the process's: call torch.set_num_threads({threads}) "
+                "instead, or load with backend='onnx' when the export has a model.onnx."
+            )
     preprocessor = None
     if files.preprocessor is not None:
         state = read_state(_existing(directory, files.preprocessor), directory / PREPROCESSOR_ARRAYS)
@@ -94,11 +130,13 @@ def load(
                 f"{directory / files.preprocessor} does not hold a valid preprocessor state "
                 f"({type(error).__name__}: {error}); export the model again"
             ) from error
-    used: Backend
-    if backend == "weights" or (backend == "auto" and files.torchscript is None):
-        module, used = _rebuild(directory, metadata, target), "weights"
+    module: nn.Module
+    if used == "onnx":
+        module = _onnx(directory, metadata, threads)
+    elif used == "weights":
+        module = _rebuild(directory, metadata, target)
     else:
-        module, used = _torchscript(directory, metadata, target), "torchscript"
+        module = _torchscript(directory, metadata, target)
     return ExportedModel(
         module,
         metadata=metadata.model_dump(),
@@ -109,18 +147,44 @@ def load(
     )
 
 
-def _checked_device(device: str | torch.device) -> torch.device:
+def _chosen_backend(backend: str, directory: Path, metadata: _Metadata) -> Backend:
+    """The backend that runs the model: ``backend`` itself, or the one ``"auto"`` picks for this export."""
+    files = metadata.files
+    if backend == "auto":
+        if metadata.runtime == "onnxruntime":
+            return "onnx"
+        return "torchscript" if files.torchscript is not None else "weights"
+    if backend == "onnx" and files.onnx is None:
+        raise DataError(
+            f"the export '{directory}' has no {ONNX}, so it cannot run with backend='onnx'. Load it with "
+            f"backend='auto', or export the model again with an ONNX graph: export_model(..., onnx=True) "
+            "(needs the extra: pip install 'tunelab[onnx]')."
+        )
+    if backend in ("torchscript", "weights") and metadata.runtime == "onnxruntime":
+        raise DataError(
+            f"the export '{directory}' holds its model only as an ONNX graph ({ONNX}; runtime "
+            f"onnxruntime, e.g. an int8 quantized model), without {WEIGHTS} or {TORCHSCRIPT}, so it cannot "
+            f"run with backend='{backend}'. Load it with backend='auto' or 'onnx'."
+        )
+    if backend == "onnx":
+        return "onnx"
+    return "weights" if backend == "weights" else "torchscript"
+
+
+def _parsed_device(device: str | torch.device) -> torch.device:
     try:
-        target = torch.device(device)
+        return torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise SpecError(f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda:0'): {error}") from None
+
+
+def _check_available(target: torch.device) -> None:
     try:
         torch.empty(0, device=target)
     except (RuntimeError, AssertionError) as error:  # torch asserts when it was built without CUDA
         raise SpecError(
             f"device '{target}' is not available here ({brief(error)}); load with device='cpu'"
         ) from None
-    return target
 
 
 def _read_metadata(directory: Path) -> _Metadata:
@@ -176,6 +240,11 @@ def _rebuild(directory: Path, metadata: _Metadata, device: torch.device) -> nn.M
             f"the export '{directory}' holds a user's module without a model spec, so only its TorchScript "
             "file can load it; load it with backend='auto' or 'torchscript'."
         )
+    if metadata.files.weights is None:
+        raise DataError(
+            f"the export '{directory}' has no weights file ({WEIGHTS}), so it cannot be rebuilt with "
+            "backend='weights'; load it with backend='auto'."
+        )
     path = _existing(directory, metadata.files.weights)
     try:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -199,3 +268,19 @@ def _rebuild(directory: Path, metadata: _Metadata, device: torch.device) -> nn.M
             "export the model again"
         ) from None
     return model.to(device).eval()
+
+
+def _onnx(directory: Path, metadata: _Metadata, threads: int | None) -> nn.Module:
+    name = metadata.files.onnx
+    if name is None:  # _chosen_backend refused it already
+        raise DataError(f"the export '{directory}' has no {ONNX}; load it with backend='auto'")
+    path = _existing(directory, name)
+    try:
+        return OnnxModule(path, threads=threads)
+    except DataError as error:
+        again = (
+            "Export the model again"
+            if metadata.runtime == "onnxruntime"
+            else "Export the model again, or load it with backend='auto' (TorchScript or the weights)"
+        )
+        raise DataError(f"{error}. {again}.") from error

@@ -15,7 +15,7 @@ from tunelab.errors import DataError, SpecError
 
 __all__ = ["Backend", "ExportedModel"]
 
-Backend = Literal["torchscript", "weights"]
+Backend = Literal["torchscript", "weights", "onnx"]
 Data = pd.DataFrame | np.ndarray | torch.Tensor
 _BATCH_SIZE = 1024
 
@@ -30,8 +30,9 @@ class ExportedModel:
 
     Attributes: ``task``, ``kind``, ``input_shape`` (one sample after preprocessing), ``output_dim``,
     ``class_names`` and ``classes`` (classification), ``input_columns`` (tables and series),
-    ``metadata`` (the export's ``metadata.json``), ``module`` (the torch module that runs), ``backend``
-    ("torchscript" or "weights"), ``path``.
+    ``metadata`` (the export's ``metadata.json``), ``module`` (the torch module that runs: with the "onnx"
+    backend an :class:`~tunelab.export.OnnxModule`, whose ``session`` is onnxruntime's), ``backend``
+    ("torchscript", "weights" or "onnx"), ``path``.
     """
 
     def __init__(

@@ -15,7 +15,7 @@ from torch import nn
 
 from tunelab.errors import MissingExtraError, SpecError
 
-__all__ = ["ONNX_OPSET", "export_onnx", "onnx_available"]
+__all__ = ["ONNX_OPSET", "export_onnx", "graph_opset", "onnx_available"]
 
 ONNX_OPSET = 17
 
@@ -27,6 +27,21 @@ def onnx_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def graph_opset(graph: bytes) -> int | None:
+    """The standard-domain opset an ONNX graph (its serialized bytes) imports; ``None`` when the ``onnx``
+    package is missing or the bytes are not a graph."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load_from_string(graph)
+    except Exception:  # protobuf's DecodeError, among others
+        return None
+    versions = [int(entry.version) for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
+    return versions[0] if versions else None
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:

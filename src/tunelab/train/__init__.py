@@ -4,7 +4,7 @@
 batches are index slices of a per-epoch permutation drawn from the trainer's seeded generator, the loss is a
 per-sample vector reduced to a mean in one place, metrics are computed once per epoch, and checkpoints hold
 only tensors and plain values. Optimizers are `torch.optim`'s; schedules are closed-form functions of the
-step (`lr_at`).
+step (`lr_at`). With `DistillSpec`, a student also learns from a teacher's outputs given to `Trainer.fit`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from tunelab.train._batches import batch_bounds
 from tunelab.train._callbacks import Callback, EarlyStopping, History
 from tunelab.train._checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from tunelab.train._device import denormals_flushed, flush_denormals, resolve_device
-from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
+from tunelab.train._losses import Task, make_distill_loss, make_loss, output_dim_for, resolve_loss
 from tunelab.train._memory import keep_freed_memory
 from tunelab.train._metrics import compute_metrics, metric_from_row_means, metric_row_terms, resolve_metrics
 from tunelab.train._monitor import MonitorState
 from tunelab.train._optimizers import make_optimizer, penalized_parameters
 from tunelab.train._schedules import PER_STEP_SCHEDULES, PlateauState, RunLength, lr_at, update_plateau
-from tunelab.train._spec import AugmentSpec, EarlyStoppingSpec, ScheduleSpec, TrainSpec
+from tunelab.train._spec import AugmentSpec, DistillSpec, EarlyStoppingSpec, ScheduleSpec, TrainSpec
 from tunelab.train._trainer import Trainer
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "AugmentSpec",
     "Callback",
     "Checkpoint",
+    "DistillSpec",
     "EarlyStopping",
     "EarlyStoppingSpec",
     "History",
@@ -46,6 +47,7 @@ __all__ = [
     "keep_freed_memory",
     "load_checkpoint",
     "lr_at",
+    "make_distill_loss",
     "make_loss",
     "make_optimizer",
     "metric_from_row_means",

@@ -15,6 +15,7 @@ from tunelab.train._metrics import METRICS
 
 __all__ = [
     "AugmentSpec",
+    "DistillSpec",
     "EarlyStoppingSpec",
     "LossName",
     "OptimizerName",
@@ -77,6 +78,24 @@ class EarlyStoppingSpec(BaseModel):
     restore_best: bool = True  # end training with the best epoch's weights
 
 
+class DistillSpec(BaseModel):
+    """Knowledge distillation: the student also learns from a teacher's outputs on the training rows.
+
+    The per-sample loss is ``(1 - weight) * hard + weight * soft``. ``hard`` is the spec's own loss on the
+    labels (label smoothing included); ``soft`` is, for classification, ``temperature**2 * KL(softmax(t / T)
+    || softmax(s / T))`` of teacher logits ``t`` and student logits ``s`` (sigmoids for one bce logit;
+    Hinton et al. 2015, where ``T**2`` keeps the gradient's scale as ``T`` changes), and for regression and
+    forecasting the mean squared difference from the teacher's outputs in standardized units
+    (``temperature`` does not apply). The teacher's outputs are computed once, by the caller, and given to
+    `Trainer.fit` (``teacher=``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(default=4.0, gt=0.0)  # softens both distributions; classification only
+    weight: float = Field(default=0.5, ge=0.0, le=1.0)  # the distillation term's share of the loss
+
+
 class TrainSpec(BaseModel):
     """How to train one model. Defaults are a sound starting point: Adam at 1e-3, batch 128."""
 
@@ -123,6 +142,8 @@ class TrainSpec(BaseModel):
     grad_clip: float | None = Field(default=None, gt=0.0)  # max total L2 norm of all gradients
     augment: AugmentSpec | None = None
     early_stopping: EarlyStoppingSpec | None = None
+    # Learn also from a teacher's outputs (Trainer.fit's teacher=); single models, never fused populations.
+    distill: DistillSpec | None = None
     metrics: list[str] | None = None  # None: accuracy, f1 (classification); rmse, mae, r2 (regression)
     device: DeviceName = "auto"  # auto: cuda, else mps, else cpu
     amp: bool = False  # mixed precision (float16 autocast + gradient scaling), CUDA only
@@ -161,6 +182,12 @@ class TrainSpec(BaseModel):
         if self.optimizer == "lbfgs" and self.amp:
             raise ValueError(
                 "optimizer lbfgs does not take amp (its line search needs exact losses); drop amp"
+            )
+        if self.distill is not None and self.augment is not None:
+            raise ValueError(
+                "distill does not combine with augment: the teacher's outputs are computed once, on the "
+                "unaugmented training rows, so the student must see those same inputs. Drop augment (or "
+                "distill)"
             )
         if schedule.name in ("cosine", "warmup", "plateau") and schedule.min_lr >= self.lr:
             raise ValueError(

@@ -28,7 +28,15 @@ from tunelab.train._device import (
 )
 from tunelab.train._inputs import checked_labels, checked_pair, checked_target_scale, checked_targets
 from tunelab.train._lbfgs import lbfgs_step
-from tunelab.train._losses import Task, make_loss, output_dim_for, resolve_loss
+from tunelab.train._losses import (
+    DistillLossFunction,
+    LossFunction,
+    Task,
+    make_distill_loss,
+    make_loss,
+    output_dim_for,
+    resolve_loss,
+)
 from tunelab.train._memory import keep_freed_memory
 from tunelab.train._metrics import compute_metrics, metric_row_terms, resolve_metrics
 from tunelab.train._monitor import MonitorState
@@ -56,6 +64,19 @@ class _Run:
     best_model: dict[str, torch.Tensor] | None = None
 
 
+@dataclass(frozen=True)
+class _Teacher:
+    """A teacher's outputs for the training rows, on the device, and the distillation loss that reads them."""
+
+    outputs: torch.Tensor  # float32 [N_train, *output]
+    loss: DistillLossFunction
+
+    def loss_for(self, rows: torch.Tensor) -> LossFunction:
+        """The per-sample loss of a step on ``rows`` (indices into the training rows)."""
+        loss, teacher = self.loss, self.outputs[rows]
+        return lambda output, target: loss(output, target, teacher)
+
+
 class Trainer:
     """Trains ``model`` for a ``task`` as ``spec`` says; ``fit`` / ``evaluate`` / ``predict``.
 
@@ -66,6 +87,13 @@ class Trainer:
 
     Randomness comes from ``spec.seed`` alone: the batch order and augmentation from the trainer's generator,
     dropout from torch's global RNG, which ``fit`` seeds inside a scope and restores on exit.
+
+    Distillation (``spec.distill``, a `DistillSpec`): ``fit(..., teacher=)`` takes the teacher's raw outputs
+    on the training rows, float ``[N_train, output_dim]`` aligned with them (logits for classification; for
+    regression and forecasting values in the standardized units the loss sees, i.e. a teacher `Trainer`'s
+    :meth:`outputs`), and every step reads the teacher's rows with its targets' rows. The logged ``loss`` is
+    then the mixed objective; ``val_loss`` and the metrics stay the plain loss on the labels. The teacher is
+    required with ``spec.distill`` and refused without it; a resumed fit is given it again.
 
     Example::
 
@@ -120,16 +148,24 @@ class Trainer:
 
     @denormals_flushed()
     def fit(
-        self, train: Tensors, val: Tensors | None = None, *, resume_from: str | Path | None = None
+        self,
+        train: Tensors,
+        val: Tensors | None = None,
+        *,
+        resume_from: str | Path | None = None,
+        teacher: torch.Tensor | None = None,
     ) -> History:
         """Train for ``spec.epochs`` epochs (or until a callback or early stopping stops it) and return the
-        `History`. ``resume_from`` continues the run saved in that checkpoint exactly where it stopped."""
+        `History`. ``resume_from`` continues the run saved in that checkpoint exactly where it stopped (give
+        the same ``teacher`` again). ``teacher``: with ``spec.distill`` only, the teacher's raw outputs on
+        the rows of ``train``, float ``[N_train, output_dim]`` (``[N_train]`` for one output)."""
         spec = self.spec
         keep_freed_memory()  # once per process: a step's large tensors reuse the last step's pages
         X, y = self._checked_tensors(train, "train")
         X = self._laid_out(X)  # once, so that batches sliced from it already are
         val_data = self._checked_tensors(val, "val") if val is not None else None
-        self._check_fit(X, y)
+        output_shape = self._check_fit(X, y)
+        taught = self._checked_teacher(teacher, n_rows=len(X), output_shape=output_shape)
         run = self._new_run(has_val=val_data is not None)
         if resume_from is not None:
             self._restore(resume_from, run)
@@ -157,7 +193,7 @@ class Trainer:
                 for callback in callbacks:
                     callback.on_epoch_begin(epoch, {"lr": lr})
                 trained = self._train_epoch(
-                    X, y, bounds, epoch, length, run.plateau.n_reductions, batch_hooks
+                    X, y, bounds, epoch, length, run.plateau.n_reductions, batch_hooks, taught
                 )
                 if trained is None:
                     run.history.interrupted_in = epoch
@@ -210,9 +246,11 @@ class Trainer:
         length: RunLength,
         n_reductions: int,
         batch_hooks: list[Callback],
+        teacher: _Teacher | None,
     ) -> tuple[float, float] | None:
         """One pass over the training rows in a fresh random order; returns (mean loss, last step's lr), or
-        None when one of ``batch_hooks`` ended training within the epoch."""
+        None when one of ``batch_hooks`` ended training within the epoch. With a ``teacher``, each step's loss
+        reads the teacher's outputs for the step's rows."""
         spec = self.spec
         self.model.train()
         order = torch.randperm(len(x), generator=self._generator, device=self.device)
@@ -224,16 +262,17 @@ class Trainer:
                 self._set_lr(first_step + i, length, n_reductions)
             rows = order[start:end]
             inputs, targets = x[rows], y[rows]
+            loss_fn = self.loss_fn if teacher is None else teacher.loss_for(rows)
             if spec.augment is not None:
                 inputs = augment_images(inputs, spec.augment, generator=self._generator)
             inputs = self._laid_out(inputs)
             if isinstance(self.optimizer, torch.optim.LBFGS):
                 step_losses.append(
-                    lbfgs_step(self.optimizer, self.model, self.loss_fn, inputs, targets, spec=spec)
+                    lbfgs_step(self.optimizer, self.model, loss_fn, inputs, targets, spec=spec)
                 )
                 continue
             with self._autocast():
-                loss = self.loss_fn(self.model(inputs), targets).mean()  # the one reduction of the loss
+                loss = loss_fn(self.model(inputs), targets).mean()  # the one reduction of the loss
             step_losses.append(loss.detach())
             self._optimizer_step(loss)
             if batch_hooks and _asks_to_stop(batch_hooks, epoch, i + 1):
@@ -443,9 +482,10 @@ class Trainer:
         self.n_classes = checked_labels(y, part, n_classes=self.n_classes)
         return X, y
 
-    def _check_fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _check_fit(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, ...]:
         """Checks that need the training data: augmentation fits the inputs, and a dry forward pass on two
-        rows (eval mode: no randomness drawn) has the output size the task needs."""
+        rows (eval mode: no randomness drawn) has the output size the task needs, which it returns (one row's
+        shape: ``(n_classes,)``, ``(1,)`` for bce, the targets' ``(T,)``)."""
         augment = self.spec.augment
         if augment is not None and (augment.hflip or augment.shift) and x.ndim != 4:
             raise SpecError(
@@ -467,6 +507,48 @@ class Trainer:
                 f"(loss {self.loss_name}) needs [{shape[0]}, {', '.join(map(str, expected))}]. "
                 f"Build the model with output_dim={dim} (tunelab.train.output_dim_for gives it)."
             )
+        return expected
+
+    def _checked_teacher(
+        self, teacher: Any, *, n_rows: int, output_shape: tuple[int, ...]
+    ) -> _Teacher | None:
+        """``fit``'s ``teacher`` checked against ``spec.distill``, the training rows and the model's output,
+        as float32 on the device (moved once); None without distillation."""
+        distill = self.spec.distill
+        if distill is None:
+            if teacher is not None:
+                raise SpecError(
+                    "fit() got teacher outputs, but spec.distill is None, so nothing would learn from them. "
+                    "Set train.distill (e.g. distill: {temperature: 4.0, weight: 0.5}), or drop teacher="
+                )
+            return None
+        how = (
+            f"the teacher's raw outputs on the {n_rows} training rows, float "
+            f"[{n_rows}, {', '.join(map(str, output_shape))}] in the order of the rows (logits for "
+            "classification, standardized units otherwise: a teacher Trainer's outputs(X_train))"
+        )
+        if teacher is None:
+            raise SpecError(
+                f"spec.distill is set, but fit() got no teacher; pass teacher= {how}, or set distill to None"
+            )
+        if not isinstance(teacher, torch.Tensor) or not teacher.is_floating_point():
+            given = teacher.dtype if isinstance(teacher, torch.Tensor) else type(teacher).__name__
+            raise SpecError(f"teacher must be a floating point torch.Tensor, got {given}; expected {how}")
+        if teacher.ndim == 1 and output_shape == (1,):
+            teacher = teacher.unsqueeze(1)
+        if tuple(teacher.shape) != (n_rows, *output_shape):
+            raise SpecError(f"teacher has shape {list(teacher.shape)}; expected {how}")
+        teacher = teacher.to(device=self.device, dtype=torch.float32)
+        if not bool(torch.isfinite(teacher).all()):
+            raise DataError("teacher outputs hold NaN or infinite values; expected finite outputs")
+        loss = make_distill_loss(
+            self.task,
+            self.loss_name,
+            label_smoothing=self.spec.label_smoothing,
+            temperature=distill.temperature,
+            weight=distill.weight,
+        )
+        return _Teacher(teacher, loss)
 
 
 def _asks_to_stop(hooks: list[Callback], epoch: int, step: int) -> bool:

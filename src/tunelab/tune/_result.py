@@ -271,6 +271,9 @@ class TuneResult:
             "epochs_trained_in_search": self.trials.n_epochs,
             "stop_reason": self.stop_reason,
             **({"refit_budget": self.refit.budget_note} if self.refit.budget_note else {}),
+            # Whether the delivered model saw the validation rows (refit on train + validation): then its
+            # score on them is not an estimate, and `tunelab compress` measures drops against best_value.
+            "trained_on_validation": self.refit.on_train_and_validation,
             "elapsed_seconds": round(self.elapsed_seconds, 2),
             "candidates": [c.to_dict() for c in self.candidates],
             **({"selection": self.selection.to_dict()} if self.selection is not None else {}),

@@ -1,0 +1,255 @@
+"""The compression search: one multi-objective study (validation score, latency, size) on the study loop.
+
+Latency and size depend only on a candidate's structure and quantization, so the executor measures them on the
+untrained candidate first; a candidate that the current front dominates on both, even were it as accurate as
+the teacher (up to ``max_drop``: the user's own tolerance), is stopped before any fine-tuning (recorded as
+pruned, ``screened``). The teacher itself is on that front: a candidate slower and larger than the original
+never trains. Survivors fine-tune, are exported for their runtime (quantized there), scored on the
+validation rows as the runtime runs them, and told with their measured latency and size.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.compress._candidate import (
+    Built,
+    Footprint,
+    Knobs,
+    build,
+    fine_tune,
+    measure,
+    runtime_file,
+    score,
+    slimmable,
+)
+from tunelab.compress._source import CompressSource, allowed_drop
+from tunelab.compress._sparsity import apply_masks, magnitude_masks
+from tunelab.search import BaseExecutor, Outcome, SearchSpace, TrialHandle
+from tunelab.search.space import Choice, Float, Int
+from tunelab.spec import CompressSpec
+
+__all__ = ["CompressionExecutor", "Entry", "compression_space", "first_candidates"]
+
+
+@dataclass
+class Entry:
+    """A measured model: a completed candidate, or the original (``trial`` None)."""
+
+    trial: int | None
+    knobs: Knobs
+    score: float
+    footprint: Footprint
+    built: Built | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def latency(self, batch: int) -> float:
+        return self.footprint.latency_ms(batch)
+
+    @property
+    def size(self) -> int:
+        return self.footprint.deflated_bytes
+
+
+def _options(source: CompressSource, spec: CompressSpec, *, onnx: bool) -> tuple[list[float], list[str]]:
+    """The widths and quantization modes open to this teacher: widths only for a tunelab-built model,
+    quantization only on onnxruntime."""
+    widths = sorted(set(spec.widths), reverse=True) if slimmable(source) else [1.0]
+    quant: list[str] = [q for q in dict.fromkeys(spec.quantization) if onnx or q == "none"] or ["none"]
+    return widths, quant
+
+
+def compression_space(source: CompressSource, spec: CompressSpec, *, onnx: bool) -> SearchSpace:
+    """The knobs a study varies for this teacher (distillation when asked, batch-norm ranking only for a
+    model with batch norm, the static format and calibration only for static quantization)."""
+    widths, quant = _options(source, spec, onnx=onnx)
+    criteria = ["l1", "l2"] + (["bn"] if getattr(source.model_spec, "batch_norm", False) else [])
+    lr = source.train_spec.lr
+    nodes: dict[str, Any] = {
+        "width": Choice(widths),
+        "criterion": Choice(criteria) if len(widths) > 1 else "l1",
+        "sparsity": Choice(sorted(set(spec.sparsities))),
+        "quant": Choice(quant),
+        "epochs": Int(1, spec.max_epochs),
+        "lr": Float(lr / 30.0, lr, log=True),
+    }
+    if set(quant) - {"none"}:
+        nodes["keep_first"] = Choice([True, False], when={"quant": [q for q in quant if q != "none"]})
+    if "static" in quant:
+        nodes["fmt"] = Choice(["qoperator", "qdq"], when={"quant": "static"})
+        nodes["calibration"] = Choice(["minmax", "entropy", "percentile"], when={"quant": "static"})
+    if spec.distill:
+        nodes["distill"] = Choice([True, False])
+        nodes["temperature"] = Float(1.0, 8.0, when={"distill": True})
+        nodes["alpha"] = Float(0.1, 0.9, when={"distill": True})
+    return SearchSpace(nodes)
+
+
+def first_candidates(source: CompressSource, spec: CompressSpec, *, onnx: bool) -> list[dict[str, Any]]:
+    """Candidates tried first, each from a different corner of the trade-off: post-training int8 of the
+    teacher, and the teacher slimmed to half and to a quarter of its width (distilled when offered; fp32 and
+    int8), each fine-tuned for 2 epochs."""
+    widths, quant = _options(source, spec, onnx=onnx)
+    space = compression_space(source, spec, onnx=onnx)
+    firsts: list[dict[str, Any]] = []
+
+    def add(**params: Any) -> None:
+        flat: dict[str, Any] = {
+            "criterion": "l1",
+            "sparsity": min(spec.sparsities),
+            "epochs": min(2, spec.max_epochs),
+        }
+        flat["lr"] = source.train_spec.lr / 3.0
+        flat.update(params)
+        if spec.distill:
+            flat["distill"] = flat.get("distill", False)
+            if flat["distill"]:
+                flat.update(temperature=4.0, alpha=0.5)
+        else:
+            flat.pop("distill", None)
+        if flat["quant"] != "none":
+            flat.setdefault("keep_first", True)
+        if flat["quant"] == "static":
+            flat.setdefault("fmt", "qdq")
+            flat.setdefault("calibration", "minmax")
+        if len(widths) == 1:
+            flat.pop("criterion")
+        firsts.append(flat)
+
+    int8 = "static" if "static" in quant else ("dynamic" if "dynamic" in quant else None)
+    if "dynamic" in quant:
+        add(width=1.0, quant="dynamic")
+    if "static" in quant:
+        add(width=1.0, quant="static", fmt="qdq")
+        add(width=1.0, quant="static", fmt="qoperator")
+    for width in (0.5, 0.25):
+        if width in widths:
+            add(width=width, quant="none", distill=True)
+            if int8 is not None:
+                add(width=width, quant=int8, distill=True)
+    for params in firsts:
+        space.check_params(params)
+    return firsts
+
+
+class CompressionExecutor(BaseExecutor):
+    """Trains compression candidates one at a time for :func:`tunelab.search.run_study` (three objectives:
+    validation score, latency at the throughput batch in ms, deflated bytes)."""
+
+    def __init__(
+        self,
+        source: CompressSource,
+        spec: CompressSpec,
+        workdir: Path,
+        original: Entry,
+        *,
+        onnx: bool,
+        out_of_time: Callable[[], bool],
+        log: Callable[[str], None],
+    ) -> None:
+        self.source, self.spec, self.workdir, self.original = source, spec, workdir, original
+        self.onnx, self.out_of_time, self.log = onnx, out_of_time, log
+        self.allowed = allowed_drop(spec, source.metric, source.reference)
+        self.completed: list[Entry] = []
+        self.screened: list[int] = []
+        self._latencies: dict[tuple[float, str, str], tuple[Any, ...]] = {}
+        self._teacher_outputs: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ the screen
+
+    def acceptable(self, value: float) -> bool:
+        """Whether a validation score is within ``max_drop`` of the reference."""
+        reference = self.source.reference
+        if self.source.scorer.direction == "maximize":
+            return value >= reference - self.allowed
+        return value <= reference + self.allowed
+
+    def dominated_by(self, footprint: Footprint) -> Entry | None:
+        """An acceptable model (the original, or a completed candidate) at least as fast and as small as
+        ``footprint``, and strictly better on one: the candidate could not join the front it would need."""
+        batch = self.spec.throughput_batch
+        latency, size = footprint.latency_ms(batch), footprint.deflated_bytes
+        for entry in [self.original, *self.completed]:
+            if not self.acceptable(entry.score):
+                continue
+            no_worse = entry.latency(batch) <= latency and entry.size <= size
+            if no_worse and (entry.latency(batch) < latency or entry.size < size):
+                return entry
+        return None
+
+    # ------------------------------------------------------------------ one trial
+
+    def run_trial(self, handle: TrialHandle) -> Outcome:
+        started = time.perf_counter()
+        knobs = Knobs.from_params(handle.params)
+        directory = self.workdir / "trials" / str(handle.number)
+        built = build(self.source, knobs)
+        probe = self._probe(built, directory / "probe")
+        blocker = self.dominated_by(probe)
+        shutil.rmtree(directory / "probe", ignore_errors=True)
+        record = {"knobs": knobs.describe(), "footprint": probe.to_dict()}
+        if blocker is not None:
+            self.screened.append(handle.number)
+            by = "the original" if blocker.trial is None else f"candidate {blocker.trial}"
+            self.log(f"  {handle.number:>3} screened ({knobs.describe()}): {by} is as fast and as small")
+            return Outcome.pruned(screened_by=by, **record)
+        fine_tune(
+            self.source,
+            built,
+            teacher_outputs=self.teacher_outputs,
+            out_of_time=self.out_of_time,
+            seed=self.spec.seed + handle.number,
+        )
+        runtime_file(self.source, built, directory, onnx=self.onnx)
+        footprint = measure(
+            self.source,
+            built,
+            batches=self.spec.batches,
+            threads=self.spec.threads,
+            latencies=probe.latencies,
+        )
+        value = score(self.source, built, self.source.bundle.X_val, self.source.bundle.y_val)
+        entry = Entry(
+            handle.number, knobs, value, footprint, built, time.perf_counter() - started, built.notes
+        )
+        self.completed.append(entry)
+        batch = self.spec.throughput_batch
+        self.log(
+            f"  {handle.number:>3} {self.source.metric} {value:.4f}  {entry.latency(batch):8.3f} ms@{batch}  "
+            f"{footprint.deflated_bytes / 1e3:9.1f} kB  ({knobs.describe()}; {entry.seconds:.0f} s)"
+        )
+        return Outcome.complete(
+            value, entry.latency(batch), float(footprint.deflated_bytes), notes=built.notes, **record
+        )
+
+    def _probe(self, built: Built, directory: Path) -> Footprint:
+        """Latency and size of the candidate's structure, before training: the untrained (sliced) model,
+        made as sparse as it will be, exported and quantized; latency measured once per structure."""
+        knobs = built.knobs
+        probe = Built(knobs, built.model, built.spec, None, built.parameters)
+        if knobs.sparsity > 0.0:
+            import copy
+
+            probe.model = copy.deepcopy(built.model)
+            apply_masks(probe.model, magnitude_masks(probe.model, knobs.sparsity, scope="global"))
+        runtime_file(self.source, probe, directory, onnx=self.onnx)
+        cached = self._latencies.get(knobs.structure)
+        footprint = measure(
+            self.source, probe, batches=self.spec.batches, threads=self.spec.threads, latencies=cached
+        )
+        self._latencies[knobs.structure] = footprint.latencies
+        return footprint
+
+    def teacher_outputs(self) -> torch.Tensor:
+        """The teacher's raw outputs on the training rows, computed once (inputs are not augmented)."""
+        if self._teacher_outputs is None:
+            self._teacher_outputs = self.source.outputs(self.source.teacher, self.source.bundle.X_train)
+        return self._teacher_outputs

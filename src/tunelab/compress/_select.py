@@ -1,0 +1,114 @@
+"""After the search: the Pareto front, measured again side by side with the original, and the pick.
+
+The pick is the fastest (``prefer="latency"``, at the throughput batch) or smallest (``prefer="size"``)
+front model whose validation score is within ``max_drop`` of the reference and which is not slower than the
+original at any measured batch size: a compressed model slower than its fp32 original is never chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from tunelab.compress._measure import Latency
+from tunelab.compress._search import Entry
+
+__all__ = ["Pick", "choose", "pareto_front", "remeasure"]
+
+
+def _dominates(a: Entry, b: Entry, batch: int, maximize: bool) -> bool:
+    score_ok = a.score >= b.score if maximize else a.score <= b.score
+    score_better = a.score > b.score if maximize else a.score < b.score
+    no_worse = score_ok and a.latency(batch) <= b.latency(batch) and a.size <= b.size
+    better = score_better or a.latency(batch) < b.latency(batch) or a.size < b.size
+    return no_worse and better
+
+
+def pareto_front(entries: Sequence[Entry], *, batch: int, maximize: bool) -> list[Entry]:
+    """The entries no other entry dominates on (score, latency at ``batch``, deflated size), fastest first."""
+    front = [e for e in entries if not any(_dominates(o, e, batch, maximize) for o in entries if o is not e)]
+    return sorted(front, key=lambda e: (e.latency(batch), e.size))
+
+
+def remeasure(
+    entries: Sequence[Entry],
+    timer: Callable[[Entry], list[Latency]],
+    *,
+    rounds: int = 3,
+) -> list[Entry]:
+    """Each entry's latency measured again, ``rounds`` times interleaved (A B C A B C ...) so that the
+    machine's drift falls on all alike; its median per batch over the rounds' medians, its IQR the widest."""
+    measured: list[list[list[Latency]]] = [[] for _ in entries]
+    for _ in range(rounds):
+        for i, entry in enumerate(entries):
+            measured[i].append(timer(entry))
+    out = []
+    for entry, runs in zip(entries, measured, strict=True):
+        latencies = []
+        for per_batch in zip(*runs, strict=True):
+            median = float(np.median([lat.median_ms for lat in per_batch]))
+            first = per_batch[0]
+            latencies.append(
+                replace(
+                    first,
+                    median_ms=median,
+                    iqr_ms=max(lat.iqr_ms for lat in per_batch),
+                    runs=sum(lat.runs for lat in per_batch),
+                    samples_per_second=first.batch / (median / 1e3),
+                )
+            )
+        out.append(replace(entry, footprint=replace(entry.footprint, latencies=tuple(latencies))))
+    return out
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The chosen entry (None: no compressed model qualifies, the winner stays) and why."""
+
+    entry: Entry | None
+    reason: str
+    slower_than_original: tuple[int, ...]  # trials on the front that are slower than the original somewhere
+
+
+def choose(
+    front: Sequence[Entry],
+    original: Entry,
+    *,
+    acceptable: Callable[[float], bool],
+    prefer: str,
+    batches: Sequence[int],
+    metric: str,
+) -> Pick:
+    """The pick among ``front`` (latencies as re-measured beside ``original``'s)."""
+    throughput = max(batches)
+    slower = tuple(
+        e.trial
+        for e in front
+        if e.trial is not None and any(e.latency(b) > original.latency(b) for b in batches)
+    )
+    eligible = [e for e in front if acceptable(e.score) and e.trial not in slower]
+    if not eligible:
+        within = [e for e in front if acceptable(e.score)]
+        why = (
+            f"no front model is within --max-drop of the winner's validation {metric}"
+            if not within
+            else "every front model within --max-drop is slower than the fp32 original at some batch size "
+            f"({', '.join(map(str, batches))}): int8 / slimming does not pay on this machine"
+        )
+        return Pick(None, why + "; the winner stays as it is", slower)
+    if prefer == "size":
+        best = min(eligible, key=lambda e: (e.size, e.latency(throughput)))
+        how = "the smallest"
+    else:
+        best = min(eligible, key=lambda e: (e.latency(throughput), e.size))
+        how = f"the fastest at batch {throughput}"
+    speedup = original.latency(throughput) / best.latency(throughput)
+    smaller = original.size / best.size
+    reason = (
+        f"{how} of {len(eligible)} front model(s) within --max-drop of the winner and no slower than the "
+        f"original at any batch: {speedup:.2f}x the original's speed at batch {throughput}, "
+        f"{smaller:.2f}x smaller (deflated), validation {metric} {best.score:.4f} vs {original.score:.4f}"
+    )
+    return Pick(best, reason, slower)
