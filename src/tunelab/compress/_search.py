@@ -95,36 +95,36 @@ def compression_space(source: CompressSource, spec: CompressSpec, *, onnx: bool)
 
 def first_candidates(source: CompressSource, spec: CompressSpec, *, onnx: bool) -> list[dict[str, Any]]:
     """Candidates tried first, each from a different corner of the trade-off: post-training int8 of the
-    teacher, and the teacher slimmed to half and to a quarter of its width (distilled when offered; fp32 and
-    int8), each fine-tuned for 2 epochs."""
+    teacher (dynamic, and static in both formats), and the teacher slimmed to half and to a quarter of its
+    width, fp32 and dynamic int8, fine-tuned for 3 epochs at the winner's learning rate.
+
+    Slimmed units are ranked by batch-norm scale where the model has batch norm: on the tuned Fashion-MNIST
+    CNN, half its width kept by |gamma| starts at 0.43 validation accuracy and by L1 norm at 0.11, and after
+    two epochs reaches 0.913 against 0.906. Distillation is left to the search: in such short fine-tuning
+    it slowed recovery there (0.872 after two epochs with T = 4, weight 0.5)."""
     widths, quant = _options(source, spec, onnx=onnx)
     space = compression_space(source, spec, onnx=onnx)
+    criterion = "bn" if getattr(source.model_spec, "batch_norm", False) else "l1"
     firsts: list[dict[str, Any]] = []
 
     def add(**params: Any) -> None:
         flat: dict[str, Any] = {
-            "criterion": "l1",
+            "criterion": criterion,
             "sparsity": min(spec.sparsities),
-            "epochs": min(2, spec.max_epochs),
+            "epochs": min(3, spec.max_epochs),
+            "lr": source.train_spec.lr,
+            **params,
         }
-        flat["lr"] = source.train_spec.lr / 3.0
-        flat.update(params)
         if spec.distill:
-            flat["distill"] = flat.get("distill", False)
-            if flat["distill"]:
-                flat.update(temperature=4.0, alpha=0.5)
-        else:
-            flat.pop("distill", None)
+            flat["distill"] = False
         if flat["quant"] != "none":
-            flat.setdefault("keep_first", True)
+            flat["keep_first"] = True
         if flat["quant"] == "static":
-            flat.setdefault("fmt", "qdq")
             flat.setdefault("calibration", "minmax")
         if len(widths) == 1:
             flat.pop("criterion")
         firsts.append(flat)
 
-    int8 = "static" if "static" in quant else ("dynamic" if "dynamic" in quant else None)
     if "dynamic" in quant:
         add(width=1.0, quant="dynamic")
     if "static" in quant:
@@ -132,9 +132,9 @@ def first_candidates(source: CompressSource, spec: CompressSpec, *, onnx: bool) 
         add(width=1.0, quant="static", fmt="qoperator")
     for width in (0.5, 0.25):
         if width in widths:
-            add(width=width, quant="none", distill=True)
-            if int8 is not None:
-                add(width=width, quant=int8, distill=True)
+            add(width=width, quant="none")
+            if "dynamic" in quant:
+                add(width=width, quant="dynamic")
     for params in firsts:
         space.check_params(params)
     return firsts
