@@ -279,3 +279,38 @@ def _diabetes_rows():
     from sklearn.datasets import load_diabetes
 
     return load_diabetes(as_frame=True).frame.head(20)
+
+
+def test_a_specs_compress_section_compresses_the_winner_after_tuning(tmp_path) -> None:
+    """`tunelab tune` with `compress:` writes compressed/ and compression.json, and the report shows the
+    front; `tunelab train` and `tunelab tune` refuse train.distill (they have no teacher)."""
+    run = _tune(
+        tmp_path,
+        {
+            "name": "digits-compressed",
+            "data": {"source": "digits"},
+            "model": {"type": "mlp", "hidden": [64]},
+            "train": {"epochs": 5, "batch_size": 64},
+            "search": {
+                "space": {"train.lr": {"float": [3e-3, 1e-2]}},
+                "n_trials": 1,
+                "top_k": 1,
+                "n_seeds": 1,
+            },
+            "compress": {"budget": "8s", "max_drop": 3.0, **SMALL},
+        },
+    )
+    record = json.loads((run / "compression.json").read_text())
+    assert record["front"]
+    report = (run / "report.html").read_text()
+    assert 'id="plot-compression"' in report
+    assert 'id="plot-compression-macs"' in report
+    assert all(entry["macs"] > 0 for entry in record["all"])
+
+
+def test_a_spec_that_distills_without_a_teacher_is_refused(tmp_path) -> None:
+    spec = {"data": {"source": "digits"}, "train": {"distill": {"temperature": 2.0}}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    code, output = run_cli("train", tmp_path / "spec.yaml", "--out", tmp_path / "run")
+    assert code == 2
+    assert "tunelab compress" in output

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunelab.compress._measure import Latency, deflated_bytes, file_bytes, time_onnx, time_torch
+from tunelab.compress._measure import (
+    Latency,
+    count_macs,
+    deflated_bytes,
+    file_bytes,
+    time_onnx,
+    time_torch,
+)
 from tunelab.compress._quantize import quantize_onnx
 from tunelab.compress._slim import slim_model
 from tunelab.compress._source import CompressSource
@@ -229,6 +236,7 @@ class Footprint:
     bytes: int
     deflated_bytes: int
     parameters: int
+    macs: int  # multiply-adds of one sample, fp32 structure (int8 and sparsity leave the count as it is)
 
     def latency_ms(self, batch: int) -> float:
         for latency in self.latencies:
@@ -242,6 +250,7 @@ class Footprint:
             "bytes": self.bytes,
             "deflated_bytes": self.deflated_bytes,
             "parameters": self.parameters,
+            "macs": self.macs,
         }
 
 
@@ -270,7 +279,8 @@ def measure(
         size, deflated = file_bytes(built.file), deflated_bytes(built.file)
     else:
         size, deflated = _torch_bytes(built.model)
-    return Footprint(latencies, size, deflated, built.parameters)
+    macs = count_macs(built.model, source.bundle.X_train[:1].cpu())
+    return Footprint(latencies, size, deflated, built.parameters, macs)
 
 
 def _torch_bytes(model: nn.Module) -> tuple[int, int]:

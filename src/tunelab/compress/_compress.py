@@ -30,7 +30,7 @@ from tunelab.compress._search import (
 )
 from tunelab.compress._select import Pick, choose, pareto_front, remeasure
 from tunelab.compress._source import CompressSource, allowed_drop, open_source
-from tunelab.errors import MissingExtraError
+from tunelab.errors import MissingExtraError, TunelabError
 from tunelab.export import export_model, export_onnx_model
 from tunelab.search import StudyBudget, run_study
 from tunelab.spec import CompressSpec
@@ -67,12 +67,15 @@ def compress_run(
     *,
     log: Callable[[str], None] | None = None,
     clock: Clock = system_clock,
+    storage: str | None = None,
 ) -> CompressionResult:
     """Compress the winner of the ``tunelab tune`` run in ``run_dir`` (see the module docstring).
 
     Raises :class:`~tunelab.errors.DataError` for a directory without a finished run and exported model,
     :class:`~tunelab.errors.SpecError` for an impossible ``max_drop``, :class:`MissingExtraError` when the
     onnxruntime runtime is asked for without the ``onnx`` extra; the run directory is untouched then.
+    ``storage``: the tuning study's database URL, password included, for rebuilding the run's report when
+    the study is not in the run directory.
     """
     spec = spec if spec is not None else CompressSpec()
     say = log if log is not None else (lambda _line: None)
@@ -93,7 +96,18 @@ def compress_run(
         _publish(work / "out", root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _rebuild_report(root, say, storage)
     return CompressionResult(root, record, root / COMPRESSED if pick_dir else None)
+
+
+def _rebuild_report(root: Path, say: Callable[[str], None], storage: str | None) -> None:
+    """The run's HTML report again, now with its compression sections."""
+    from tunelab.report import build_report
+
+    try:
+        say(f"report: {build_report(root, storage=storage)}")
+    except TunelabError as error:  # e.g. a study on a database whose password the summary does not keep
+        say(f"report not rebuilt ({error}); run `tunelab report {root} --storage URL`")
 
 
 def _require_onnxruntime() -> None:

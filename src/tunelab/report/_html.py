@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.layout import RunLayout
+from tunelab.report import _compression as compression
 from tunelab.report import _model_figures as model_figs
 from tunelab.report import _search_figures as search_figs
 from tunelab.report._ensemble import ensemble_section
@@ -45,6 +46,8 @@ PLOT_IDS = {
     "residuals": "plot-residuals",
     "forecast": "plot-forecast",
     "training": "plot-training",
+    "compression": "plot-compression",
+    "compression-macs": "plot-compression-macs",
 }
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
@@ -66,6 +69,7 @@ def build_report(run_dir: str | Path, *, path: str | Path | None = None, storage
     study = load_study(run, storage=storage)
     drafts = _tune_sections(run, study) if run.kind == "tune" else []  # None: nothing to draw
     drafts += _prediction_sections(run)
+    drafts += _compression_sections(run)
     drafts.append(
         _plot_section(
             "training",
@@ -211,6 +215,30 @@ def _prediction_sections(run: RunData) -> list[_Section | None]:
             )
         )
     return sections
+
+
+def _compression_sections(run: RunData) -> list[_Section | None]:
+    record = compression.compression_data(run.run_dir)
+    if record is None:
+        return []
+    return [
+        _plot_section(
+            "compression",
+            "Compression: the accuracy / latency / size front",
+            compression.front_figure(record),
+            note="Each trained compression candidate (grey), the non-dominated ones (colour: deflated "
+            "size), the fp32 original and the pick. The dotted line is the lowest validation score "
+            "--max-drop allows.",
+            extra=compression.pick_paragraph(record) + compression.front_table(record),
+        ),
+        _plot_section(
+            "compression-macs",
+            "Compression: multiply-adds against measured latency",
+            compression.macs_figure(record),
+            note="What a multiply-add count predicts of latency, and what it misses: int8 changes latency "
+            "and size at the same count, and sparsity changes neither latency nor the count.",
+        ),
+    ]
 
 
 def _plot_section(

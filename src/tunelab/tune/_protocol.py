@@ -179,6 +179,11 @@ def tune_experiment(
     from tunelab.report import build_report
 
     events.phase(f"report: {build_report(layout.root, storage=storage)}")
+    if spec.compress is not None:  # its own budget, after the tuning's: the winner is delivered either way
+        from tunelab.compress import compress_run
+
+        events.phase(f"compress: the winner, within {spec.compress.budget}")
+        compress_run(layout.root, spec.compress, log=events.phase, clock=clock, storage=storage)
     return result
 
 
