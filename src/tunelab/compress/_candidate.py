@@ -71,6 +71,12 @@ class Knobs:
         return self.width < 1.0 or self.sparsity > 0.0
 
     @property
+    def training(self) -> tuple[Any, ...]:
+        """What the fine-tuned weights depend on (everything but the quantization)."""
+        distill = (self.temperature, self.alpha) if self.distill else None
+        return (self.width, self.criterion, self.sparsity, distill, self.epochs, self.lr)
+
+    @property
     def structure(self) -> tuple[float, str, str]:
         """What latency depends on: the width and the quantization (its format for static; whether the
         first layer stays float)."""
