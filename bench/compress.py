@@ -141,7 +141,17 @@ def run_data(run: Path) -> Any:
 # ---------------------------------------------------------------------------------------------- parts
 
 
+INT8_CNN = {  # name: (format, first layer kept float)
+    "qoperator": ("qoperator", False),
+    "qdq": ("qdq", False),
+    "qoperator_first_float": ("qoperator", True),
+    "qdq_first_float": ("qdq", True),
+}
+
+
 def part_int8_cnn(runs: list[Path], work: Path, quick: bool) -> dict[str, Any]:
+    """Static int8 (per-channel weights, 256 calibration rows, min-max) in both onnxruntime formats, with and
+    without the first convolution kept float, against the fp32 graph of the same tuned CNN."""
     rows = []
     for run in runs:
         exported = load(run, backend="weights")
@@ -151,30 +161,35 @@ def part_int8_cnn(runs: list[Path], work: Path, quick: bool) -> dict[str, Any]:
         fp32 = onnx_of(exported.module, bundle.X_train, work / f"{run.name}-fp32.onnx")
         calib = calibration_rows(bundle.X_train)
         files = {"fp32": fp32}
-        for fmt in ("qoperator", "qdq"):
-            files[fmt] = quantize_onnx(
-                fp32, work / f"{run.name}-{fmt}.onnx", mode="static", calibration=calib, fmt=fmt
+        for name, (fmt, first) in INT8_CNN.items():
+            files[name] = quantize_onnx(
+                fp32,
+                work / f"{run.name}-{name}.onnx",
+                mode="static",
+                calibration=calib,
+                fmt=fmt,  # type: ignore[arg-type]
+                keep_first=first,
             )
         latency = side_by_side(files, bundle.input_shape, (1, 256))
         accuracy = {name: onnx_accuracy(path, x_test, y_test) for name, path in files.items()}
-        row = {
+        row: dict[str, Any] = {
             "run": str(run),
             "accuracy": accuracy,
             "latency_ms": latency,
             "bytes": {k: file_bytes(v) for k, v in files.items()},
         }
-        for fmt in ("qoperator", "qdq"):
-            row[fmt] = {
-                "smaller": row["bytes"]["fp32"] / row["bytes"][fmt],
-                "drop_points": 100 * (accuracy["fp32"] - accuracy[fmt]),
-                "throughput_256": latency["fp32"][256] / latency[fmt][256],
-                "speed_1": latency["fp32"][1] / latency[fmt][1],
+        for name in INT8_CNN:
+            row[name] = {
+                "smaller": row["bytes"]["fp32"] / row["bytes"][name],
+                "drop_points": 100 * (accuracy["fp32"] - accuracy[name]),
+                "throughput_256": latency["fp32"][256] / latency[name][256],
+                "speed_1": latency["fp32"][1] / latency[name][1],
             }
-        print(f"int8-cnn {run.name}: " + json.dumps({f: row[f] for f in ("qoperator", "qdq")}), flush=True)
+        print(f"int8-cnn {run.name}: " + json.dumps({f: row[f] for f in INT8_CNN}), flush=True)
         rows.append(row)
     out: dict[str, Any] = {"runs": rows}
-    for fmt in ("qoperator", "qdq"):
-        out[fmt] = {key: summary([r[fmt][key] for r in rows]) for key in rows[0][fmt]}
+    for name in INT8_CNN:
+        out[name] = {key: summary([r[name][key] for r in rows]) for key in rows[0][name]}
     return out
 
 
@@ -385,16 +400,24 @@ def part_slim(
     return out
 
 
-def part_distill(runs: list[Path], quick: bool) -> dict[str, Any]:
-    """Student CNN [16, 32] dense [48] (<= 25% of the teacher's parameters) from scratch, with and without
-    the teacher (the first tuned run), three seeds; same epochs, schedule and seeds on both sides."""
+def part_distill(
+    runs: list[Path],
+    quick: bool,
+    *,
+    student: tuple[list[int], list[int]] = ([16, 32], [48]),
+    temperature: float = 4.0,
+    weight: float = 0.7,
+    epochs: int = 10,
+) -> dict[str, Any]:
+    """A student CNN (<= 25% of the teacher's parameters) from scratch, with and without the teacher (the
+    first tuned run), three seeds; same epochs, schedule and seeds on both sides."""
     exported = load(runs[0], backend="weights")
     bundle = run_data(runs[0])
     teacher = exported.module.eval()
     teacher_out = (
         Trainer(teacher, TrainSpec(), task="classification", n_classes=10).outputs(bundle.X_train).cpu()
     )
-    student_spec = CNNSpec(channels=[16, 32], dense=[48], batch_norm=True, dropout=0.1)
+    student_spec = CNNSpec(channels=student[0], dense=student[1], batch_norm=True, dropout=0.1)
     scores: dict[str, list[float]] = {"alone": [], "distilled": []}
     params = None
     for seed in SEEDS[:1] if quick else SEEDS:
@@ -402,13 +425,13 @@ def part_distill(runs: list[Path], quick: bool) -> dict[str, Any]:
             student = build_model(student_spec, input_shape=bundle.input_shape, output_dim=10, seed=seed)
             params = count_parameters(student)
             spec = TrainSpec(
-                epochs=1 if quick else 10,
+                epochs=1 if quick else epochs,
                 lr=2e-3,
                 batch_size=64,
                 weight_decay=1e-4,
                 schedule={"name": "cosine"},
                 seed=seed,
-                distill=DistillSpec(temperature=4.0, weight=0.7) if side == "distilled" else None,
+                distill=DistillSpec(temperature=temperature, weight=weight) if side == "distilled" else None,
             )
             trainer = fit(student, spec, bundle, teacher=teacher_out if side == "distilled" else None)
             scores[side].append(test_accuracy(trainer, bundle))
@@ -417,6 +440,9 @@ def part_distill(runs: list[Path], quick: bool) -> dict[str, Any]:
         "teacher_params": count_parameters(teacher),
         "student_params": params,
         "share": params / count_parameters(teacher),
+        "student": {"channels": student[0], "dense": student[1], "epochs": epochs},
+        "temperature": temperature,
+        "weight": weight,
         "scores": scores,
     }
     if not quick:
@@ -492,6 +518,10 @@ def main() -> None:
     parser.add_argument("--budget", default="10m", help="tunelab compress's budget in the 'command' part")
     parser.add_argument("--quick", action="store_true", help="one seed, one epoch, a 2,000-image test part")
     parser.add_argument("--out", type=Path, default=RESULTS / "compress.json")
+    parser.add_argument("--student", default="16,32:48", help="distill: student channels:dense")
+    parser.add_argument("--temperature", type=float, default=4.0, help="distill: temperature")
+    parser.add_argument("--weight", type=float, default=0.7, help="distill: the soft term's weight")
+    parser.add_argument("--distill-epochs", type=int, default=10)
     args = parser.parse_args()
     flush_denormals()
     torch.set_num_threads(2)
@@ -515,7 +545,15 @@ def main() -> None:
         if "slim" in args.parts:
             results["slim"] = part_slim(args.runs, trained, work, args.quick)
         if "distill" in args.parts:
-            results["distill"] = part_distill(args.runs, args.quick)
+            channels, dense = (list(map(int, part.split(","))) for part in args.student.split(":"))
+            results["distill"] = part_distill(
+                args.runs,
+                args.quick,
+                student=(channels, dense),
+                temperature=args.temperature,
+                weight=args.weight,
+                epochs=args.distill_epochs,
+            )
         if "command" in args.parts:
             results["command_part"] = part_command(args.runs, work, args.budget)
     results["elapsed_s"] = time.perf_counter() - started

@@ -108,3 +108,39 @@ def test_the_screen_stops_a_candidate_an_acceptable_model_beats_on_latency_and_s
     # the original itself stops a candidate as slow and as large as it is
     original_blocks = executor.dominated_by(entry(None, 0.0, 0.3, 30.0, 1500).footprint)
     assert original_blocks is ORIGINAL
+
+
+def test_latencies_within_noise_are_a_tie_that_accuracy_breaks() -> None:
+    """The fastest by 1% gives way to one 0.4 points more accurate; a model 20% faster does not."""
+    edge = entry(0, 0.9133, 0.05, 9.236, 100)
+    better = entry(1, 0.9177, 0.08, 9.316, 110)
+    pick = choose(
+        [edge, better],
+        ORIGINAL,
+        acceptable=lambda v: v >= 0.913,
+        prefer="latency",
+        batches=[1, 256],
+        metric="accuracy",
+    )
+    assert pick.entry is better
+    much_faster = entry(2, 0.9140, 0.05, 7.0, 100)
+    pick = choose(
+        [edge, better, much_faster],
+        ORIGINAL,
+        acceptable=lambda v: v >= 0.913,
+        prefer="latency",
+        batches=[1, 256],
+        metric="accuracy",
+    )
+    assert pick.entry is much_faster
+    errors = choose(  # an error metric: lower is better, so the tie goes to the lower value
+        [entry(3, 10.0, 0.05, 9.2, 100), entry(4, 9.0, 0.05, 9.3, 100)],
+        entry(None, 9.5, 0.2, 28.0, 1500),
+        acceptable=lambda v: v <= 10.5,
+        prefer="latency",
+        batches=[1, 256],
+        metric="rmse",
+        maximize=False,
+    )
+    assert errors.entry is not None
+    assert errors.entry.trial == 4

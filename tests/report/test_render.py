@@ -63,3 +63,27 @@ def test_multi_objective_report_renders(browser, classification_run: Path, tmp_p
     assert result.exceptions == []
     assert result.console_errors == []
     assert "plot-pareto" in {plot_id for plot_id, *_ in result.probes["plots"]}
+
+
+def test_compression_sections_render(browser, classification_run: Path, tmp_path: Path) -> None:
+    """`tunelab compress` adds the front and the MACs-against-latency plots; both draw, with the front's
+    table, in the browser."""
+    import shutil
+
+    from tunelab.compress import compress_run
+    from tunelab.spec import CompressSpec
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(classification_run, run_dir)
+    compress_run(
+        run_dir, CompressSpec(budget="8s", widths=[1.0, 0.5], sparsities=[0.0], max_epochs=2, max_drop=5.0)
+    )
+    page = run_dir / "report.html"
+    result = browser.render(page, probes=PROBES, ready=DRAWN, height=1600)
+    assert result.exceptions == []
+    assert result.console_errors == []
+    drawn = {plot_id: (n_svg, n_marks) for plot_id, n_svg, n_marks in result.probes["plots"]}
+    for plot_id in ("plot-compression", "plot-compression-macs"):
+        assert drawn[plot_id][0] >= 1
+        assert drawn[plot_id][1] >= 1, f"{plot_id} was drawn empty"
+    assert "within --max-drop of the winner" in page.read_text() or "winner stays" in page.read_text()

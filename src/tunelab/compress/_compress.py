@@ -191,6 +191,7 @@ def _compress(
         prefer=spec.prefer,
         batches=batches,
         metric=source.metric,
+        maximize=maximize,
     )
     say(f"pick: {pick.reason}")
     record = _record(source, spec, study, executor, front, original, pick, onnx=onnx)
