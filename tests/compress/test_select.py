@@ -87,6 +87,7 @@ def test_remeasure_interleaves_rounds_and_takes_the_median() -> None:
         return [Latency("onnxruntime", 256, 1, 30, ms, 0.1, 256 / (ms / 1e3))]
 
     a, b = entry(0, 0.9, 1, 1, 10), entry(1, 0.9, 1, 1, 10)
+    b = Entry(b.trial, Knobs(width=0.5), b.score, b.footprint)  # another structure: measured on its own
     out = remeasure([a, b], timer, rounds=3)
     assert calls == [0, 1, 0, 1, 0, 1]
     assert out[0].latency(256) == pytest.approx(2.0)
@@ -144,3 +145,23 @@ def test_latencies_within_noise_are_a_tie_that_accuracy_breaks() -> None:
     )
     assert errors.entry is not None
     assert errors.entry.trial == 4
+
+
+def test_entries_of_one_structure_share_one_pooled_latency() -> None:
+    """Sparsity and fine-tuning change no computation: such entries get the median of all their runs."""
+    times = iter([8.3, 8.8, 11.1, 8.4, 8.9, 10.0])
+    seen: list[int | None] = []
+
+    def timer(e: Entry) -> list[Latency]:
+        seen.append(e.trial)
+        ms = next(times)
+        return [Latency("onnxruntime", 256, 1, 30, ms, 0.1, 256 / (ms / 1e3))]
+
+    same = [
+        Entry(trial, Knobs(width=0.5, quant="dynamic", sparsity=s), 0.91, entry(trial, 0, 1, 1, 10).footprint)
+        for trial, s in ((4, 0.0), (13, 0.5), (15, 0.5))
+    ]
+    out = remeasure(same, timer, rounds=2)
+    assert seen == [4, 13, 15, 4, 13, 15]
+    assert [e.latency(256) for e in out] == pytest.approx([8.85, 8.85, 8.85])
+    assert out[0].footprint.latencies[0].runs == 180

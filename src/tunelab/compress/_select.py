@@ -43,16 +43,25 @@ def remeasure(
     *,
     rounds: int = 3,
 ) -> list[Entry]:
-    """Each entry's latency measured again, ``rounds`` times interleaved (A B C A B C ...) so that the
-    machine's drift falls on all alike; its median per batch over the rounds' medians, its IQR the widest."""
-    measured: list[list[list[Latency]]] = [[] for _ in entries]
+    """Latencies measured again, ``rounds`` times interleaved (A B C A B C ...) so that the machine's drift
+    falls on all alike: per batch, the median over the rounds' medians, the IQR the widest.
+
+    Entries of one structure (``Knobs.structure``: width and quantization; sparsity and fine-tuning change
+    no computation) are one measurement, pooled over all of them and given to each: on this project's CPU
+    three front models of one structure measured 8.3, 8.8 and 11.1 ms apart, and a difference that is noise
+    must not decide the pick (BENCHMARKS.md)."""
+    groups: dict[tuple[float, str, str], list[int]] = {}
+    for i, entry in enumerate(entries):
+        groups.setdefault(entry.knobs.structure, []).append(i)
+    pooled: dict[tuple[float, str, str], list[list[Latency]]] = {key: [] for key in groups}
     for _ in range(rounds):
-        for i, entry in enumerate(entries):
-            measured[i].append(timer(entry))
+        for key, members in groups.items():
+            for i in members:
+                pooled[key].append(timer(entries[i]))
     out = []
-    for entry, runs in zip(entries, measured, strict=True):
+    for entry in entries:
         latencies = []
-        for per_batch in zip(*runs, strict=True):
+        for per_batch in zip(*pooled[entry.knobs.structure], strict=True):
             median = float(np.median([lat.median_ms for lat in per_batch]))
             first = per_batch[0]
             latencies.append(
