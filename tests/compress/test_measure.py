@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import types
-import warnings
 import zlib
 from pathlib import Path
 
@@ -27,25 +26,14 @@ from tunelab.compress._measure import (
     time_torch,
 )
 from tunelab.errors import DataError, MissingExtraError, SpecError
+from tunelab.export import export_onnx
 from tunelab.models import RNNSpec, build_model
 
 
 def export(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-    """``model`` as ONNX opset 17 with input ``input`` and output ``output``, a dynamic batch axis."""
+    """``model`` as tunelab exports it: ONNX opset 17, input ``input``, output ``output``, a dynamic batch."""
     pytest.importorskip("onnx")
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, *input_shape),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        )
+    export_onnx(model.eval(), torch.zeros(1, *input_shape), path)
     return path
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from tunelab.compress._measure import file_bytes
 from tunelab.compress._quantize import nodes_quantized, quantize_onnx
 from tunelab.errors import DataError, MissingExtraError, SpecError
+from tunelab.export import export_onnx
 from tunelab.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -39,20 +39,8 @@ class Exported:
 
 
 def export(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-    """``model`` as ONNX opset 17 with input ``input`` and output ``output``, a dynamic batch axis."""
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation, the LSTM batch-size notice
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, *input_shape),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        )
+    """``model`` as tunelab exports it: ONNX opset 17, input ``input``, output ``output``, a dynamic batch."""
+    export_onnx(model.eval(), torch.zeros(1, *input_shape), path)
     return path
 
 

@@ -10,7 +10,7 @@ import pytest
 from tunelab.compress._candidate import Footprint, Knobs
 from tunelab.compress._measure import Latency
 from tunelab.compress._search import CompressionExecutor, Entry
-from tunelab.compress._select import choose, pareto_front, remeasure
+from tunelab.compress._select import Pick, choose, pareto_front, remeasure
 
 
 def entry(trial: int | None, score: float, ms1: float, ms256: float, size: int) -> Entry:
@@ -22,6 +22,12 @@ def entry(trial: int | None, score: float, ms1: float, ms256: float, size: int) 
 
 
 ORIGINAL = entry(None, 0.92, 0.20, 28.0, 1500)
+
+
+def pick_of(front: list[Entry], *, floor: float, original: Entry = ORIGINAL, **options: object) -> Pick:
+    """``choose`` with batches 1 and 256, accuracy, acceptable from ``floor`` up (``prefer`` latency)."""
+    settings: dict = {"prefer": "latency", "batches": [1, 256], "metric": "accuracy", **options}
+    return choose(front, original, acceptable=lambda v: v >= floor, **settings)
 
 
 def test_the_front_holds_exactly_the_non_dominated_entries() -> None:
@@ -39,39 +45,18 @@ def test_the_pick_is_the_fastest_acceptable_and_never_slower_than_the_original()
     fast_but_slow_at_one = entry(0, 0.915, 0.30, 5.0, 100)  # faster at 256, slower than the original at 1
     steady = entry(1, 0.915, 0.15, 8.0, 110)
     inaccurate = entry(2, 0.80, 0.05, 2.0, 50)
-    pick = choose(
-        [inaccurate, fast_but_slow_at_one, steady],
-        ORIGINAL,
-        acceptable=lambda v: v >= 0.91,
-        prefer="latency",
-        batches=[1, 256],
-        metric="accuracy",
-    )
+    pick = pick_of([inaccurate, fast_but_slow_at_one, steady], floor=0.91)
     assert pick.entry is steady
     assert pick.slower_than_original == (0,)
     assert "3.50x the original's speed" in pick.reason
-    smallest = choose(
-        [entry(3, 0.915, 0.15, 9.0, 90), steady],
-        ORIGINAL,
-        acceptable=lambda v: v >= 0.91,
-        prefer="size",
-        batches=[1, 256],
-        metric="accuracy",
-    )
+    smallest = pick_of([entry(3, 0.915, 0.15, 9.0, 90), steady], floor=0.91, prefer="size")
     assert smallest.entry is not None
     assert smallest.entry.trial == 3
 
 
 def test_when_nothing_qualifies_the_winner_stays_and_the_reason_says_why() -> None:
     slower = entry(0, 0.92, 0.30, 30.0, 400)
-    pick = choose(
-        [slower],
-        ORIGINAL,
-        acceptable=lambda v: v >= 0.91,
-        prefer="latency",
-        batches=[1, 256],
-        metric="accuracy",
-    )
+    pick = pick_of([slower], floor=0.91)
     assert pick.entry is None
     assert "slower than the fp32 original" in pick.reason
     assert "winner stays" in pick.reason
@@ -115,24 +100,10 @@ def test_latencies_within_noise_are_a_tie_that_accuracy_breaks() -> None:
     """The fastest by 1% gives way to one 0.4 points more accurate; a model 20% faster does not."""
     edge = entry(0, 0.9133, 0.05, 9.236, 100)
     better = entry(1, 0.9177, 0.08, 9.316, 110)
-    pick = choose(
-        [edge, better],
-        ORIGINAL,
-        acceptable=lambda v: v >= 0.913,
-        prefer="latency",
-        batches=[1, 256],
-        metric="accuracy",
-    )
+    pick = pick_of([edge, better], floor=0.913)
     assert pick.entry is better
     much_faster = entry(2, 0.9140, 0.05, 7.0, 100)
-    pick = choose(
-        [edge, better, much_faster],
-        ORIGINAL,
-        acceptable=lambda v: v >= 0.913,
-        prefer="latency",
-        batches=[1, 256],
-        metric="accuracy",
-    )
+    pick = pick_of([edge, better, much_faster], floor=0.913)
     assert pick.entry is much_faster
     errors = choose(  # an error metric: lower is better, so the tie goes to the lower value
         [entry(3, 10.0, 0.05, 9.2, 100), entry(4, 9.0, 0.05, 9.3, 100)],
