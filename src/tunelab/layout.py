@@ -15,10 +15,12 @@ run is stored in is :func:`tunelab.storage.run_study_url`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RunLayout"]
+__all__ = ["RunLayout", "json_safe"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,17 @@ class RunLayout:
         except (OSError, ValueError, AttributeError):
             return None
         return recorded if isinstance(recorded, str) and recorded else None
+
+
+def json_safe(value: Any) -> Any:
+    """A value as a run directory's JSON files hold it (summary.json, compression.json): strict JSON,
+    non-finite floats null, tuples lists, other objects their string form."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)

@@ -9,10 +9,11 @@ the quantization (and the sparsity, for the deflated size), so they are measured
 from __future__ import annotations
 
 import copy
+import io
 import math
-import time
+import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -290,9 +291,6 @@ def measure(
 
 
 def _torch_bytes(model: nn.Module) -> tuple[int, int]:
-    import io
-    import zlib
-
     buffer = io.BytesIO()
     torch.save({k: v.detach() for k, v in model.state_dict().items()}, buffer)
     data = buffer.getvalue()
@@ -311,11 +309,3 @@ def outputs(source: CompressSource, built: Built, x: torch.Tensor) -> torch.Tens
     module = OnnxModule(built.file, threads=None)
     with torch.no_grad():
         return torch.cat([module(x[i : i + 1024].cpu()) for i in range(0, len(x), 1024)]).float()
-
-
-def as_record(knobs: Knobs) -> dict[str, Any]:
-    return asdict(knobs)
-
-
-def elapsed(since: float) -> float:
-    return time.perf_counter() - since

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from tunelab.compress._select import Pick, choose, pareto_front, remeasure
 from tunelab.compress._source import CompressSource, allowed_drop, open_source
 from tunelab.errors import MissingExtraError, TunelabError
 from tunelab.export import export_model, export_onnx_model
+from tunelab.layout import json_safe
 from tunelab.search import StudyBudget, run_study
 from tunelab.spec import CompressSpec
 
@@ -92,7 +92,9 @@ def compress_run(
     try:
         record, pick_dir = _compress(source, spec, work, onnx=onnx, say=say, clock=clock, deadline=deadline)
         record["elapsed_seconds"] = round(clock.monotonic() - started, 2)
-        (work / "out" / COMPRESSION_JSON).write_text(json.dumps(_finite(record), indent=2), encoding="utf-8")
+        (work / "out" / COMPRESSION_JSON).write_text(
+            json.dumps(json_safe(record), indent=2), encoding="utf-8"
+        )
         _publish(work / "out", root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -307,7 +309,7 @@ def _record(
 def _int8_speedups(executor: CompressionExecutor, batches: list[int]) -> list[dict[str, Any]]:
     """For every width measured both ways: int8's speed against the same structure in fp32, per batch."""
     rows = []
-    measured = executor._latencies
+    measured = executor.latencies_by_structure
     for (width, quant, fmt), latencies in sorted(measured.items()):
         if quant == "none" or (width, "none", "") not in measured:
             continue
@@ -334,13 +336,3 @@ def _publish(out: Path, root: Path) -> None:
             target.unlink()
         if (out / name).exists():
             (out / name).rename(target)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

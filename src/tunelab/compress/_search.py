@@ -10,6 +10,7 @@ validation rows as the runtime runs them, and told with their measured latency a
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from collections.abc import Callable
@@ -195,24 +196,30 @@ class CompressionExecutor(BaseExecutor):
         knobs = Knobs.from_params(handle.params)
         directory = self.workdir / "trials" / str(handle.number)
         built = build(self.source, knobs)
-        probe = self._probe(built, directory / "probe")
+        # A candidate that does not train is its own probe: its file and measurements are final.
+        probe_dir = directory / "probe" if knobs.trains else directory
+        probe, probe_file = self._probe(built, probe_dir)
         blocker = self.dominated_by(probe)
-        shutil.rmtree(directory / "probe", ignore_errors=True)
         record = {"knobs": knobs.describe(), "footprint": probe.to_dict()}
         if blocker is not None:
+            shutil.rmtree(directory, ignore_errors=True)
             self.screened.append(handle.number)
             by = "the original" if blocker.trial is None else f"candidate {blocker.trial}"
             self.log(f"  {handle.number:>3} screened ({knobs.describe()}): {by} is as fast and as small")
             return Outcome.pruned(screened_by=by, **record)
-        self._fine_tuned(built, handle.number)
-        runtime_file(self.source, built, directory, onnx=self.onnx)
-        footprint = measure(
-            self.source,
-            built,
-            batches=self.spec.batches,
-            threads=self.spec.threads,
-            latencies=probe.latencies,
-        )
+        if knobs.trains:
+            shutil.rmtree(probe_dir, ignore_errors=True)
+            self._fine_tuned(built, handle.number)
+            runtime_file(self.source, built, directory, onnx=self.onnx)
+            footprint = measure(
+                self.source,
+                built,
+                batches=self.spec.batches,
+                threads=self.spec.threads,
+                latencies=probe.latencies,
+            )
+        else:
+            built.file, footprint = probe_file, probe
         value = score(self.source, built, self.source.bundle.X_val, self.source.bundle.y_val)
         entry = Entry(
             handle.number, knobs, value, footprint, built, time.perf_counter() - started, built.notes
@@ -250,14 +257,18 @@ class CompressionExecutor(BaseExecutor):
             state = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
             self._trained[key] = (number, state, list(built.notes))
 
-    def _probe(self, built: Built, directory: Path) -> Footprint:
-        """Latency and size of the candidate's structure, before training: the untrained (sliced) model,
-        made as sparse as it will be, exported and quantized; latency measured once per structure."""
+    @property
+    def latencies_by_structure(self) -> dict[tuple[float, str, str], tuple[Any, ...]]:
+        """The latencies measured so far, one record per structure (``Knobs.structure``)."""
+        return dict(self._latencies)
+
+    def _probe(self, built: Built, directory: Path) -> tuple[Footprint, Path | None]:
+        """Latency and size of the candidate's structure before training, and the file measured: the
+        untrained (sliced) model, made as sparse as it will be, exported and quantized; latency measured
+        once per structure."""
         knobs = built.knobs
         probe = Built(knobs, built.model, built.spec, None, built.parameters)
         if knobs.sparsity > 0.0:
-            import copy
-
             probe.model = copy.deepcopy(built.model)
             apply_masks(probe.model, magnitude_masks(probe.model, knobs.sparsity, scope="global"))
         runtime_file(self.source, probe, directory, onnx=self.onnx)
@@ -266,7 +277,7 @@ class CompressionExecutor(BaseExecutor):
             self.source, probe, batches=self.spec.batches, threads=self.spec.threads, latencies=cached
         )
         self._latencies[knobs.structure] = footprint.latencies
-        return footprint
+        return footprint, probe.file
 
     def teacher_outputs(self) -> torch.Tensor:
         """The teacher's raw outputs on the training rows, computed once (inputs are not augmented)."""

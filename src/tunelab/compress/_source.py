@@ -42,10 +42,6 @@ class Scorer:
         values = self._trainer.evaluate_outputs(outputs, y, names=[name])
         return float(values[name])
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether score ``a`` is at least as good as ``b``."""
-        return a >= b if self.direction == "maximize" else a <= b
-
 
 @dataclass
 class CompressSource:

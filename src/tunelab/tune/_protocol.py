@@ -15,7 +15,7 @@ from tunelab.clock import Clock, system_clock
 from tunelab.data import load_dataset
 from tunelab.errors import SpecError, TrainingError
 from tunelab.execute import Evaluator, SearchResult, run_search, search_in_workers, trial_spec
-from tunelab.layout import RunLayout
+from tunelab.layout import RunLayout, json_safe
 from tunelab.search import Direction, Events, SearchSpec, StudyEvents, metric_direction
 from tunelab.spec import ExperimentSpec
 from tunelab.storage import (
@@ -32,7 +32,7 @@ from tunelab.tune._ensemble import ENSEMBLE_RULE, choose_ensemble
 from tunelab.tune._interval import INTERVAL_METHOD
 from tunelab.tune._plan import TimeBudget, make_plan
 from tunelab.tune._references import forecast_references
-from tunelab.tune._result import Refit, TuneProtocol, TuneResult, json_safe
+from tunelab.tune._result import Refit, TuneProtocol, TuneResult
 from tunelab.tune._select import export_delivered, reevaluate, refit_winner
 from tunelab.tune._simplest import SIMPLEST_RULE, choose_simplest
 

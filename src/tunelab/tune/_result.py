@@ -22,7 +22,6 @@ __all__ = [
     "Selection",
     "TuneProtocol",
     "TuneResult",
-    "json_safe",
 ]
 
 
@@ -307,16 +306,3 @@ class TuneResult:
             stacklevel=2,
         )
         return {"trainer": self.trainer}
-
-
-def json_safe(value: Any) -> Any:
-    """Strict JSON: non-finite floats become null; tuples lists; other objects their string form."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    return str(value)
