@@ -26,12 +26,14 @@ dev: $(VENV)/.dev-installed
 demo: venv
 	$(BIN)/tunelab demo
 
-# Debian packages the tests use: real Fashion-MNIST, Chromium for the report's browser test, and a PostgreSQL
-# server for the PostgreSQL study storage (the tests start a throwaway one). Installed when running as root (CI, a
+# Debian packages the tests use: real Fashion-MNIST, fortunes (quotations by topic: real text to classify),
+# Chromium for the report's browser test, and a PostgreSQL server for the PostgreSQL study storage (the tests
+# start a throwaway one). Installed when running as root (CI, a
 # fresh container); otherwise the tests that need them skip and say how to install them.
-SYSTEM_PACKAGES := dataset-fashion-mnist chromium postgresql
+SYSTEM_PACKAGES := dataset-fashion-mnist fortunes chromium postgresql
 system-deps:
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -x /usr/bin/chromium ] \
+		&& [ -f /usr/share/games/fortunes/computers ] \
 		&& ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) \

@@ -64,7 +64,11 @@ def train_experiment(
     n_targets = int(bundle.y_train.shape[1]) if bundle.y_train.ndim == 2 else 1
     output_dim = output_dim_for(bundle.task, bundle.n_classes, n_targets, spec.train.loss)
     model = build_model(
-        spec.model, input_shape=bundle.input_shape, output_dim=output_dim, seed=spec.train.seed
+        spec.model,
+        input_shape=bundle.input_shape,
+        output_dim=output_dim,
+        seed=spec.train.seed,
+        text=bundle.text,
     )
     trainer = Trainer(
         model,

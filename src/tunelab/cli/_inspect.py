@@ -65,7 +65,7 @@ def predict(
             metavar="DATA",
             help="New inputs, as the model was trained on: a CSV or Parquet table; for images a folder of "
             "image files (one row per file, named by its path), an image file, an .npz or an IDX file; for "
-            "sequences an .npz.",
+            "sequences an .npz; for text also a .txt file (a text per line) or a folder of .txt files.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the predictions (CSV).")] = Path(
@@ -87,7 +87,13 @@ def predict(
             )
         exported = load(find_export(run_dir))
         x_key = ((exported.metadata.get("spec") or {}).get("data") or {}).get("x_key", "X")
-        inputs = read_new_inputs(data_path, kind=exported.kind, input_shape=exported.input_shape, x_key=x_key)
+        inputs = read_new_inputs(
+            data_path,
+            kind=exported.kind,
+            input_shape=exported.input_shape,
+            x_key=x_key,
+            columns=exported.input_columns,
+        )
         predictions = exported.predict_frame(inputs.data)
         if inputs.paths is not None:
             predictions.insert(0, "path", inputs.paths)

@@ -60,7 +60,8 @@ def tune(
         str | None, typer.Option(help="classification, regression or forecasting (default: inferred).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Zero-config: mlp, cnn, rnn, lstm, gru (linear: forecasting only).")
+        str | None,
+        typer.Option(help="Zero-config: mlp, cnn, rnn, lstm, gru, text (linear: forecasting only)."),
     ] = None,
     budget: Annotated[str | None, typer.Option(help="Wall-time budget: 60s, 10m, 1h.")] = None,
     n_trials: Annotated[int | None, typer.Option("--trials", help="Number of trials.", min=1)] = None,

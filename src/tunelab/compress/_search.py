@@ -62,9 +62,13 @@ class Entry:
 
 def _options(source: CompressSource, spec: CompressSpec, *, onnx: bool) -> tuple[list[float], list[str]]:
     """The widths and quantization modes open to this teacher: widths only for a tunelab-built model,
-    quantization only on onnxruntime."""
+    quantization only on onnxruntime, and only dynamic (weights) for a text model, whose input holds token
+    ids that static quantization would round with the activations."""
     widths = sorted(set(spec.widths), reverse=True) if slimmable(source) else [1.0]
-    quant: list[str] = [q for q in dict.fromkeys(spec.quantization) if onnx or q == "none"] or ["none"]
+    text = source.bundle.text is not None
+    quant: list[str] = [
+        q for q in dict.fromkeys(spec.quantization) if (onnx or q == "none") and not (text and q == "static")
+    ] or ["none"]
     return widths, quant
 
 

@@ -1,4 +1,5 @@
-"""Built-in datasets by name: scikit-learn's bundled sets (offline), Fashion-MNIST from its Debian package."""
+"""Built-in datasets by name: scikit-learn's bundled sets (offline), Fashion-MNIST and fortunes (quotations by
+topic, a text-classification set) from their Debian packages."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ __all__ = [
 ]
 
 SKLEARN_NAMES = ("digits", "iris", "wine", "breast_cancer", "diabetes")
-BUILTIN_NAMES = (*SKLEARN_NAMES, "fashion-mnist")
+BUILTIN_NAMES = (*SKLEARN_NAMES, "fashion-mnist", "fortunes")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",

@@ -9,6 +9,7 @@ import torch
 from tunelab.data._dataset import DataKind, Task
 from tunelab.data._preprocessor import Preprocessor
 from tunelab.data._splits import SplitIndices
+from tunelab.inputs import TextInput
 
 __all__ = ["DataBundle"]
 
@@ -17,7 +18,8 @@ __all__ = ["DataBundle"]
 class DataBundle:
     """Train / validation / test tensors with the fitted preprocessing.
 
-    X: float32 ``[N, F]`` (tables), ``[N, C, H, W]`` (images) or ``[N, L, F]`` (sequences, forecast windows).
+    X: float32 ``[N, F]`` (tables), ``[N, C, H, W]`` (images), ``[N, L, F]`` (sequences, forecast windows) or
+    ``[N, L + F]`` (text: ``L`` token ids, then ``F`` table features; ``text`` describes the layout).
     y: int64 class ids ``[N]`` (classification), or float32 ``[N, T]`` standardized targets (regression) /
     ``[N, horizon]`` (forecasting); ``target_scale`` = (mean, std) ``[output_dim]`` maps them back:
     ``y * std + mean``. ``indices`` are the row positions of each part in the source's main part (the test
@@ -39,6 +41,7 @@ class DataBundle:
     output_dim: int  # n_classes logits, T regression targets, or the forecast horizon
     target_scale: tuple[torch.Tensor, torch.Tensor] | None = None
     preprocessor: Preprocessor | None = None
+    text: TextInput | None = None  # text data only: the layout of its samples
     notices: list[str] = field(default_factory=list)
     indices: SplitIndices | None = None
     name: str = "data"

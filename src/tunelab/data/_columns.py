@@ -17,6 +17,10 @@ __all__ = ["clean_target", "infer_task", "select_features", "take_target"]
 # A text column whose non-missing values are at least this share distinct carries no pattern a model can
 # learn from (names, ids, free text) and would one-hot into as many columns as rows.
 IDENTIFIER_UNIQUE_SHARE = 0.95
+# A text column is free text (tokenized, read by a text model) when its values have at least this many words
+# (median) and are mostly distinct: reviews, tickets, descriptions; names and codes are shorter.
+TEXT_MIN_WORDS = 4
+TEXT_MIN_DISTINCT_SHARE = 0.3
 # An integer-valued target with at most max(this, sqrt(N)) distinct values is read as class labels.
 MIN_CLASS_LIMIT = 20
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
@@ -41,27 +45,59 @@ def take_target(frame: pd.DataFrame, target: str, drop_columns: list[str], *, so
 
 
 def select_features(
-    frame: pd.DataFrame, *, forecasting: bool = False, time_column: str | None = None
-) -> tuple[pd.DataFrame, list[str]]:
-    """The columns a model can use (numeric as float64, categorical as str objects), and notices.
+    frame: pd.DataFrame,
+    *,
+    forecasting: bool = False,
+    time_column: str | None = None,
+    text_columns: list[str] | None = None,
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The columns a model can use (numeric as float64, categorical and free text as str objects), the free
+    text columns among them, and notices.
 
     Numeric and boolean columns are kept. Date columns are kept as datetimes (the features derive numbers
-    from them, with a notice). Text columns are categorical unless (nearly) all their values are distinct, in
-    which case they look like identifiers and are left out with a notice. Columns whose values are lists,
-    dicts or mixed objects cannot be encoded and raise :class:`DataError`. Forecasting windows use numeric
-    columns only.
+    from them, with a notice). Text columns are free text when their values have several words and are
+    mostly distinct (or when ``text_columns`` lists them: then exactly those are), categorical when few
+    values repeat, and identifiers (left out with a notice) when (nearly) all their short values are
+    distinct. Columns whose values are lists, dicts or mixed objects cannot be encoded and raise
+    :class:`DataError`. Forecasting windows use numeric columns only.
     """
     kept: dict[str, pd.Series] = {}
+    texts: list[str] = []
     notices: list[str] = []
+    if text_columns is not None:
+        _check_text_columns(frame, text_columns)
     for name in frame.columns:
         column = frame[name]
         label = str(name)
         if label == time_column:
             continue
         if column.isna().all():
+            if text_columns is not None and label in text_columns:
+                raise DataError(
+                    f"text column '{label}' has no values at all. Expected free text in it. Fix: fill it, "
+                    "or remove it from text_columns."
+                )
             notices.append(f"column '{label}' has no values at all and was left out")
             continue
-        role, values = _column_role(column, label)
+        if text_columns is not None and label in text_columns:
+            kept[label] = pd.Series(text_values(column), index=column.index, dtype=object)
+            texts.append(label)
+            continue
+        role, values = _column_role(column, label, detect_text=text_columns is None)
+        if role == "text":
+            if forecasting:
+                notices.append(
+                    f"column '{label}' holds free text; forecasting windows read numbers, so it was left out"
+                )
+                continue
+            words = int(_word_counts(values.dropna()).median())
+            notices.append(
+                f"column '{label}' holds free text (median {words} words, {values.nunique()} distinct "
+                "values): it is tokenized and read by a text model"
+            )
+            kept[label] = values
+            texts.append(label)
+            continue
         if role == "datetime":
             if forecasting:
                 notices.append(
@@ -83,7 +119,8 @@ def select_features(
             )
             notices.append(
                 f"column '{label}' looks like an identifier ({share} text) and was left out; "
-                f"convert it to numbers or to fewer categories to use it"
+                f"convert it to numbers or to fewer categories to use it, or list it in text_columns to "
+                "read it as free text"
             )
             continue
         if role == "categorical" and forecasting:
@@ -98,11 +135,37 @@ def select_features(
             "Expected at least one numeric or categorical column besides the target. "
             "Fix: check drop_columns and the notices above."
         )
-    return pd.DataFrame(kept, index=frame.index), notices
+    if (
+        texts
+        and len(texts) == len(kept)
+        and all(not any(value.strip() for value in kept[name].dropna()) for name in texts)
+    ):
+        raise DataError(
+            f"every text in {listing(texts)} is empty; there is nothing to read. Expected free text. "
+            "Fix: check the column(s), or choose others as features."
+        )
+    return pd.DataFrame(kept, index=frame.index), texts, notices
 
 
-def _column_role(column: pd.Series, label: str) -> tuple[str, pd.Series]:
-    """Classify one column as numeric / categorical / identifier / datetime, with its values converted."""
+def _check_text_columns(frame: pd.DataFrame, text_columns: list[str]) -> None:
+    columns = [str(name) for name in frame.columns]
+    for name in text_columns:
+        if name not in columns:
+            raise DataError(
+                f"text_columns names '{name}', which the data does not have (or which is the target or a "
+                f"dropped column).{did_you_mean(name, columns)} Available columns: {listing(columns)}."
+            )
+        column = frame[name].dropna()
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            raise DataError(
+                f"text column '{name}' holds numbers, not text. Expected free text. Fix: remove it from "
+                "text_columns (numeric columns are read as numbers)."
+            )
+
+
+def _column_role(column: pd.Series, label: str, *, detect_text: bool = True) -> tuple[str, pd.Series]:
+    """Classify one column as numeric / categorical / identifier / datetime / free text, with its values
+    converted."""
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return "numeric", column.astype("float64")
     if pd.api.types.is_datetime64_any_dtype(column):
@@ -117,6 +180,8 @@ def _column_role(column: pd.Series, label: str) -> tuple[str, pd.Series]:
         text = present.astype(str)
         if inferred == "string" and bool(text.str.match(_ISO_DATE).all()):
             return "datetime", column
+        if inferred == "string" and detect_text and _free_text(text):
+            return "text", pd.Series(text_values(column), index=column.index, dtype=object)
         if inferred == "string" and text.nunique() >= IDENTIFIER_UNIQUE_SHARE * len(text) and len(text) > 1:
             return "identifier", column
         return "categorical", pd.Series(text_values(column), index=column.index, dtype=object)
@@ -126,6 +191,20 @@ def _column_role(column: pd.Series, label: str) -> tuple[str, pd.Series]:
         f"Expected numbers, booleans or text in each column. Fix: add '{label}' to drop_columns, or turn it "
         f"into numeric / text columns before loading."
     )
+
+
+def _free_text(values: pd.Series) -> bool:
+    """Several words per value (median) and mostly distinct values: sentences, not categories or names."""
+    distinct = values.nunique()
+    words = _word_counts(values).median()
+    return bool(
+        words >= TEXT_MIN_WORDS and distinct >= TEXT_MIN_DISTINCT_SHARE * len(values) and distinct > 1
+    )
+
+
+def _word_counts(values: pd.Series) -> pd.Series:
+    """Whitespace-separated words per value."""
+    return values.map(lambda value: len(str(value).split()))
 
 
 def infer_task(target: np.ndarray, *, name: str) -> tuple[Task, str]:
@@ -168,6 +247,13 @@ def clean_target(target: pd.Series, task: Task, *, name: str) -> np.ndarray:
             raise DataError(
                 f"target '{name}' has a single class ({classes[0]!r}); classification needs at least two. "
                 "Fix: choose another target column, or check the file's rows."
+            )
+        if values.dtype == object and _free_text(pd.Series(values).astype(str)):
+            raise DataError(
+                f"target '{name}' holds free text ({len(classes)} distinct values of several words), not "
+                "labels; a text cannot be predicted as a class. Expected a column of labels (a few distinct "
+                "values) or numbers. Fix: choose another target; to read this column as an input, make it a "
+                "feature."
             )
         return values
     try:

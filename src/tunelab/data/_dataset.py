@@ -10,7 +10,7 @@ import pandas as pd
 
 __all__ = ["DataKind", "Dataset", "Task", "take_rows"]
 
-DataKind = Literal["table", "image", "sequence"]
+DataKind = Literal["table", "image", "sequence", "text"]
 Task = Literal["classification", "regression", "forecasting"]
 
 
@@ -22,7 +22,8 @@ class Dataset:
     columns already left out), or an array for images ``[N, C, H, W]`` and sequences ``[N, L, F]``.
     ``target`` is ``[N]`` (or ``[N, T]`` for multi-target regression) in the source's own values.
     ``test_features`` / ``test_target`` hold the source's predefined test part (IDX ``t10k-*`` files,
-    Fashion-MNIST, npz ``X_test``), else ``None``. For ``forecasting`` the rows are in time order and
+    Fashion-MNIST, npz ``X_test``), else ``None``. ``text`` data is a table whose ``text_columns`` hold free
+    text (its other columns are table features). For ``forecasting`` the rows are in time order and
     ``features`` holds the numeric columns of the series (the target column among them).
     """
 
@@ -39,6 +40,8 @@ class Dataset:
     notices: list[str] = field(default_factory=list)
     # A series' time stamps per row (datetime64), when it has a time or date column: its seasonal period.
     times: np.ndarray | None = None
+    # The free-text columns of a ``text`` table, in order.
+    text_columns: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:

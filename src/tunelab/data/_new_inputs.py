@@ -1,5 +1,6 @@
 """New inputs to predict on, read as the model's kind of data was read for training: a table (CSV or
-Parquet), arrays (``.npz``), IDX images, one image file, or a folder of images (its sub-folders too)."""
+Parquet), arrays (``.npz``), IDX images, one image file, a folder of images (its sub-folders too), and for
+text models also a ``.txt`` file (one text per line) or a folder of ``.txt`` files (one text per file)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,12 @@ class NewInputs:
 
 
 def read_new_inputs(
-    path: str | Path, *, kind: str, input_shape: tuple[int, ...], x_key: str = "X"
+    path: str | Path,
+    *,
+    kind: str,
+    input_shape: tuple[int, ...],
+    x_key: str = "X",
+    columns: list[str] | None = None,
 ) -> NewInputs:
     """Read ``path`` for a model of ``kind`` (table, image, sequence) whose samples have ``input_shape``.
 
@@ -36,19 +42,23 @@ def read_new_inputs(
     files (searched recursively, in path order; class sub-folders are fine, their names are ignored), one
     image file, an ``.npz`` or an IDX file; image files are read as the model's channels (1: grayscale,
     3: RGB) and resized to its height and width. Sequences: an ``.npz``. An ``.npz`` holds the array
-    ``x_key`` (the training data's), or a single array.
+    ``x_key`` (the training data's), or a single array. Text: a CSV or Parquet table with the model's input
+    ``columns``; when it reads one text column alone, also a ``.txt`` file (UTF-8, one text per non-empty
+    line) or a folder of ``.txt`` files (one text per file, in path order).
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"'{path}' does not exist. {_expected(kind)}")
     suffix = path.suffix.lower()
+    if kind == "text" and (path.is_dir() or suffix == ".txt"):
+        return _text_files(path, columns or [])
     if path.is_dir():
         if kind != "image":
             raise DataError(f"'{path}' is a folder. {_expected(kind)}")
         return _image_folder(path, input_shape)
     if suffix == ".npz":
         return NewInputs(_npz_array(path, x_key))
-    if kind == "table" and suffix in _TABLE_SUFFIXES:
+    if kind in ("table", "text") and suffix in _TABLE_SUFFIXES:
         return NewInputs(_table(path, _TABLE_SUFFIXES[suffix]))
     if kind == "image" and suffix in IMAGE_SUFFIXES:
         return NewInputs(
@@ -67,6 +77,10 @@ def _expected(kind: str) -> str:
             "array, or an IDX images file."
         ),
         "sequence": "Expected an .npz holding an [N, L, F] array of sequences.",
+        "text": (
+            "Expected a CSV or Parquet table with the model's text (and other) columns, or for a model of "
+            "one text column a .txt file (one text per line) or a folder of .txt files (one text per file)."
+        ),
     }
     return expected.get(kind, f"This model's data kind is '{kind}', which predict does not read.")
 
@@ -86,6 +100,42 @@ def _image_folder(folder: Path, input_shape: tuple[int, ...]) -> NewInputs:
         )
     images = read_images(paths, image_size=input_shape[1:], channels=input_shape[0])
     return NewInputs(images, [path.relative_to(folder).as_posix() for path in paths])
+
+
+def _text_files(path: Path, columns: list[str]) -> NewInputs:
+    if len(columns) != 1:
+        raise DataError(
+            f"this text model reads the columns {', '.join(columns) or '(none)'}, so '{path}' cannot give "
+            "them. Fix: pass a CSV or Parquet table with those columns."
+        )
+    if path.is_dir():
+        files = sorted(
+            file
+            for file in path.rglob("*.txt")
+            if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+        )
+        if not files:
+            raise DataError(
+                f"folder '{path}' holds no .txt files (sub-folders searched too). {_expected('text')}"
+            )
+        texts = [_decoded(file, file.read_bytes()) for file in files]
+        return NewInputs(
+            pd.DataFrame({columns[0]: texts}), [file.relative_to(path).as_posix() for file in files]
+        )
+    lines = [line for line in _decoded(path, path.read_bytes()).splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"'{path}' holds no text (every line is empty). {_expected('text')}")
+    return NewInputs(pd.DataFrame({columns[0]: lines}))
+
+
+def _decoded(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"'{path}' is not UTF-8 text (byte {data[error.start : error.start + 1]!r} at offset "
+            f"{error.start}). Expected UTF-8. Fix: save the file as UTF-8, or pass a CSV table instead."
+        ) from None
 
 
 def _npz_array(path: Path, x_key: str) -> np.ndarray:

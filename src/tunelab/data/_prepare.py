@@ -15,6 +15,7 @@ from tunelab.data._spec import DataSpec
 from tunelab.data._splits import SplitIndices, split_indices
 from tunelab.data._table_features import TableFeatures, WindowFeatures
 from tunelab.data._targets import ClassTarget, ScaledTarget
+from tunelab.data._text_features import TextFeatures
 from tunelab.errors import DataError
 
 __all__ = ["prepare_data"]
@@ -48,7 +49,7 @@ def prepare_data(
         has_test_part=dataset.has_test_part,
     )
     train_features = take_rows(dataset.features, indices.train)
-    features = _fit_features(dataset, train_features)
+    features = _fit_features(dataset, train_features, spec)
     if classification:
         labels = (
             dataset.target
@@ -109,7 +110,18 @@ def _prepare_forecast(spec: DataSpec, dataset: Dataset, *, seed: int, fold: int 
     return _bundle(tensors, dataset, preprocessor, indices)
 
 
-def _fit_features(dataset: Dataset, train: pd.DataFrame | np.ndarray) -> FeatureTransform:
+def _fit_features(dataset: Dataset, train: pd.DataFrame | np.ndarray, spec: DataSpec) -> FeatureTransform:
+    if isinstance(train, pd.DataFrame) and dataset.kind == "text":
+        options = spec.text
+        return TextFeatures.fit(
+            train,
+            list(dataset.text_columns),
+            tokenizer=options.tokenizer,
+            vocab_size=options.vocab_size,
+            max_length=options.max_length,
+            min_frequency=options.min_frequency,
+            lowercase=options.lowercase,
+        )
     if isinstance(train, pd.DataFrame):
         return TableFeatures.fit(train)
     if dataset.kind == "image":
@@ -138,7 +150,9 @@ def _bundle(
         output_dim=preprocessor.output_dim,
         target_scale=preprocessor.target_scale,
         preprocessor=preprocessor,
-        notices=list(dataset.notices),
+        text=preprocessor.text_input,
+        notices=list(dataset.notices)
+        + ([preprocessor.features.describe()] if isinstance(preprocessor.features, TextFeatures) else []),
         indices=indices,
         name=dataset.name,
     )

@@ -13,11 +13,13 @@ from tunelab.data._dataset import DataKind, Task
 from tunelab.data._hints import listing
 from tunelab.data._table_features import TableFeatures, WindowFeatures
 from tunelab.data._targets import ClassTarget, ScaledTarget
+from tunelab.data._text_features import TextFeatures
 from tunelab.errors import DataError
+from tunelab.inputs import TextInput
 
 __all__ = ["Preprocessor"]
 
-FeatureTransform = TableFeatures | WindowFeatures | ImageFeatures | SequenceFeatures
+FeatureTransform = TableFeatures | WindowFeatures | ImageFeatures | SequenceFeatures | TextFeatures
 TargetTransform = ClassTarget | ScaledTarget
 
 STATE_VERSION = 1
@@ -26,6 +28,7 @@ _FEATURES: dict[str, type[FeatureTransform]] = {
     "window": WindowFeatures,
     "image": ImageFeatures,
     "sequence": SequenceFeatures,
+    "text": TextFeatures,
 }
 _TARGETS: dict[str, type[TargetTransform]] = {"classes": ClassTarget, "scaled": ScaledTarget}
 
@@ -63,6 +66,11 @@ class Preprocessor:
         return self.features.input_shape
 
     @property
+    def text_input(self) -> TextInput | None:
+        """The layout of text samples (token ids, then table features); None for other data."""
+        return self.features.text_input if isinstance(self.features, TextFeatures) else None
+
+    @property
     def output_dim(self) -> int:
         """Model outputs per sample: classes, regression targets, or forecast horizon."""
         return self.target.output_dim
@@ -84,9 +92,20 @@ class Preprocessor:
         """Raw rows → float32 features ``[N, *input_shape]``.
 
         Tables take a DataFrame with (at least) the training columns; a series gives one window per position
-        (``[T - window + 1, window, F]``); images and sequences take arrays.
+        (``[T - window + 1, window, F]``); images and sequences take arrays. A text model takes a DataFrame
+        with its text (and other) columns, or, when it reads one text column alone, a list of strings.
         """
-        if isinstance(self.features, TableFeatures | WindowFeatures):
+        if isinstance(self.features, TextFeatures) and not isinstance(data, pd.DataFrame):
+            columns = self.input_columns
+            texts = np.asarray(data, dtype=object)
+            if len(columns) != 1 or texts.ndim != 1:
+                raise DataError(
+                    f"this text model reads the columns {listing(columns)}; pass a DataFrame with them"
+                    + ("" if len(columns) != 1 else f", or a list of strings (got shape {list(texts.shape)})")
+                )
+            data = pd.DataFrame({columns[0]: texts})
+            return _tensor(self.features.apply(data))
+        if isinstance(self.features, TableFeatures | WindowFeatures | TextFeatures):
             if not isinstance(data, pd.DataFrame):
                 columns = self.input_columns
                 array = np.asarray(data)
@@ -106,7 +125,7 @@ class Preprocessor:
         """The raw input columns a table or series needs, in order (empty for arrays)."""
         if isinstance(self.features, WindowFeatures):
             return self.features.table.input_columns
-        if isinstance(self.features, TableFeatures):
+        if isinstance(self.features, TableFeatures | TextFeatures):
             return self.features.input_columns
         return []
 

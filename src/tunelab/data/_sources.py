@@ -25,6 +25,7 @@ from tunelab.data._images import list_image_folder, read_images
 from tunelab.data._season import series_times
 from tunelab.data._spec import DataSpec
 from tunelab.data._splits import subsample_indices
+from tunelab.data._text_sources import is_text_folder, read_fortunes, read_text_folder
 from tunelab.errors import DataError, SpecError
 
 __all__ = ["load_dataset", "resolve_format"]
@@ -56,6 +57,10 @@ def load_dataset(spec: DataSpec) -> Dataset:
         dataset = _read_idx_directory(Path(spec.source), spec.task)
     elif source_format == "image_folder":
         dataset = _read_image_folder(spec)
+    elif source_format == "text_folder":
+        dataset = _read_text_folder(spec)
+    elif spec.source == "fortunes":
+        dataset = _read_fortunes(spec)
     elif spec.source == "fashion-mnist":
         dataset = _read_idx_directory(fashion_mnist_dir(), spec.task, label_names=FASHION_MNIST_CLASSES)
         dataset = replace(dataset, name="fashion-mnist")
@@ -86,9 +91,9 @@ def resolve_format(spec: DataSpec) -> str:
         return spec.format
     if path.is_dir():
         present = {entry.name for entry in path.iterdir()}
-        return (
-            "idx" if {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"} & present else "image_folder"
-        )
+        if {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"} & present:
+            return "idx"
+        return "text_folder" if is_text_folder(path) else "image_folder"
     suffixes = [suffix.lower() for suffix in path.suffixes]
     if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz") and len(suffixes) > 1:
         suffixes = suffixes[:-1]  # pandas reads compressed CSVs directly
@@ -107,6 +112,7 @@ def _check_options(spec: DataSpec, source_format: str) -> None:
         ("target", spec.target is not None and not table, "tables (CSV / Parquet)"),
         ("time_column", spec.time_column is not None and not table, "tables (CSV / Parquet)"),
         ("drop_columns", bool(spec.drop_columns) and not table, "tables (CSV / Parquet)"),
+        ("text_columns", spec.text_columns is not None and not table, "tables (CSV / Parquet)"),
         ("task: forecasting", spec.task == "forecasting" and not table, "a series in a CSV / Parquet table"),
         ("kind", spec.kind != "auto" and source_format != "npz", ".npz arrays"),
         ("image_size", spec.image_size is not None and source_format != "image_folder", "image folders"),
@@ -135,7 +141,7 @@ def _task(given: str, target: np.ndarray, name: str, notices: list[str]) -> Task
 
 def _read_table(spec: DataSpec, source_format: str) -> Dataset:
     path = Path(spec.source)
-    frame = _read_frame(path, source_format, spec.delimiter)
+    frame = _read_frame(path, source_format, spec.delimiter, spec.encoding)
     target = spec.target
     if target is None:
         raise SpecError(
@@ -156,8 +162,11 @@ def _read_table(spec: DataSpec, source_format: str) -> Dataset:
     task = _task(spec.task, frame[target].to_numpy(), target, notices)
     values = clean_target(frame[target], task, name=target)
     forecasting = task == "forecasting"
-    features, column_notices = select_features(
-        frame.drop(columns=[target]), forecasting=forecasting, time_column=spec.time_column
+    features, text_columns, column_notices = select_features(
+        frame.drop(columns=[target]),
+        forecasting=forecasting,
+        time_column=spec.time_column,
+        text_columns=spec.text_columns,
     )
     notices += column_notices
     if forecasting:
@@ -167,10 +176,21 @@ def _read_table(spec: DataSpec, source_format: str) -> Dataset:
         return Dataset(
             path.name, "sequence", task, features, values, target_name=target, notices=notices, times=times
         )
+    if text_columns:
+        return Dataset(
+            path.name,
+            "text",
+            task,
+            features,
+            values,
+            target_name=target,
+            notices=notices,
+            text_columns=tuple(text_columns),
+        )
     return Dataset(path.name, "table", task, features, values, target_name=target, notices=notices)
 
 
-def _read_frame(path: Path, source_format: str, delimiter: str) -> pd.DataFrame:
+def _read_frame(path: Path, source_format: str, delimiter: str, encoding: str = "utf-8") -> pd.DataFrame:
     if not path.is_file():
         raise DataError(
             f"{path} is a directory, but format '{source_format}' needs a file. Fix: point at the file."
@@ -179,13 +199,19 @@ def _read_frame(path: Path, source_format: str, delimiter: str) -> pd.DataFrame:
         raise DataError(f"data file {path} is empty (0 bytes). Fix: check that it was written completely.")
     try:
         frame = (
-            pd.read_csv(path, sep=delimiter, low_memory=False)
+            pd.read_csv(path, sep=delimiter, low_memory=False, encoding=encoding)
             if source_format == "csv"
             else pd.read_parquet(path)
         )
     except pd.errors.EmptyDataError as error:
         raise DataError(f"data file {path} holds no columns. Fix: check its header line.") from error
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not valid {encoding} text: byte {error.object[error.start : error.start + 1]!r} at "
+            f"offset {error.start} ({error.reason}). Expected {encoding}. Fix: set the data spec's "
+            "`encoding` to the file's (e.g. encoding: latin-1 or cp1252), or save the file as UTF-8."
+        ) from error
+    except (ValueError, OSError, pd.errors.ParserError) as error:
         raise DataError(
             f"cannot read {path} as {source_format}: {error}. Fix: check the file's format (set `format`) "
             + ("and its field separator (`delimiter`)." if source_format == "csv" else "or export it again.")
@@ -381,6 +407,30 @@ def _read_image_folder(spec: DataSpec) -> Dataset:
     task = _task(spec.task, labels, "class", [])
     return Dataset(
         root.name, "image", task, images, labels, target_name="class", label_names=classes, notices=notices
+    )
+
+
+def _read_text_folder(spec: DataSpec) -> Dataset:
+    root = Path(spec.source)
+    frame, notices = read_text_folder(root, encoding=spec.encoding)
+    return _text_dataset(root.name, frame["text"], frame["label"].to_numpy(), spec, notices, "label")
+
+
+def _read_fortunes(spec: DataSpec) -> Dataset:
+    frame = read_fortunes()
+    notices = [f"fortunes: {len(frame)} quotations of {frame['topic'].nunique()} topics"]
+    return _text_dataset("fortunes", frame["text"], frame["topic"].to_numpy(), spec, notices, "topic")
+
+
+def _text_dataset(
+    name: str, texts: pd.Series, labels: np.ndarray, spec: DataSpec, notices: list[str], target_name: str
+) -> Dataset:
+    """One free-text column ``text`` and its labels as a ``text`` dataset."""
+    task = _task(spec.task, labels, target_name, notices)
+    values = clean_target(pd.Series(labels, name=target_name), task, name=target_name)
+    features = pd.DataFrame({"text": texts.to_numpy(dtype=object)})
+    return Dataset(
+        name, "text", task, features, values, target_name=target_name, notices=notices, text_columns=("text",)
     )
 
 

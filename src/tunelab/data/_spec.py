@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["DataSpec", "SplitSpec"]
+__all__ = ["DataSpec", "SplitSpec", "TextOptions"]
 
-SourceFormat = Literal["auto", "csv", "parquet", "npz", "idx", "image_folder", "builtin"]
+SourceFormat = Literal["auto", "csv", "parquet", "npz", "idx", "image_folder", "text_folder", "builtin"]
 TaskName = Literal["auto", "classification", "regression", "forecasting"]
 KindName = Literal["auto", "table", "image", "sequence"]
 SplitMethod = Literal["holdout", "kfold", "stratified_kfold", "timeseries"]
@@ -50,11 +50,32 @@ class SplitSpec(BaseModel):
         return self
 
 
+class TextOptions(BaseModel):
+    """How free-text columns become token ids (fitted on the training part only).
+
+    ``tokenizer``: ``word`` (words and punctuation), ``wordpiece`` or ``bpe`` (sub-words: no unknown words),
+    trained with Hugging Face ``tokenizers``. ``vocab_size`` (None: every token seen ``min_frequency`` times,
+    at most 30,000 words, or 8,000 sub-words) and ``max_length`` (None: the 95th percentile of the training
+    texts' token counts) are chosen from the data unless given; a model may keep fewer of the most frequent
+    tokens (``model.vocab_size``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: Literal["word", "wordpiece", "bpe"] = "word"
+    vocab_size: int | None = Field(default=None, ge=16, le=1_000_000)
+    max_length: int | None = Field(default=None, ge=1, le=100_000)
+    min_frequency: int = Field(default=2, ge=1)
+    lowercase: bool = True
+
+
 class DataSpec(BaseModel):
     """Where the data comes from and how to turn it into train / validation / test tensors.
 
-    ``source`` is a path (CSV, Parquet, ``.npz``, an IDX directory, an image folder) or a built-in name
-    (``digits``, ``iris``, ``wine``, ``breast_cancer``, ``diabetes``, ``fashion-mnist``).
+    ``source`` is a path (CSV, Parquet, ``.npz``, an IDX directory, an image folder, a folder of ``.txt``
+    files per class) or a built-in name (``digits``, ``iris``, ``wine``, ``breast_cancer``, ``diabetes``,
+    ``fashion-mnist``, ``fortunes``). Free-text columns of a table are found by their values (several words
+    each, mostly distinct) or listed in ``text_columns``; ``text`` says how they are tokenized.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -68,6 +89,11 @@ class DataSpec(BaseModel):
         default=None, min_length=1, description="sort rows by this column (time series)"
     )
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV field separator")
+    encoding: str = Field(default="utf-8", min_length=1, description="text encoding of CSV and .txt files")
+    text_columns: list[str] | None = Field(
+        default=None, description="columns to read as free text (None: found by their values)"
+    )
+    text: TextOptions = Field(default_factory=TextOptions)
     task: TaskName = "auto"
     # npz arrays: the keys of X and y; 3-D X is ambiguous (sequences or grayscale images), `kind` settles it.
     x_key: str = Field(default="X", min_length=1)
@@ -103,6 +129,20 @@ class DataSpec(BaseModel):
             raise ValueError(f"image_size must be positive (height, width), got {value}")
         return value
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"encoding '{value}' is not a text encoding Python knows; use e.g. 'utf-8', 'latin-1', "
+                "'cp1252' or 'utf-16'"
+            ) from None
+        return value
+
     @field_validator("drop_columns")
     @classmethod
     def _unique_drops(cls, value: list[str]) -> list[str]:
@@ -118,6 +158,13 @@ class DataSpec(BaseModel):
                 raise ValueError(f"{option} '{name}' is also in drop_columns; remove it from drop_columns")
         if self.time_column is not None and self.time_column == self.target:
             raise ValueError(f"'{self.target}' cannot be both the target and the time_column")
+        if self.target is not None and self.text_columns and self.target in self.text_columns:
+            raise ValueError(
+                f"target '{self.target}' is also in text_columns; a text target cannot be predicted "
+                "(classification needs labels, regression numbers). Remove it from text_columns."
+            )
+        if self.task == "forecasting" and self.text_columns:
+            raise ValueError("forecasting windows read numeric columns only; remove text_columns")
         if self.task == "forecasting" and self.split.shuffle is True:
             raise ValueError(
                 "forecasting splits keep rows in time order; remove split.shuffle or set it to false"

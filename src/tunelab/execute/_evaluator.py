@@ -87,6 +87,7 @@ class Evaluator:
             input_shape=bundle.input_shape,
             output_dim=output_dim(bundle, spec.train),
             seed=spec.train.seed,
+            text=bundle.text,
         )
         return Trainer(
             model,

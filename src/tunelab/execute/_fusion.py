@@ -218,6 +218,8 @@ def fusion_blocker(
 ) -> str | None:
     """Why this search cannot (``on``) or should not (``auto``) run fused populations; None when it may."""
     family = getattr(model, "type", "custom")
+    if family == "text":
+        return "text models (embeddings) have no population layers yet: their trials train one by one"
     if mode == "auto" and family != "mlp":
         return (
             f"model type '{family}': on a CPU fused {family.upper()}s measured slower than sequential; auto "

@@ -37,6 +37,7 @@ from tunelab.export._onnx_runtime import GraphError, import_onnxruntime, open_se
 from tunelab.export._script import compile_torchscript, quiet_torchscript
 from tunelab.export._state import write_state
 from tunelab.export._text import brief
+from tunelab.inputs import TextInput
 from tunelab.models import AnyModelSpec, build_model, parse_model_spec
 from tunelab.train import Task
 
@@ -116,7 +117,10 @@ def export_model(
     with torch.no_grad():
         reference = _checked_output(cpu_model, example, output_dim)
     if spec is not None:
-        _check_rebuild(spec, cpu_model, example, reference, input_shape=shape, output_dim=output_dim)
+        text = None if preprocessor is None else preprocessor.text_input
+        _check_rebuild(
+            spec, cpu_model, example, reference, input_shape=shape, output_dim=output_dim, text=text
+        )
 
     state = {name: tensor.detach() for name, tensor in _tensor_state(cpu_model).items()}
     notices: list[str] = []
@@ -420,9 +424,10 @@ def _check_rebuild(
     *,
     input_shape: tuple[int, ...],
     output_dim: int,
+    text: TextInput | None = None,
 ) -> None:
     """The spec must rebuild this very model: load() relies on it when there is no TorchScript."""
-    rebuilt = build_model(spec, input_shape=input_shape, output_dim=output_dim, seed=0).eval()
+    rebuilt = build_model(spec, input_shape=input_shape, output_dim=output_dim, seed=0, text=text).eval()
     try:
         rebuilt.load_state_dict(_tensor_state(model))
     except RuntimeError as error:

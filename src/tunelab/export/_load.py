@@ -34,6 +34,7 @@ from tunelab.export._onnx_runtime import OnnxModule, checked_threads, import_onn
 from tunelab.export._script import load_torchscript
 from tunelab.export._state import read_state
 from tunelab.export._text import brief
+from tunelab.inputs import TextInput
 from tunelab.models import build_model, parse_model_spec
 
 __all__ = ["load"]
@@ -58,7 +59,7 @@ class _Metadata(BaseModel):
     format: Literal["tunelab-export"]
     format_version: int = Field(ge=1)
     task: Literal["classification", "regression", "forecasting"]
-    kind: Literal["table", "image", "sequence"]
+    kind: Literal["table", "image", "sequence", "text"]
     input_shape: list[int] = Field(min_length=1)
     output_dim: int = Field(ge=1)
     class_names: list[str] | None
@@ -134,7 +135,9 @@ def load(
     if used == "onnx":
         module = _onnx(directory, metadata, threads)
     elif used == "weights":
-        module = _rebuild(directory, metadata, target)
+        module = _rebuild(
+            directory, metadata, target, None if preprocessor is None else preprocessor.text_input
+        )
     else:
         module = _torchscript(directory, metadata, target)
     return ExportedModel(
@@ -234,7 +237,9 @@ def _torchscript(directory: Path, metadata: _Metadata, device: torch.device) -> 
         ) from error
 
 
-def _rebuild(directory: Path, metadata: _Metadata, device: torch.device) -> nn.Module:
+def _rebuild(
+    directory: Path, metadata: _Metadata, device: torch.device, text: TextInput | None = None
+) -> nn.Module:
     if metadata.model_spec is None:
         raise DataError(
             f"the export '{directory}' holds a user's module without a model spec, so only its TorchScript "
@@ -259,7 +264,9 @@ def _rebuild(directory: Path, metadata: _Metadata, device: torch.device) -> nn.M
         spec = parse_model_spec(metadata.model_spec)
     except pydantic.ValidationError as error:
         raise DataError(f"the model spec in {directory / METADATA} is invalid: {error}") from None
-    model = build_model(spec, input_shape=tuple(metadata.input_shape), output_dim=metadata.output_dim, seed=0)
+    model = build_model(
+        spec, input_shape=tuple(metadata.input_shape), output_dim=metadata.output_dim, seed=0, text=text
+    )
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -5,6 +5,8 @@
 - ``MLPSpec`` (``type: mlp``): ``nn.Sequential`` over the flattened sample, any input kind;
 - ``CNNSpec`` (``type: cnn``): ``nn.Sequential`` of conv blocks and a dense head, images ``(C, H, W)``;
 - ``RNNSpec`` (``type: rnn``, or ``lstm`` / ``gru``): a ``SequenceModel``, sequences ``(L, F)``;
+- ``TextSpec`` (``type: text``): a ``TextModel`` (embeddings, a bag / TextCNN / LSTM / GRU encoder pooled over
+  the real tokens, a dense head) for text samples, whose layout ``build_model(..., text=TextInput)`` gives;
 - on forecasting windows an MLP (``type: linear`` is one without hidden layers) or RNN may read only the last
   ``lags`` steps and predict changes from the last value (``normalize: last``): a ``WindowedModel`` around it;
 - ``CustomSpec`` (``type: custom``): a user's factory named by an import string, any input kind;
@@ -41,9 +43,11 @@ from tunelab.models._specs import (
     MLPSpec,
     ModelSpec,
     RNNSpec,
+    TextSpec,
     carried_model_fields,
     parse_model_spec,
 )
+from tunelab.models._text import TextModel
 from tunelab.models._window import WindowedModel
 from tunelab.models.init import init_weights
 
@@ -61,6 +65,8 @@ __all__ = [
     "ModelSpec",
     "RNNSpec",
     "SequenceModel",
+    "TextModel",
+    "TextSpec",
     "WindowedModel",
     "average_terms",
     "build_model",

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import SpecError
+from tunelab.inputs import TextInput
 from tunelab.models._cnn import build_cnn
 from tunelab.models._custom import call_factory, import_factory
 from tunelab.models._ensemble import Ensemble, combine_rule
@@ -23,6 +24,7 @@ from tunelab.models._specs import (
     RNNSpec,
     parse_model_spec,
 )
+from tunelab.models._text import TextSpec, build_text
 from tunelab.models._window import WindowedModel, window_input_shape
 from tunelab.models.init import init_weights
 
@@ -37,8 +39,11 @@ def build_model(
     input_shape: tuple[int, ...],
     output_dim: int,
     seed: int,
+    text: TextInput | None = None,
 ) -> nn.Module:
-    """Build the model for samples of ``input_shape``: table (F,), image (C, H, W) or sequence (L, F).
+    """Build the model for samples of ``input_shape``: table (F,), image (C, H, W), sequence (L, F) or text
+    (L + F,), whose layout ``text`` gives (``DataBundle.text``, ``Preprocessor.text_input``); a text model
+    needs it, the other families ignore it.
 
     ``spec`` is a ``ModelSpec``, a mapping that validates as one, or a callable factory (called like a custom
     spec's factory, without kwargs; bind them with ``functools.partial``). An ``EnsembleSpec`` builds an
@@ -60,8 +65,8 @@ def build_model(
     # seed it here and restore it afterwards, so the caller's random stream is left exactly as it was.
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        model, source = _construct(spec, input_shape=shape, output_dim=output_dim, seed=seed)
-        if isinstance(spec, (MLPSpec, CNNSpec, RNNSpec)) and (
+        model, source = _construct(spec, input_shape=shape, output_dim=output_dim, seed=seed, text=text)
+        if isinstance(spec, (MLPSpec, CNNSpec, RNNSpec, TextSpec)) and (
             spec.init != "default" or spec.init_gain != 1.0
         ):
             init_weights(model, spec.init, gain=spec.init_gain, generator=torch.Generator().manual_seed(seed))
@@ -70,11 +75,11 @@ def build_model(
 
 
 def _construct(
-    spec: Any, *, input_shape: tuple[int, ...], output_dim: int, seed: int
+    spec: Any, *, input_shape: tuple[int, ...], output_dim: int, seed: int, text: TextInput | None
 ) -> tuple[nn.Module, str]:
     if isinstance(spec, EnsembleSpec):
         members = [
-            build_model(member, input_shape=input_shape, output_dim=output_dim, seed=seed + i)
+            build_model(member, input_shape=input_shape, output_dim=output_dim, seed=seed + i, text=text)
             for i, member in enumerate(spec.members)
         ]
         ensemble = Ensemble(members, spec.weights, combine=combine_rule(spec.combine, output_dim))
@@ -84,6 +89,13 @@ def _construct(
         inner = _BUILDERS[spec.type](spec, input_shape=inner_shape, output_dim=output_dim)
         windowed = WindowedModel(inner, lags=inner_shape[0], shift=spec.normalize == "last")
         return windowed, f"the {spec.type} model"
+    if isinstance(spec, TextSpec):
+        return build_text(spec, input_shape=input_shape, output_dim=output_dim, text=text), "the text model"
+    if text is not None and isinstance(spec, (MLPSpec, CNNSpec, RNNSpec)):
+        raise SpecError(
+            f"model type '{spec.type}' cannot read text: the data's samples are token ids of its text "
+            "column(s). Use model type 'text' (encoder bag, cnn, lstm or gru)."
+        )
     if isinstance(spec, (MLPSpec, CNNSpec, RNNSpec)):
         model = _BUILDERS[spec.type](spec, input_shape=input_shape, output_dim=output_dim)
         return model, f"the {spec.type} model"
@@ -93,8 +105,8 @@ def _construct(
         factory, name, kwargs = spec, repr(getattr(spec, "__qualname__", type(spec).__name__)), {}
     else:
         raise SpecError(
-            "build_model needs a ModelSpec (MLPSpec, CNNSpec, RNNSpec, CustomSpec), an EnsembleSpec, a "
-            "mapping with a 'type' key, or a callable that returns an nn.Module; "
+            "build_model needs a ModelSpec (MLPSpec, CNNSpec, RNNSpec, TextSpec, CustomSpec), an "
+            "EnsembleSpec, a mapping with a 'type' key, or a callable that returns an nn.Module; "
             f"got a {type(spec).__name__}."
         )
     model = call_factory(factory, kwargs=kwargs, input_shape=input_shape, output_dim=output_dim, name=name)

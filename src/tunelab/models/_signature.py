@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from tunelab.models._specs import CNNSpec, MLPSpec, ModelSpec
+from tunelab.models._specs import CNNSpec, MLPSpec, ModelSpec, TextSpec
 
 __all__ = ["count_parameters", "structure_signature"]
 
@@ -15,12 +15,12 @@ def structure_signature(spec: ModelSpec) -> tuple[tuple[str, Any], ...]:
     """A hashable ``((field, value), ...)`` of the spec's structural fields, sorted by field name.
 
     Specs with equal signatures build modules with the same layers and parameter shapes, in the same order,
-    for the same data; they differ at most in dropout rate and weight init. MLP and CNN specs also record
-    ``has_dropout``, since a ``Dropout`` module is present only for a rate above zero. A custom spec is all
-    structure: its kwargs may set any layer's shape.
+    for the same data; they differ at most in dropout rate and weight init. MLP, CNN and text specs also
+    record ``has_dropout``, since a ``Dropout`` module is present only for a rate above zero. A custom spec
+    is all structure: its kwargs may set any layer's shape.
     """
     fields = spec.model_dump(exclude=set(spec.PER_MEMBER_FIELDS))
-    if isinstance(spec, (MLPSpec, CNNSpec)):
+    if isinstance(spec, (MLPSpec, CNNSpec, TextSpec)):
         fields["has_dropout"] = spec.dropout > 0
     if isinstance(spec, MLPSpec) and not spec.hidden:
         # a linear model has no hidden block, so no activation, BatchNorm or Dropout module either

@@ -31,6 +31,7 @@ __all__ = [
     "MLPSpec",
     "ModelSpec",
     "RNNSpec",
+    "TextSpec",
     "canonical_init_scheme",
     "carried_model_fields",
     "parse_model_spec",
@@ -203,6 +204,85 @@ class RNNSpec(_SpecBase, _WindowFields):
         return self
 
 
+TextEncoder = Literal["bag", "cnn", "lstm", "gru"]
+TextPooling = Literal["mean", "max", "mean_max"]
+
+
+class TextSpec(_SpecBase):
+    """A model for token-id texts (``TextInput``): embed, encode, pool over the real tokens, dense head.
+
+    ``encoder``:
+
+    - ``"bag"``: a bag of embeddings (fastText-like): the embeddings pooled by ``pooling``, word order lost;
+    - ``"cnn"``: one ``Conv1d`` per width in ``kernel_sizes`` (``channels`` filters each) over the embeddings,
+      ``activation``, then max over time, concatenated (Kim 2014); ``pooling`` does not apply;
+    - ``"lstm"`` / ``"gru"``: a recurrent layer (``hidden_size``, ``n_layers``, ``bidirectional``) whose
+      outputs are pooled by ``pooling``.
+
+    ``pooling`` is masked: only real tokens count, and an empty text pools to zeros. The pooled vector, with
+    the table features after it, passes ``Dropout(dropout)``, the ``dense`` blocks (``Linear -> activation ->
+    Dropout``) and a final ``Linear``.
+
+    ``ngrams=2`` (bag only) adds each pair of adjacent tokens, hashed into ``buckets`` rows of a second
+    embedding table, to the bag (fastText's bigrams: some word order at a bag's cost).
+
+    ``vocab_size`` is the number of embedding rows: None keeps the data's whole vocabulary; a smaller value
+    keeps the first (most frequent) ids and reads every other id as the unknown token, so a search can tune
+    it without re-tokenizing; a larger value is capped at the data's. ``pretrained`` names a word-vector file
+    in the text format (``token v1 ... vD`` per line, an optional first line ``count D``, e.g. GloVe or
+    fastText ``.vec``) whose vectors replace the random rows of the tokens it has; ``freeze_embedding`` then
+    keeps the embedding table fixed during training.
+    """
+
+    type: Literal["text"] = "text"
+    encoder: TextEncoder = "bag"
+    embedding_dim: Width = 64
+    ngrams: Literal[1, 2] = 1
+    buckets: int = Field(65536, ge=1, le=10_000_000)
+    vocab_size: int | None = Field(None, ge=2)
+    kernel_sizes: list[Width] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    channels: Width = 64
+    hidden_size: Width = 64
+    n_layers: int = Field(1, ge=1)
+    bidirectional: bool = False
+    pooling: TextPooling = "mean"
+    dense: list[Width] = Field(default_factory=list)
+    activation: Activation = "relu"
+    dropout: DropoutRate = 0.0
+    pretrained: str | None = None
+    freeze_embedding: bool = False
+
+    @field_validator("kernel_sizes")
+    @classmethod
+    def _distinct_kernel_sizes(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(
+                f"kernel_sizes must list distinct convolution widths; got {value}. Remove the repeated "
+                f"widths: {sorted(set(value))}."
+            )
+        return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "pretrained must be the path of a word-vector file (e.g. 'glove.6B.100d.txt'); got an "
+                "empty string. Give the path, or leave pretrained out for randomly initialized embeddings."
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _freeze_needs_pretrained(self) -> TextSpec:
+        if self.freeze_embedding and self.pretrained is None:
+            raise ValueError(
+                "freeze_embedding=True keeps pretrained word vectors fixed, but no pretrained file is given: "
+                "the embeddings would stay random. Set pretrained to a word-vector file, or "
+                "freeze_embedding to false."
+            )
+        return self
+
+
 class CustomSpec(BaseModel):
     """A user's model: ``factory`` is an import string ``"package.module:function"`` (or ``:Class``).
 
@@ -255,13 +335,14 @@ ModelSpec = Annotated[
     Annotated[MLPSpec, Tag("mlp")]
     | Annotated[CNNSpec, Tag("cnn")]
     | Annotated[RNNSpec, Tag("rnn")]
+    | Annotated[TextSpec, Tag("text")]
     | Annotated[CustomSpec, Tag("custom")],
     Discriminator(
         _model_type,
         custom_error_type="invalid_model_type",
         custom_error_message=(
-            "model type must be one of 'mlp', 'cnn', 'rnn', 'custom' (shorthands: 'linear' for an mlp "
-            "without hidden layers, 'lstm' and 'gru' for an rnn with that cell)"
+            "model type must be one of 'mlp', 'cnn', 'rnn', 'text', 'custom' (shorthands: 'linear' for an "
+            "mlp without hidden layers, 'lstm' and 'gru' for an rnn with that cell)"
         ),
     ),
 ]
@@ -296,7 +377,13 @@ class EnsembleSpec(BaseModel):
 
 
 _SHARED_FIELDS = frozenset({"init", "init_gain", "lags", "normalize"})
-_FAMILIES: dict[str, type[BaseModel]] = {"mlp": MLPSpec, "cnn": CNNSpec, "rnn": RNNSpec, "custom": CustomSpec}
+_FAMILIES: dict[str, type[BaseModel]] = {
+    "mlp": MLPSpec,
+    "cnn": CNNSpec,
+    "rnn": RNNSpec,
+    "text": TextSpec,
+    "custom": CustomSpec,
+}
 
 
 def carried_model_fields(base: Mapping[str, Any], new_type: Any) -> dict[str, Any]:

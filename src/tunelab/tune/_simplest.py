@@ -73,7 +73,11 @@ def choose_simplest(
     for c, candidate in enumerate(ranked):
         final = trial_spec(spec, candidate.params)
         model = build_model(
-            final.model, input_shape=bundle.input_shape, output_dim=output_dim(bundle, final.train), seed=0
+            final.model,
+            input_shape=bundle.input_shape,
+            output_dim=output_dim(bundle, final.train),
+            seed=0,
+            text=bundle.text,
         )
         parameters[candidate.trial] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if c:
