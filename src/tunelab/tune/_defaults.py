@@ -90,8 +90,8 @@ _SMALL_TABLE_TRAIN: dict[str, Any] = {
 }
 _EPOCHS = {"mlp": 40, "cnn": 15, "rnn": 30, "text": 30}
 # Text: the search starts from a bag of embeddings pooled by mean and max (fastText-like): a fraction of a
-# second an epoch, and on fortunes' topics as good as TF-IDF with logistic regression (validation 0.665 against
-# 0.638 with C chosen on it), so a small budget has it to beat.
+# second an epoch, and on fortunes' topics as good as TF-IDF with logistic regression (validation 0.665
+# against 0.638 with C chosen on it), so a small budget has it to beat.
 _TEXT_FIRST: list[dict[str, Any]] = [
     {
         "model.encoder": "bag",
