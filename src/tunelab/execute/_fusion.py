@@ -22,6 +22,7 @@ from tunelab.errors import SpecError, TrainingError
 from tunelab.execute._evaluator import output_dim
 from tunelab.execute._sizing import forward_flops
 from tunelab.execute._spec_population import SpecPopulation, fusible_loss_reason
+from tunelab.inputs import TextInput
 from tunelab.models import ModelSpec, build_model
 from tunelab.search import SearchSpace, SearchSpec
 from tunelab.search.space import Choice, Fixed
@@ -149,10 +150,13 @@ def _measured(mode: FusedMode, spec: ExperimentSpec, bundle: DataBundle) -> Fusi
         input_shape=tuple(bundle.input_shape),
         output_dim=outputs,
         task=bundle.task,
+        text=bundle.text,
     )
     decision = decide(mode, rates, population_size=None)
     probed = _describe(spec)
-    flops = forward_flops(spec.model, input_shape=tuple(bundle.input_shape), output_dim=outputs)
+    flops = forward_flops(
+        spec.model, input_shape=tuple(bundle.input_shape), output_dim=outputs, text=bundle.text
+    )
     flop_rate = 3.0 * flops * rates.get(f"K={decision.population_size}", 0.0) or None
     return FusionDecision(
         decision.fused, decision.population_size, f"{decision.reason} ({probed})", rates, flop_rate
@@ -218,9 +222,13 @@ def fusion_blocker(
 ) -> str | None:
     """Why this search cannot (``on``) or should not (``auto``) run fused populations; None when it may."""
     family = getattr(model, "type", "custom")
-    if family == "text":
-        return "text models (embeddings) have no population layers yet: their trials train one by one"
-    if mode == "auto" and family != "mlp":
+    encoder = getattr(model, "encoder", None)
+    if family == "text" and encoder != "bag":
+        return (
+            f"text encoder '{encoder}': population layers exist for the bag encoder only (TextCNN and "
+            "recurrent text models train one by one)"
+        )
+    if mode == "auto" and family not in ("mlp", "text"):
         return (
             f"model type '{family}': on a CPU fused {family.upper()}s measured slower than sequential; auto "
             "fuses MLPs only"
@@ -249,6 +257,7 @@ def measure_throughput(
     output_dim: int,
     task: str,
     seconds: float = _PROBE_SECONDS,
+    text: TextInput | None = None,
 ) -> dict[str, float]:
     """Member-samples per second of the single-model trainer's step (``sequential``) and of populations of
     1, 2, 4... members (``K=<k>``) on minibatches of ``data``, growing K while it pays (see module docstring).
@@ -262,12 +271,17 @@ def measure_throughput(
     device = resolve_device(train.device)
     batches = [(xb.to(device), yb.to(device)) for xb, yb in batches]
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: leave it as it was
-        single = _single_step(model, train, input_shape, output_dim, task)
+        single = _single_step(model, train, input_shape, output_dim, task, text)
         rates = {"sequential": _rate(single, batches, seconds)}
     previous = 0.0
     for size in _SIZES:
         population = SpecPopulation(
-            [model] * size, [train] * size, input_shape=input_shape, output_dim=output_dim, task=task
+            [model] * size,
+            [train] * size,
+            input_shape=input_shape,
+            output_dim=output_dim,
+            task=task,
+            text=text,
         )
         rate = size * _rate(population.trainer.train_step, batches, seconds)
         rates[f"K={size}"] = rate
@@ -343,10 +357,17 @@ def _wait_for(device: torch.device) -> None:
 
 
 def _single_step(
-    model_spec: ModelSpec, train: TrainSpec, input_shape: tuple[int, ...], output_dim: int, task: str
+    model_spec: ModelSpec,
+    train: TrainSpec,
+    input_shape: tuple[int, ...],
+    output_dim: int,
+    task: str,
+    text: TextInput | None = None,
 ) -> Callable[[Tensor, Tensor], None]:
     """One optimizer step of the single-model trainer's kind (its model, loss and torch.optim optimizer)."""
-    model = build_model(model_spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed)
+    model = build_model(
+        model_spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed, text=text
+    )
     model.to(resolve_device(train.device))
     optimizer = make_optimizer(model.parameters(), train)
     loss_fn = make_loss(task, train.loss, label_smoothing=train.label_smoothing)

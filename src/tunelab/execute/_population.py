@@ -138,7 +138,10 @@ class PopulationExecutor(BaseExecutor):
         if key not in self._flops:
             bundle = self.data.bundle(self.folds[0])
             self._flops[key] = forward_flops(
-                spec.model, input_shape=tuple(bundle.input_shape), output_dim=output_dim(bundle, spec.train)
+                spec.model,
+                input_shape=tuple(bundle.input_shape),
+                output_dim=output_dim(bundle, spec.train),
+                text=bundle.text,
             )
         return self._flops[key]
 
@@ -191,6 +194,7 @@ class PopulationExecutor(BaseExecutor):
             input_shape=tuple(bundle.input_shape),
             output_dim=output_dim(bundle, first.train),
             task=bundle.task,
+            text=bundle.text,
             n_classes=bundle.n_classes,
             target_scale=bundle.target_scale,
             # PBT may later give a member weight decay or dropout that none had when the population was built.

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tunelab.inputs import TextInput
 from tunelab.models import ModelSpec, build_model
 from tunelab.search import AshaScheduler, BaseScheduler, HyperbandScheduler
 
@@ -59,13 +60,15 @@ def _rung_mean(levels: Sequence[int], eta: int, max_epochs: int) -> float:
     return epochs + share * (max_epochs - reached)
 
 
-def forward_flops(model: ModelSpec, *, input_shape: tuple[int, ...], output_dim: int) -> float:
+def forward_flops(
+    model: ModelSpec, *, input_shape: tuple[int, ...], output_dim: int, text: TextInput | None = None
+) -> float:
     """Floating-point operations of one sample's forward pass through the model ``model`` describes.
 
     MLPs are counted from their linear layers (``2 x in x out`` each); other models by running one sample
     through ``torch.utils.flop_counter`` (whose first use in a process costs about a second).
     """
-    module = build_model(model, input_shape=input_shape, output_dim=output_dim, seed=0)
+    module = build_model(model, input_shape=input_shape, output_dim=output_dim, seed=0, text=text)
     with_params = [m for m in module.modules() if next(m.parameters(recurse=False), None) is not None]
     if all(isinstance(m, _LINEAR + _CHEAP) for m in with_params):
         return float(sum(2 * m.in_features * m.out_features for m in with_params if isinstance(m, _LINEAR)))

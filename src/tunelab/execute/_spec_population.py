@@ -33,7 +33,8 @@ from torch import Tensor
 from tunelab.errors import SpecError
 from tunelab.execute._pop_optimizer import make_population_optimizer, optimizer_hparams
 from tunelab.fused import Population, PopulationTrainer, member_loss
-from tunelab.models import CNNSpec, MLPSpec, ModelSpec, build_model
+from tunelab.inputs import TextInput
+from tunelab.models import CNNSpec, MLPSpec, ModelSpec, TextSpec, build_model
 from tunelab.train import (
     PER_STEP_SCHEDULES,
     EarlyStopping,
@@ -97,6 +98,7 @@ class SpecPopulation:
         input_shape: tuple[int, ...],
         output_dim: int,
         task: str,
+        text: TextInput | None = None,
         n_classes: int | None = None,
         target_scale: tuple[Tensor, Tensor] | None = None,
         mutable: Collection[str] = (),
@@ -134,13 +136,13 @@ class SpecPopulation:
         built = _with_common_dropout(models, always="model.dropout" in mutable)
         population = Population.from_modules(
             [
-                build_model(spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed)
+                build_model(spec, input_shape=input_shape, output_dim=output_dim, seed=train.seed, text=text)
                 for spec, train in zip(built, trains, strict=True)
             ],
             seed=first.seed,
         ).to(self.device)
         # What set_member may change: Dropout modules exist; weight decay has its weights-only group.
-        self._dropout_modules = any(isinstance(m, MLPSpec | CNNSpec) and m.dropout > 0 for m in built)
+        self._dropout_modules = any(isinstance(m, _DROPOUT_FAMILIES) and m.dropout > 0 for m in built)
         self._decay_groups = "train.weight_decay" in mutable or any(t.weight_decay > 0 for t in trains)
         population.set_dropout_rate(torch.tensor([_dropout(spec) for spec in models], dtype=torch.float64))
         self.trainer = PopulationTrainer(
@@ -318,7 +320,7 @@ class SpecPopulation:
                 "mutable=['train.weight_decay']."
             )
         rate = _dropout(model)
-        if rate > 0 and isinstance(model, MLPSpec | CNNSpec) and not self._dropout_modules:
+        if rate > 0 and isinstance(model, _DROPOUT_FAMILIES) and not self._dropout_modules:
             raise SpecError(
                 f"member {k} cannot take dropout {rate:g}: no member had dropout when this population was "
                 "built, so it has no Dropout modules; build it with mutable=['model.dropout']."
@@ -366,6 +368,11 @@ def _tracker(train: TrainSpec) -> EarlyStopping:
     return EarlyStopping.from_spec(train.early_stopping)
 
 
+# The families whose Dropout module exists only for a rate above zero (an RNN's dropout is a setting of its
+# recurrent layer).
+_DROPOUT_FAMILIES = (MLPSpec, CNNSpec, TextSpec)
+
+
 def _dropout(spec: ModelSpec) -> float:
     return float(getattr(spec, "dropout", 0.0))
 
@@ -378,7 +385,7 @@ def _with_common_dropout(models: Sequence[ModelSpec], *, always: bool = False) -
         return list(models)
     return [
         spec.model_copy(update={"dropout": _PLACEHOLDER_DROPOUT})
-        if isinstance(spec, MLPSpec | CNNSpec) and spec.dropout == 0
+        if isinstance(spec, _DROPOUT_FAMILIES) and spec.dropout == 0
         else spec
         for spec in models
     ]

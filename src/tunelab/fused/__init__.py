@@ -1,6 +1,6 @@
 """Fused populations: many configurations of one model structure trained as one batched model.
 
-- :class:`Population` stacks K models of a tunelab family (MLP / CNN / RNN) into population layers;
+- :class:`Population` stacks K models of a tunelab family (MLP / CNN / RNN / bag text) into population layers;
   :class:`FunctionalPopulation` fuses any module with ``torch.func``; :func:`fuse` picks, :func:`can_fuse`
   says whether (and why not) up front.
 - Vectorized optimizers with ``[K]`` hyperparameters: :class:`PopSGD`, :class:`PopAdam`, :class:`PopAdamW`,
@@ -28,6 +28,7 @@ from tunelab.fused._optim_base import PopulationOptimizer
 from tunelab.fused._optimizers import PopAdagrad, PopAdam, PopAdamW, PopRMSprop, PopSGD
 from tunelab.fused._population import Population
 from tunelab.fused._rnn import PopGRU, PopLSTM, PopRNN, PopSequencePooling
+from tunelab.fused._text import PopEmbedding, PopTextBag
 from tunelab.fused._trainer import PopulationTrainer
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "PopBatchNorm",
     "PopConv2d",
     "PopDropout",
+    "PopEmbedding",
     "PopFlatten",
     "PopGRU",
     "PopLSTM",
@@ -50,6 +52,7 @@ __all__ = [
     "PopRNN",
     "PopSGD",
     "PopSequencePooling",
+    "PopTextBag",
     "Population",
     "PopulationOptimizer",
     "PopulationTrainer",

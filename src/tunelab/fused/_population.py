@@ -1,4 +1,5 @@
-"""``Population``: K models of a family tunelab owns (MLP, CNN, RNN) stacked into population layers."""
+"""``Population``: K models of a family tunelab owns (MLP, CNN, RNN, bag-of-embeddings text) stacked into
+population layers."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tunelab.fused._layers import (
 )
 from tunelab.fused._layout import Layout, RandomSource, convert_layout
 from tunelab.fused._rnn import PopGRU, PopLSTM, PopRNN, PopSequencePooling
+from tunelab.fused._text import PopTextBag, is_text_model, text_reason
 
 __all__ = ["Population", "unsupported_reason"]
 
@@ -33,7 +35,7 @@ _RECURRENT = {nn.RNN: PopRNN, nn.LSTM: PopLSTM, nn.GRU: PopGRU}
 _SUPPORTED_NAMES = (
     "nn.Sequential of Flatten, Linear, Conv2d, BatchNorm1d/2d, Dropout, pooling and activation layers; "
     "or a sequence model with attributes rnn (nn.RNN/LSTM/GRU, batch_first=True), pooling ('last' | 'mean') "
-    "and head (nn.Linear)"
+    "and head (nn.Linear); or a tunelab TextModel with encoder 'bag'"
 )
 
 
@@ -75,6 +77,15 @@ def _layer_reason(path: str, layer: nn.Module) -> str | None:
 
 def unsupported_reason(module: nn.Module) -> str | None:
     """Why population layers cannot represent ``module``, or None when they can."""
+    if is_text_model(module):
+        reason = text_reason(module)
+        if reason is not None:
+            return reason
+        for path, layer in _leaves(module.get_submodule("head"), prefix="head."):
+            reason = _layer_reason(path, layer)
+            if reason is not None:
+                return reason
+        return None
     if type(module) is nn.Sequential:
         for path, layer in _leaves(module):
             reason = _layer_reason(path, layer)
@@ -147,8 +158,18 @@ class Population(BasePopulation):
         layers: list[PopLayer] = []
         paths: list[str | None] = []
         layout: Layout = "shared"
+        leaves: list[tuple[str, nn.Module]] | None = None
         if type(modules[0]) is nn.Sequential:
-            for path, template in _leaves(modules[0]):
+            leaves = _leaves(modules[0])
+        elif is_text_model(modules[0]):
+            # The bag encoder reads the whole TextModel (path ""): embeddings, pooling, table features.
+            encoder = PopTextBag(K, modules[0])
+            layers.append(encoder)
+            paths.append("")
+            layout = encoder.layout_out
+            leaves = _leaves(modules[0].get_submodule("head"), prefix="head.")
+        if leaves is not None:
+            for path, template in leaves:
                 layer = _make_layer(template, K, layout, random)
                 layers.append(layer)
                 paths.append(path)

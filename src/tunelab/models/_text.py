@@ -33,11 +33,10 @@ class TextModel(nn.Module):
     ``ids != PAD_ID``, ``embedding`` ``[N, L, D]``, then by ``encoder``:
 
     - bag: masked ``pooling`` of the embeddings, ``[N, D]`` (``2D`` for ``mean_max``);
-    - cnn: each of ``convs`` (``Conv1d(D, channels, k)`` over the embeddings padded with ``k - 1`` zeros in
+    - cnn: each of ``convs`` (``FrontPaddedConv1d(D, channels, k)``: the embeddings with ``k - 1`` zeros in
       front; output ``t`` reads the window of tokens ``t - k + 1 .. t``) and ``activation``, then the max over
-      the windows
-      that end on a real token, ``[N, channels * len(kernel_sizes)]``. A text shorter than ``k`` has windows
-      too; trailing padding never enters a window that counts;
+      the windows that end on a real token, ``[N, channels * len(kernel_sizes)]``. A text shorter than ``k``
+      has windows too; trailing padding never enters a window that counts;
     - lstm / gru: ``rnn`` (batch first), its outputs pooled over the real tokens, ``[N, H * directions]``
       (``x2`` for ``mean_max``). No packed sequences (they do not export): the forward direction never sees
       the trailing padding, but a backward direction reads the padding first, so with ``bidirectional`` the
@@ -71,7 +70,7 @@ class TextModel(nn.Module):
         self.rnn: nn.LSTM | nn.GRU | None = None
         if spec.encoder == "cnn":
             for k in spec.kernel_sizes:
-                self.convs.append(nn.Conv1d(spec.embedding_dim, spec.channels, k))
+                self.convs.append(FrontPaddedConv1d(spec.embedding_dim, spec.channels, k))
             self.activation = ACTIVATION_MODULES[spec.activation]()
             width = spec.channels * len(spec.kernel_sizes)
         elif spec.encoder in _RNN_CELLS:
@@ -108,10 +107,7 @@ class TextModel(nn.Module):
             any_token = mask.any(dim=1, keepdim=True)  # [N, 1]
             pooled_parts = []
             for conv in self.convs:
-                # k - 1 zeros in front only: exactly L outputs, the windows ending at tokens 0 .. L-1, laid
-                # out contiguously (element-wise work on a strided slice of a longer output costs 2-10x more)
-                front = sequence.new_zeros(sequence.shape[0], sequence.shape[1], conv.kernel_size[0] - 1)
-                windows = conv(torch.cat([front, sequence], dim=2))  # [N, C, L]
+                windows = conv(sequence)  # [N, C, L]
                 if self.activation is not None:
                     windows = self.activation(windows)
                 highest = windows.masked_fill(~keep, float("-inf")).amax(dim=2)  # [N, C]
@@ -149,6 +145,20 @@ class TextModel(nn.Module):
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             outputs: torch.Tensor = self.rnn(embedded)[0]
         return outputs
+
+
+class FrontPaddedConv1d(nn.Conv1d):
+    """``nn.Conv1d`` over its input with ``kernel_size - 1`` zeros in front: ``[N, C, L]`` -> ``[N, C', L]``,
+    output ``t`` the window of positions ``t - k + 1 .. t``.
+
+    Exactly L outputs, laid out contiguously: the same windows as ``padding=k - 1`` and a slice of the first
+    L, whose element-wise work on the strided slice cost 2-10x more (its ReLU backward 5.5 ms against the
+    conv's 0.46 ms, profiled on one thread). Its state is ``nn.Conv1d``'s.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        front = input.new_zeros(input.shape[0], input.shape[1], self.kernel_size[0] - 1)
+        return self._conv_forward(torch.cat([front, input], dim=2), self.weight, self.bias)
 
 
 def _masked_pool(values: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
