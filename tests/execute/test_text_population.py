@@ -9,6 +9,7 @@ import pytest
 from optuna.trial import TrialState
 from tests._text import topic_texts
 
+from tunelab.errors import SpecError
 from tunelab.execute import Evaluator, trial_spec
 from tunelab.execute._fusion import fusion_blocker
 from tunelab.search import SearchSpace
@@ -63,3 +64,35 @@ def test_only_the_bag_encoder_may_fuse(encoder, fused):
     if not fused:
         assert reason is not None
         assert encoder in reason
+
+
+def test_a_text_search_fuses_its_bags_and_trains_the_other_encoders_alone(tmp_path, text_csv):
+    from tunelab.data import prepare_data
+    from tunelab.execute import PopulationExecutor, SequentialExecutor, choose_fusion
+    from tunelab.tune import default_experiment
+
+    spec = parse_spec(default_experiment({"source": str(text_csv), "target": "label"}, kind="text"))
+    assert {"bag", "cnn", "gru"} <= set(spec.search.search_space()["model.encoder"].choices)
+    bundle = prepare_data(spec.data, seed=0)
+    sized = spec.search.model_copy(update={"population_size": 3})
+    decision = choose_fusion(sized, bundle, make_spec=lambda overrides: trial_spec(spec, overrides))
+    assert decision.fused
+    assert decision.population_size == 3
+    evaluator = Evaluator(spec, spec.data)
+    space = spec.search.search_space()
+    executor = PopulationExecutor(
+        lambda params: trial_spec(spec, space.overrides_from_params(params)),
+        evaluator,
+        metric="val_loss",
+        population_size=3,
+        alone=SequentialExecutor(spec, evaluator, metric="val_loss", run_dir=tmp_path),
+    )
+    first = dict(spec.search.first_trials[0])  # the zero-config bag
+    cnn = {**first, "model.encoder": "cnn", "model.channels": 32}
+    del cnn["model.pooling"]
+    gru = {**first, "model.encoder": "gru", "model.hidden_size": 32}
+    for params, cap in ((first, 3), (cnn, 1), (gru, 1)):
+        assert executor.pack_size(params, cap=3, time_left=None) == cap
+    pbt = type(spec.search).model_validate({**spec.search.model_dump(), "scheduler": {"name": "pbt"}})
+    with pytest.raises(SpecError, match="text encoders"):
+        choose_fusion(pbt, bundle, make_spec=lambda overrides: trial_spec(spec, overrides))

@@ -23,7 +23,7 @@ from tunelab.execute._evaluator import output_dim
 from tunelab.execute._sizing import forward_flops
 from tunelab.execute._spec_population import SpecPopulation, fusible_loss_reason
 from tunelab.inputs import TextInput
-from tunelab.models import ModelSpec, build_model
+from tunelab.models import ModelSpec, TextSpec, build_model
 from tunelab.search import SearchSpace, SearchSpec
 from tunelab.search.space import Choice, Fixed
 from tunelab.spec import ExperimentSpec
@@ -109,6 +109,16 @@ def choose_fusion(
         # L-BFGS trials train alone (PopulationExecutor's ``alone``); the populations are of the others.
         train = spec.train.model_copy(update={"optimizer": sorted(others)[0]})
         spec = spec.model_copy(update={"train": train})
+    encoders = _searched_values(search.search_space(), "model.encoder")
+    if pbt and encoders - {"bag"}:
+        raise SpecError(
+            "scheduler pbt trains its trials side by side as fused populations, but text encoders "
+            f"{sorted(encoders - {'bag'})} have no population layers. Search model.encoder bag only, or "
+            "choose another scheduler."
+        )
+    if isinstance(spec.model, TextSpec) and spec.model.encoder != "bag" and "bag" in encoders:
+        # Likewise TextCNN and recurrent text trials train alone; the populations are of the bags.
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"encoder": "bag"})})
     blocker = fusion_blocker(
         mode=mode,
         model=spec.model,

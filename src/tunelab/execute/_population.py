@@ -33,6 +33,7 @@ from tunelab.errors import SpecError, TrainingError
 from tunelab.execute._evaluator import FoldData, output_dim
 from tunelab.execute._sizing import PopulationSizer, expected_epochs, forward_flops
 from tunelab.execute._spec_population import SpecPopulation
+from tunelab.models import TextSpec
 from tunelab.search import (
     BaseExecutor,
     BaseScheduler,
@@ -76,7 +77,8 @@ class PopulationExecutor(BaseExecutor):
     ``fold_values`` and ``best_epochs``. ``flop_rate``: the training rate (FLOP/s) the fusion probe measured,
     which sizes populations under a time budget until one has been measured (:mod:`~tunelab.execute._sizing`).
     ``alone``: the executor for trials whose structure cannot be fused (L-BFGS, which steps each model with
-    its own line search): their packs hold one trial, trained by it.
+    its own line search; text models whose encoder has no population layers: TextCNN, LSTM, GRU): their
+    packs hold one trial, trained by it.
     """
 
     checkpoints = False
@@ -146,7 +148,10 @@ class PopulationExecutor(BaseExecutor):
         return self._flops[key]
 
     def _trains_alone(self, spec: ExperimentSpec) -> bool:
-        return self.alone is not None and spec.train.optimizer == "lbfgs"
+        if self.alone is None:
+            return False
+        unfused_text = isinstance(spec.model, TextSpec) and spec.model.encoder != "bag"
+        return spec.train.optimizer == "lbfgs" or unfused_text
 
     # -- one population --
     def run(self, pack: Sequence[TrialHandle]) -> list[Outcome]:
