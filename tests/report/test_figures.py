@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import classification_report, confusion_matrix
 
 from tunelab.report import _model_figures as model_figs
 from tunelab.report import _search_figures as search_figs
@@ -77,6 +77,24 @@ def test_confusion_matrix_counts_match_scikit_learn() -> None:
     assert np.array_equal(np.asarray(heatmap.text), expected)
     assert np.allclose(np.asarray(heatmap.z), expected / expected.sum(axis=1, keepdims=True))
     assert list(heatmap.x) == ["a", "b", "c", "d"]
+
+
+def test_per_class_scores_match_scikit_learn_and_name_every_class() -> None:
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 3, size=150)
+    y_pred = np.where(rng.random(150) < 0.6, y_true, rng.integers(0, 4, size=150))  # class 3: never true
+    frame = pd.DataFrame({"y_true": y_true, "y_pred": y_pred, **{f"proba_{k}": 0.25 for k in range(4)}})
+    scores = model_figs.per_class_scores(frame, class_names=["a", "b", "c", "d"])
+    assert list(scores.index) == ["a", "b", "c", "d", "macro average"]
+    report = classification_report(y_true, y_pred, labels=range(4), output_dict=True, zero_division=0.0)
+    for k, name in enumerate("abcd"):
+        row = report[str(k)]
+        assert scores.loc[name, "precision"] == pytest.approx(row["precision"])
+        assert scores.loc[name, "recall"] == pytest.approx(row["recall"])
+        assert scores.loc[name, "f1"] == pytest.approx(row["f1-score"])
+        assert scores.loc[name, "support"] == row["support"]
+    assert scores.loc["macro average", "f1"] == pytest.approx(report["macro avg"]["f1-score"])
+    assert scores.loc["macro average", "support"] == 150
 
 
 def test_confusion_matrix_keeps_classes_never_seen_in_the_test_part() -> None:

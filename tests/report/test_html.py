@@ -42,6 +42,16 @@ def test_report_holds_exactly_the_plots_of_its_kind(reports: dict[str, Path], ki
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_a_classifier_report_has_a_per_class_table_under_its_confusion_matrix(
+    reports: dict[str, Path], kind: str
+) -> None:
+    page = reports[kind].read_text(encoding="utf-8")
+    confusion = "plot-confusion" in EXPECTED[kind]
+    assert ("<th>precision</th>" in page) == confusion
+    assert ("macro average" in page) == confusion
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
 def test_plotly_js_is_inlined_once_and_nothing_is_fetched(reports: dict[str, Path], kind: str) -> None:
     page = reports[kind].read_text(encoding="utf-8")
     bundle = get_plotlyjs()

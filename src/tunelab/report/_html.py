@@ -27,6 +27,7 @@ from tunelab.report._rundata import RunData, load_run, load_study
 
 if TYPE_CHECKING:
     import optuna
+    import pandas as pd
     import plotly.graph_objects as go
 
 __all__ = ["PLOT_IDS", "build_report"]
@@ -189,7 +190,8 @@ def _prediction_sections(run: RunData) -> list[_Section | None]:
     note = "On the test part, set aside before training and evaluated once."
     if run.task == "classification" and {"y_true", "y_pred"} <= set(predictions.columns):
         figure = model_figs.confusion_figure(predictions, class_names=run.class_names)
-        return [_plot_section("confusion", "Confusion matrix (test)", figure, note=note)]
+        extra = _per_class_table(model_figs.per_class_scores(predictions, class_names=run.class_names))
+        return [_plot_section("confusion", "Confusion matrix (test)", figure, note=note, extra=extra)]
     sections = [
         _plot_section(
             "parity",
@@ -356,6 +358,15 @@ def _winner_rule(summary: Mapping[str, Any]) -> str:
     if not isinstance(selection, Mapping):
         return "The winner is the best mean."
     return f"The winner: {selection.get('rule')}. Here {selection.get('reason')}."
+
+
+def _per_class_table(scores: pd.DataFrame) -> str:
+    """Precision, recall, F1 and support per class, then their macro average."""
+    rows = [
+        (str(name), _fmt(row.precision), _fmt(row.recall), _fmt(row.f1), str(int(row.support)))
+        for name, row in scores.iterrows()
+    ]
+    return _table(rows, head=("class", "precision", "recall", "F1", "test rows"))
 
 
 def _candidates_table(candidates: list[Mapping[str, Any]], metric: str) -> str:

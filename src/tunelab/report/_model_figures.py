@@ -22,6 +22,7 @@ __all__ = [
     "confusion_figure",
     "forecast_figure",
     "parity_figure",
+    "per_class_scores",
     "residuals_figure",
     "training_figure",
 ]
@@ -94,6 +95,28 @@ def _finite(value: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- predictions
+
+
+def per_class_scores(predictions: pd.DataFrame, *, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Precision, recall, F1 and support of each class on the test predictions (``y_true`` / ``y_pred``
+    class ids), one row per class (named by ``class_names`` when they fit), then a ``macro average`` row."""
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y_true = predictions["y_true"].to_numpy(dtype=np.int64)
+    y_pred = predictions["y_pred"].to_numpy(dtype=np.int64)
+    n_proba = sum(1 for c in predictions.columns if str(c).startswith("proba_"))
+    n_classes = max(n_proba, int(max(y_true.max(), y_pred.max())) + 1)
+    labels = list(range(n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0.0
+    )
+    names = list(class_names) if class_names and len(class_names) == n_classes else [str(k) for k in labels]
+    frame = pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "support": support}, index=names
+    )
+    frame.loc["macro average"] = [precision.mean(), recall.mean(), f1.mean(), support.sum()]
+    return frame
 
 
 def confusion_figure(predictions: pd.DataFrame, *, class_names: Sequence[str] | None = None) -> go.Figure:
