@@ -385,3 +385,26 @@ def test_bigram_bags_export_to_onnx(tmp_path: Path):
     with torch.no_grad():
         (got,) = session.run(["output"], {"input": x.numpy()})
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
+def test_the_embedding_bag_kernel_computes_the_masked_pooling(pooling, monkeypatch):
+    text = TextInput(length=12, vocab_size=30, features=2)
+    model = _build(TextSpec(encoder="bag", pooling=pooling, **SMALL), text)
+    x = _rows([[5, 6, 7, 5, 9], [], [3], [29, 28, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]], 12, FEATURES)
+    y = torch.tensor([0, 1, 2, 0])
+    assert model._bag_kernel()  # eager: embedding_bag
+
+    def outputs_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        out = model(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        assert model.embedding.weight.grad is not None
+        return out.detach(), model.embedding.weight.grad.clone()
+
+    fast = outputs_and_gradient()
+    monkeypatch.setattr(model, "_bag_kernel", lambda: False)  # the masked pooling, as traced and exported
+    masked = outputs_and_gradient()
+    torch.testing.assert_close(fast[0], masked[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast[1], masked[1], rtol=1e-5, atol=1e-7)
+    assert fast[0][1, :].isfinite().all()  # the empty text

