@@ -8,9 +8,16 @@ convention) / the fp32 matmul peak measured in the same run with a large torch.m
 runs, a single 784-256-10 MLP written out by hand (raw tensors, addmm, torch's fused Adam) is timed too, at
 each batch size, as the reference the issue compares the population's MFU with.
 
+The text cases train K tunelab TextModels (bag of 64-d embeddings, mean_max pooling, dropout 0.3; the
+bigrams case adds hashed bigrams, 65536 buckets) with AdamW (weight decay 0.01) at batch 32, the zero-config
+text search's first trial, for K = 1, 2, 4, 8, on the fortunes quotations' training part (2099 texts of 176
+token ids, 5344 ids, 8 topics) when /usr/share/games/fortunes is installed, else on random ids of that shape
+drawn Zipf-like (each record's "data" says which). Their MFU counts only the head's matmul (a bag has none).
+
     python bench/fused.py            # the full grid
     python bench/fused.py --quick    # a short run; one JSON line per case
     python bench/fused.py --quick --case mlp-784-256-10 --K 16   # one case, one population size
+    python bench/fused.py --quick --case text-bag --threads 2      # K TextModels, fused vs one after another
     python bench/fused.py --device cuda   # on a GPU: timings synchronize the device; K up to 256
     python bench/fused.py --device cuda --no-cuda-graphs   # populations launch every kernel from Python
     python bench/fused.py --case mlp-784-256-10 --K 16 --batch 128 --batch 256   # MFU at two batch sizes
@@ -19,19 +26,27 @@ each batch size, as the reference the issue compares the population's MFU with.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tunelab.fused import PopAdam, Population, PopulationTrainer
+from tunelab.fused import PopAdam, PopAdamW, Population, PopulationTrainer
 
 DEFAULT_BATCH = 128
+TEXT_BATCH = 32  # the zero-config text search's first trial
+# name -> (population optimizer, torch optimizer, their shared hyperparameters)
+OPTIMIZERS: dict[str, tuple[type, type[torch.optim.Optimizer], dict[str, float]]] = {
+    "adam": (PopAdam, torch.optim.Adam, {"lr": 1e-3}),
+    "adamw": (PopAdamW, torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-2}),
+}
 
 
 class SequenceModel(nn.Module):
@@ -72,6 +87,52 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], float]] = {
     "lstm-28x28-64": (SequenceModel, (28, 28), 2.0 * 28 * (28 + 64) * 4 * 64 + 2.0 * 64 * 10),
 }
 
+# name -> the TextModel's spec (tunelab.models.build_model); trained with AdamW at TEXT_BATCH
+TEXT_BAG = {"type": "text", "encoder": "bag", "embedding_dim": 64, "pooling": "mean_max", "dropout": 0.3}
+TEXT_CASES: dict[str, dict[str, Any]] = {
+    "text-bag": TEXT_BAG,
+    "text-bag-bigrams": {**TEXT_BAG, "ngrams": 2, "buckets": 65536},
+}
+TEXT_CLASSES = 8
+
+
+@functools.cache
+def text_data() -> tuple[Tensor, Tensor, Any, str]:
+    """``(x, y, text, source)``: the fortunes quotations' training part (token ids as float32 rows, topics)
+    and its ``TextInput``; without the fortunes package, random ids of the same shape, Zipf-like (id ``i``
+    about as frequent as ``1 / i``), right-padded to random lengths, with random labels."""
+    from tunelab.data import DataSpec, prepare_data
+    from tunelab.inputs import TextInput
+
+    if Path("/usr/share/games/fortunes").is_dir():
+        bundle = prepare_data(DataSpec(source="fortunes"), seed=0)
+        return bundle.X_train, bundle.y_train, bundle.text, "fortunes"
+    n, length, vocab = 2099, 176, 5344
+    generator = torch.Generator().manual_seed(0)
+    # log-uniform ids in [1, vocab - 1]: P(i) ~ 1 / i, as word frequencies (ids 0 = padding, 1 = unknown)
+    ids = torch.exp(torch.rand(n, length, generator=generator) * torch.log(torch.tensor(vocab - 1.0)))
+    ids = ids.long().clamp(1, vocab - 1)
+    lengths = torch.randint(10, length + 1, (n,), generator=generator)
+    ids[torch.arange(length)[None] >= lengths[:, None]] = 0
+    y = torch.randint(0, TEXT_CLASSES, (n,), generator=generator)
+    return ids.float(), y, TextInput(length=length, vocab_size=vocab), "synthetic Zipf-like ids"
+
+
+def text_case(name: str) -> tuple[Callable[[], nn.Module], Tensor, Tensor, float, str]:
+    """``(factory, x, y, flops, source)`` of a text case: each call of ``factory`` builds a TextModel with a
+    seed drawn from torch's global generator; ``flops`` is the head's forward matmul per sample."""
+    from tunelab.models import build_model
+
+    x, y, text, source = text_data()
+    spec = TEXT_CASES[name]
+    n_classes = int(y.max()) + 1
+
+    def factory() -> nn.Module:
+        seed = int(torch.randint(0, 2**31 - 1, ()))
+        return build_model(spec, input_shape=(text.length,), output_dim=n_classes, seed=seed, text=text)
+
+    return factory, x, y, 2.0 * 2 * spec["embedding_dim"] * n_classes, source
+
 
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so that a host clock read after it covers that work."""
@@ -103,14 +164,22 @@ def minibatch(x: Tensor, y: Tensor, step: int, batch: int) -> tuple[Tensor, Tens
 
 
 def time_fused(
-    models: list[nn.Module], x: Tensor, y: Tensor, n_steps: int, batch: int, *, cuda_graphs: bool = True
+    models: list[nn.Module],
+    x: Tensor,
+    y: Tensor,
+    n_steps: int,
+    batch: int,
+    *,
+    cuda_graphs: bool = True,
+    optimizer: str = "adam",
 ) -> float:
     """Seconds per step of one population of all models (after three warm-up steps: on a GPU the first runs
     eagerly and the second records the CUDA graph the others replay, unless ``cuda_graphs`` is False)."""
     population = Population.from_modules(models)
+    pop_optimizer, _, hparams = OPTIMIZERS[optimizer]
     trainer = PopulationTrainer(
         population,
-        PopAdam(population.parameters(), n_members=len(models), lr=1e-3),
+        pop_optimizer(population.parameters(), n_members=len(models), **hparams),
         cuda_graphs="auto" if cuda_graphs else False,
     )
     for step in range(3):
@@ -123,19 +192,23 @@ def time_fused(
     return (time.perf_counter() - start) / n_steps
 
 
-def time_sequential(models: list[nn.Module], x: Tensor, y: Tensor, n_steps: int, batch: int) -> float:
-    """Seconds per step of all models trained one after another with torch.optim.Adam (tight loops)."""
+def time_sequential(
+    models: list[nn.Module], x: Tensor, y: Tensor, n_steps: int, batch: int, *, optimizer: str = "adam"
+) -> float:
+    """Seconds per step of all models trained one after another with torch.optim.Adam / AdamW (tight
+    loops)."""
+    _, torch_optimizer, hparams = OPTIMIZERS[optimizer]
     total = 0.0
     for model in models:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        optim = torch_optimizer(model.parameters(), **hparams)
         for step in range(n_steps + 1):
             if step == 1:  # the first step warms up
                 sync(x.device)
                 start = time.perf_counter()
             xb, yb = minibatch(x, y, step, batch)
-            optimizer.zero_grad()
+            optim.zero_grad()
             F.cross_entropy(model(xb), yb).backward()
-            optimizer.step()
+            optim.step()
         sync(x.device)
         total += time.perf_counter() - start
     return total / n_steps
@@ -195,20 +268,36 @@ def run_case(
     batch: int = DEFAULT_BATCH,
     cuda_graphs: bool = True,
 ) -> dict[str, Any]:
-    factory, shape, flops = CASES[name]
-    x, y = batches(shape, device, batch)
+    extra: dict[str, Any] = {}
+    if name in TEXT_CASES:
+        factory, x, y, flops, extra["data"] = text_case(name)
+        x, y, optimizer = x.to(device), y.to(device), "adamw"
+    else:
+        factory, shape, flops = CASES[name]
+        x, y = batches(shape, device, batch)
+        optimizer = "adam"
     with torch.random.fork_rng():
         torch.manual_seed(0)
         models = [factory().to(device) for _ in range(n_members)]
     sequential, timings = float("inf"), []
     for _ in range(repeats):  # alternate: other processes may share the CPU
         timings.append(
-            paired(lambda: time_fused(models, x, y, n_steps, batch, cuda_graphs=cuda_graphs), device)
+            paired(
+                lambda: time_fused(
+                    models, x, y, n_steps, batch, cuda_graphs=cuda_graphs, optimizer=optimizer
+                ),
+                device,
+            )
         )
         sequential = min(
             sequential,
             time_sequential(
-                [factory().to(device) for _ in range(n_members)], x, y, max(2, n_steps // 2), batch
+                [factory().to(device) for _ in range(n_members)],
+                x,
+                y,
+                max(2, n_steps // 2),
+                batch,
+                optimizer=optimizer,
             ),
         )
     fused = min(seconds for seconds, _ in timings)
@@ -217,7 +306,8 @@ def run_case(
         "model": name,
         "K": n_members,
         "batch": batch,
-        "optimizer": "adam",
+        "optimizer": optimizer,
+        **extra,
         "fused_member_samples_per_s": round(fused_rate),
         "sequential_member_samples_per_s": round(sequential_rate),
         "speedup": round(fused_rate / sequential_rate, 2),
@@ -245,7 +335,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--case",
-        choices=sorted(CASES),
+        choices=sorted([*CASES, *TEXT_CASES]),
         action="append",
         help="run only this case (repeatable; default: every case, then the single tight loop)",
     )
@@ -258,7 +348,8 @@ def main() -> None:
         "--batch",
         type=int,
         action="append",
-        help=f"minibatch size (repeatable: every case at each size; default {DEFAULT_BATCH})",
+        help=f"minibatch size (repeatable: every case at each size; default {DEFAULT_BATCH}, text cases "
+        f"{TEXT_BATCH})",
     )
     parser.add_argument(
         "--no-cuda-graphs",
@@ -280,6 +371,8 @@ def main() -> None:
         "mlp-784-256-10": mlp_Ks,
         "cnn-16-32": [4, 16] if args.quick else [1, 4, 16],
         "lstm-28x28-64": [4, 16] if args.quick else [1, 4, 16],
+        "text-bag": [1, 2, 4, 8],
+        "text-bag-bigrams": [1, 2, 4, 8],
     }
     if args.case:
         grid = {name: Ks for name, Ks in grid.items() if name in args.case}
@@ -287,23 +380,29 @@ def main() -> None:
         grid = dict.fromkeys(grid, args.K)
     matmul_peak(1.0 if args.quick else 3.0, device)  # warms the clock and the BLAS threads up
     records: list[dict[str, Any]] = []
-    for batch in args.batch or [DEFAULT_BATCH]:
+    for batch in args.batch or [None]:
         for name, Ks in grid.items():
+            case_batch, case_steps, case_repeats = batch or DEFAULT_BATCH, n_steps, repeats
+            if name in TEXT_CASES:  # steps of milliseconds: twice as many, and one more repeat unless told
+                case_batch, case_steps = batch or TEXT_BATCH, 2 * n_steps
+                case_repeats = repeats if args.repeats is not None else repeats + 1
             for K in Ks:
                 records.append(
                     run_case(
                         name,
                         K,
-                        n_steps=n_steps,
-                        repeats=repeats,
+                        n_steps=case_steps,
+                        repeats=case_repeats,
                         device=device,
-                        batch=batch,
+                        batch=case_batch,
                         cuda_graphs=not args.no_cuda_graphs,
                     )
                 )
                 print(json.dumps(records[-1]), flush=True)
         if "mlp-784-256-10" in grid:
-            records.append(tight_loop_case(batch, n_steps=n_steps, repeats=repeats, device=device))
+            records.append(
+                tight_loop_case(batch or DEFAULT_BATCH, n_steps=n_steps, repeats=repeats, device=device)
+            )
             print(json.dumps(records[-1]), flush=True)
     # The conservative reading: every rate against the highest peak seen anywhere in the run.
     run_peak = max(r["peak_gflops"] for r in records)
