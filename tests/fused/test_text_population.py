@@ -77,6 +77,22 @@ def test_forward_matches_each_text_model(ngrams, pooling, dense, features):
     assert isinstance(population.layers[0], PopTextBag)
 
 
+@pytest.mark.parametrize("ngrams", [1, 2])
+def test_a_shorter_max_length_reads_the_same_first_tokens_in_the_population(ngrams):
+    models = [
+        build(
+            TextSpec(ngrams=ngrams, buckets=17, pooling="mean_max", max_length=5), seed=k, features=2
+        ).eval()
+        for k in range(K)
+    ]
+    population = Population.from_modules(models).eval()
+    x = texts(16, features=2)
+    out = population(x)
+    for k, model in enumerate(models):
+        assert model.read == 5
+        torch.testing.assert_close(out[k], model(x), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
 def test_empty_texts_pool_to_zeros_and_match(pooling):
     """All-padding texts (and a one-token text with bigrams: no bigram) give the models' outputs; with no

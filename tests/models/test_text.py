@@ -408,3 +408,18 @@ def test_the_embedding_bag_kernel_computes_the_masked_pooling(pooling, monkeypat
     torch.testing.assert_close(fast[0], masked[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast[1], masked[1], rtol=1e-5, atol=1e-7)
     assert fast[0][1, :].isfinite().all()  # the empty text
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_max_length_reads_only_the_first_tokens(encoder):
+    long = TextInput(length=10, vocab_size=20, features=2)
+    short = TextInput(length=4, vocab_size=20, features=2)
+    spec = TextSpec(encoder=encoder, pooling="mean_max", **SMALL)
+    cut = _build(spec.model_copy(update={"max_length": 4}), long).eval()
+    reference = _build(spec, short).eval()
+    reference.load_state_dict(cut.state_dict())  # the weights do not depend on the length
+    x = _rows(EXPORT_TEXTS, 10, FEATURES)
+    x_short = torch.cat([x[:, :4], x[:, 10:]], dim=1)  # the first 4 ids, then the same table features
+    with torch.no_grad():
+        torch.testing.assert_close(cut(x), reference(x_short), rtol=1e-5, atol=1e-6)
+    assert _build(spec.model_copy(update={"max_length": 99}), long).read == 10  # capped at the data's

@@ -161,6 +161,7 @@ class PopTextBag(PopLayer):
         super().__init__(layout_in="shared")
         self.layout_out = "stacked"
         self.length = template.length
+        self.read = template.read  # the ids read: the first ``max_length`` of ``length``
         self.features = template.features
         self.rows = template.rows
         self.pooling = template.pooling
@@ -173,13 +174,13 @@ class PopTextBag(PopLayer):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        ids = x[:, : self.length].long()
+        ids = x[:, : self.read].long()
         ids = ids.masked_fill((ids < 0) | (ids >= self.rows), self.unknown_id)
         mask = ids != self.pad_id  # [N, L]
         words = self.embedding.flat_ids(ids)  # [K, N, L]
         pairs: Tensor | None = None
         both: Tensor | None = None
-        if self.ngram_embedding is not None and self.length > 1:
+        if self.ngram_embedding is not None and self.read > 1:
             # TextModel's hash: pair (a, b) -> (a * 1000003 + b) mod buckets
             pairs = self.ngram_embedding.flat_ids((ids[:, :-1] * 1000003 + ids[:, 1:]) % self.buckets)
             both = mask[:, :-1] & mask[:, 1:]

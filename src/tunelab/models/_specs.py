@@ -232,6 +232,9 @@ class TextSpec(_SpecBase):
     in the text format (``token v1 ... vD`` per line, an optional first line ``count D``, e.g. GloVe or
     fastText ``.vec``) whose vectors replace the random rows of the tokens it has; ``freeze_embedding`` then
     keeps the embedding table fixed during training.
+
+    ``max_length`` reads only the first ``max_length`` tokens of each text (None: all the data's), so the
+    length, like the vocabulary, is searchable on one tokenization.
     """
 
     type: Literal["text"] = "text"
@@ -240,6 +243,7 @@ class TextSpec(_SpecBase):
     ngrams: Literal[1, 2] = 1
     buckets: int = Field(65536, ge=1, le=10_000_000)
     vocab_size: int | None = Field(None, ge=2)
+    max_length: int | None = Field(None, ge=1)
     kernel_sizes: list[Width] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
     channels: Width = 64
     hidden_size: Width = 64

@@ -49,7 +49,8 @@ class TextModel(nn.Module):
 
     def __init__(self, spec: TextSpec, *, text: TextInput, output_dim: int) -> None:
         super().__init__()
-        self.length = text.length
+        self.length = text.length  # ids per sample in the input
+        self.read = text.length if spec.max_length is None else min(spec.max_length, text.length)  # ids read
         self.features = text.features
         self.rows = text.vocab_size if spec.vocab_size is None else min(spec.vocab_size, text.vocab_size)
         self.encoder = spec.encoder
@@ -97,7 +98,7 @@ class TextModel(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ids = x[:, : self.length].long()
+        ids = x[:, : self.read].long()
         ids = ids.masked_fill((ids < 0) | (ids >= self.rows), self.unknown_id)
         if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips this block only when it stands alone)
             if self._bag_kernel():
