@@ -96,6 +96,17 @@ def test_the_screen_stops_a_candidate_an_acceptable_model_beats_on_latency_and_s
     assert original_blocks is ORIGINAL
 
 
+def test_a_pick_that_gains_nothing_leaves_the_winner_as_it_is() -> None:
+    same = entry(0, 0.921, 0.199, 27.5, 1490)  # within the ties of the original on latency and size
+    pick = pick_of([same], floor=0.91)
+    assert pick.entry is None
+    assert "neither faster" in pick.reason
+    assert "winner stays" in pick.reason
+    smaller_only = entry(1, 0.915, 0.199, 27.5, 700)  # as fast, half the size: worth it
+    pick = pick_of([same, smaller_only], floor=0.91, prefer="size")
+    assert pick.entry is smaller_only
+
+
 def test_latencies_within_noise_are_a_tie_that_accuracy_breaks() -> None:
     """The fastest by 1% gives way to one 0.4 points more accurate; a model 20% faster does not."""
     edge = entry(0, 0.9133, 0.05, 9.236, 100)
