@@ -4,6 +4,7 @@ text models also a ``.txt`` file (one text per line) or a folder of ``.txt`` fil
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,14 +86,20 @@ def _expected(kind: str) -> str:
     return expected.get(kind, f"This model's data kind is '{kind}', which predict does not read.")
 
 
-def _image_folder(folder: Path, input_shape: tuple[int, ...]) -> NewInputs:
-    paths = sorted(
+def _files_under(folder: Path, suffixes: Collection[str]) -> list[Path]:
+    """The files under ``folder`` (sub-folders too) whose suffix is one of ``suffixes``, none hidden, in path
+    order."""
+    return sorted(
         path
         for path in folder.rglob("*")
         if path.is_file()
-        and path.suffix.lower() in IMAGE_SUFFIXES
+        and path.suffix.lower() in suffixes
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
+
+
+def _image_folder(folder: Path, input_shape: tuple[int, ...]) -> NewInputs:
+    paths = _files_under(folder, IMAGE_SUFFIXES)
     if not paths:
         raise DataError(
             f"folder '{folder}' holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, in its "
@@ -109,11 +116,7 @@ def _text_files(path: Path, columns: list[str]) -> NewInputs:
             "them. Fix: pass a CSV or Parquet table with those columns."
         )
     if path.is_dir():
-        files = sorted(
-            file
-            for file in path.rglob("*.txt")
-            if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
-        )
+        files = _files_under(path, {".txt"})
         if not files:
             raise DataError(
                 f"folder '{path}' holds no .txt files (sub-folders searched too). {_expected('text')}"
@@ -129,8 +132,9 @@ def _text_files(path: Path, columns: list[str]) -> NewInputs:
 
 
 def _decoded(path: Path, data: bytes) -> str:
+    """UTF-8 text, a byte-order mark dropped (as the training folders read it)."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataError(
             f"'{path}' is not UTF-8 text (byte {data[error.start : error.start + 1]!r} at offset "
