@@ -76,6 +76,19 @@ def test_word_ids_are_most_frequent_first_and_rare_words_unknown():
     assert everything.vocabulary[-1] == "rare"
 
 
+def test_document_frequencies_count_texts_in_id_order():
+    """In how many training texts each id occurs (a repeat in one text counts once), in the renumbered id
+    order, with the text count: what weighted pooling starts its token weights from."""
+    texts = ["zeta zeta zeta zeta", "zeta mid", "mid", "mid beta", "beta", "once", ""]
+    features = TextFeatures.fit(_frame(texts), ["text"])  # "once" is unknown (min_frequency=2)
+    assert features.vocabulary == ("[PAD]", "[UNK]", "[SEP]", "zeta", "mid", "beta")
+    assert features.document_frequency == (0, 1, 0, 2, 3, 2)
+    assert features.documents == 7
+    text = features.text_input
+    assert (text.document_frequency, text.documents) == (features.document_frequency, 7)
+    assert text.inverse_document_frequency()[4] == pytest.approx(1 + np.log(8 / 4))
+
+
 @needs_fortunes
 def test_word_vocabulary_is_every_frequent_token_in_frequency_order(fortunes):
     features = TextFeatures.fit(fortunes[["text"]], ["text"])
@@ -198,7 +211,14 @@ def test_text_with_numeric_and_categorical_columns():
     assert features.output_names == [*[f"token{index}" for index in range(L)], *table.output_names]
     assert table.output_names == ["price", "brand=acme", "brand=globex"]
     assert features.input_shape == (L + 3,)
-    assert features.text_input == TextInput(L, features.vocab_size, 3, vocabulary=features.vocabulary)
+    assert features.text_input == TextInput(
+        L,
+        features.vocab_size,
+        3,
+        vocabulary=features.vocabulary,
+        document_frequency=features.document_frequency,
+        documents=30,
+    )
     # Extra columns (a target) and another column order do not matter.
     X = features.apply(test.assign(label="x")[["label", "brand", "price", "review"]])
     np.testing.assert_array_equal(X[:, L:], table.apply(test))

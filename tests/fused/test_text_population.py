@@ -25,7 +25,11 @@ LENGTH, VOCAB, CLASSES = 10, 40, 4
 
 
 def text_input(features: int = 0, length: int = LENGTH) -> TextInput:
-    return TextInput(length=length, vocab_size=VOCAB, features=features)
+    """Document frequencies that differ by id, so weighted pooling starts from unequal token weights."""
+    frequencies = tuple((7 * i) % 13 for i in range(VOCAB))
+    return TextInput(
+        length=length, vocab_size=VOCAB, features=features, document_frequency=frequencies, documents=20
+    )
 
 
 def build(spec: TextSpec, seed: int, *, features: int = 0, length: int = LENGTH) -> TextModel:
@@ -52,10 +56,13 @@ def labels(n: int, seed: int = 1) -> Tensor:
     return torch.randint(0, CLASSES, (n,), generator=torch.Generator().manual_seed(seed))
 
 
+# Bigrams have no token weights: TextSpec refuses pooling "weighted" with ngrams=2.
+POOLINGS = [(1, "weighted")] + [(n, p) for n in (1, 2) for p in ("mean", "max", "mean_max")]
+
+
 @pytest.mark.parametrize("features", [0, 3])
 @pytest.mark.parametrize("dense", [[], [7, 5]])
-@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
-@pytest.mark.parametrize("ngrams", [1, 2])
+@pytest.mark.parametrize(("ngrams", "pooling"), POOLINGS)
 def test_forward_matches_each_text_model(ngrams, pooling, dense, features):
     """Eval mode: member k's output is TextModel k's (different inits, different dropout rates)."""
     rates = [0.1, 0.3, 0.5]
@@ -127,7 +134,13 @@ def _alone_step(model: TextModel, optimizer: torch.optim.Optimizer, x: Tensor, y
 
 @pytest.mark.parametrize(
     ("ngrams", "pooling", "features", "dense"),
-    [(1, "mean", 0, []), (1, "max", 2, [8]), (2, "mean_max", 2, [8]), (2, "max", 0, [])],
+    [
+        (1, "mean", 0, []),
+        (1, "max", 2, [8]),
+        (2, "mean_max", 2, [8]),
+        (2, "max", 0, []),
+        (1, "weighted", 2, [8]),
+    ],
 )
 def test_training_steps_match_adamw_on_each_model(ngrams, pooling, features, dense):
     """Three steps of the population (PopAdamW, per-member lr / weight decay / beta1) equal three steps of

@@ -33,6 +33,7 @@ def _rows(texts: list[list[int]], length: int, features: list[list[float]] | Non
     return torch.tensor(rows, dtype=torch.float32)
 
 
+_FREQUENCIES = tuple(max(0, 40 - 2 * i) for i in range(30))  # common ids first, as the tokenizer numbers them
 TEXTS = [[5, 6, 7, 8, 9, 10, 11, 12], [], [3, 4], [2, 19, 3, 9, 9]]  # long, empty, shorter than k=5, repeat
 FEATURES = [[0.5, -1.0], [2.0, 0.0], [-0.3, 0.3], [1.0, 1.0]]
 
@@ -83,7 +84,7 @@ def test_a_backward_direction_reads_the_padding():
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
-@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max", "weighted"])
 def test_an_empty_text_pools_to_zeros(encoder, pooling):
     text = TextInput(length=6, vocab_size=20, features=2)
     model = _build(TextSpec(encoder=encoder, pooling=pooling, dense=[4], **SMALL), text).eval()
@@ -266,7 +267,8 @@ def test_build_text_needs_a_text_input_of_the_data_shape():
         ({"vocab_size": 1}, "greater than or equal to 2"),
         ({"pretrained": "  "}, "path of a word-vector file"),
         ({"encoder": "transformer"}, "'bag', 'cnn', 'lstm' or 'gru'"),
-        ({"pooling": "last"}, "'mean', 'max' or 'mean_max'"),
+        ({"pooling": "last"}, "'mean', 'max', 'mean_max' or 'weighted'"),
+        ({"pooling": "weighted", "ngrams": 2}, "hashed bigrams .* have none"),
         ({"dropout": 1.0}, "less than 1"),
         ({"n_layers": 0}, "greater than or equal to 1"),
         ({"hidden": [8]}, "Extra inputs are not permitted"),
@@ -387,9 +389,9 @@ def test_bigram_bags_export_to_onnx(tmp_path: Path):
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max", "weighted"])
 def test_the_embedding_bag_kernel_computes_the_masked_pooling(pooling, monkeypatch):
-    text = TextInput(length=12, vocab_size=30, features=2)
+    text = TextInput(length=12, vocab_size=30, features=2, document_frequency=_FREQUENCIES, documents=40)
     model = _build(TextSpec(encoder="bag", pooling=pooling, **SMALL), text)
     x = _rows([[5, 6, 7, 5, 9], [], [3], [29, 28, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]], 12, FEATURES)
     y = torch.tensor([0, 1, 2, 0])
@@ -403,11 +405,18 @@ def test_the_embedding_bag_kernel_computes_the_masked_pooling(pooling, monkeypat
         return out.detach(), model.embedding.weight.grad.clone()
 
     fast = outputs_and_gradient()
+    if model.token_log_weight is not None:  # the token weights learn through both paths alike
+        assert model.token_log_weight.grad is not None
+        weight_grad = model.token_log_weight.grad.clone()
     monkeypatch.setattr(model, "_bag_kernel", lambda: False)  # the masked pooling, as traced and exported
     masked = outputs_and_gradient()
     torch.testing.assert_close(fast[0], masked[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast[1], masked[1], rtol=1e-5, atol=1e-7)
     assert fast[0][1, :].isfinite().all()  # the empty text
+    if model.token_log_weight is not None:
+        # zero_grad set .grad to None, so this is the masked path's own gradient
+        assert model.token_log_weight.grad is not None
+        torch.testing.assert_close(weight_grad, model.token_log_weight.grad, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -423,3 +432,62 @@ def test_max_length_reads_only_the_first_tokens(encoder):
     with torch.no_grad():
         torch.testing.assert_close(cut(x), reference(x_short), rtol=1e-5, atol=1e-6)
     assert _build(spec.model_copy(update={"max_length": 99}), long).read == 10  # capped at the data's
+
+
+# --- weighted pooling --------------------------------------------------------------------------------------
+
+
+def test_weighted_pooling_starts_at_the_inverse_document_frequency():
+    """Token weights start at 1 + ln((1 + n) / (1 + df)): a rare token weighs more than a common one, and a
+    text of the two pools nearer the rare token's embedding than the plain mean does."""
+    text = TextInput(length=4, vocab_size=30, document_frequency=_FREQUENCIES, documents=40)
+    model = _build(TextSpec(encoder="bag", pooling="weighted", **SMALL), text).eval()
+    assert model.token_log_weight is not None
+    weights = model.token_log_weight.detach().exp()
+    expected = [1.0 + np.log(41 / (1 + df)) for df in _FREQUENCIES]
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+    common, rare = 3, 25  # document frequencies 34 and 0
+    x = _rows([[common, rare]], 4)
+    table = model.embedding.weight.detach()
+    pooled = (weights[common] * table[common] + weights[rare] * table[rare]) / (
+        weights[common] + weights[rare]
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.head(pooled.unsqueeze(0)))
+    assert weights[rare] > 2 * weights[common]
+
+
+def test_weighted_pooling_without_frequencies_is_the_mean():
+    """A text input without document frequencies (a loaded model's, whose weights come from its state)
+    starts every weight at 1: the plain mean."""
+    text = TextInput(length=6, vocab_size=20)
+    weighted = _build(TextSpec(encoder="bag", pooling="weighted", **SMALL), text).eval()
+    mean = _build(TextSpec(encoder="bag", pooling="mean", **SMALL), text).eval()
+    x = _rows([[3, 4, 4, 9], [], [7]], 6)
+    with torch.no_grad():
+        torch.testing.assert_close(weighted(x), mean(x))
+
+
+@pytest.mark.parametrize("encoder", ["bag", "gru"])
+def test_weighted_pooling_traces_scripts_and_exports_to_onnx(tmp_path: Path, encoder):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from tunelab.export._onnx import export_onnx
+    from tunelab.export._script import compile_torchscript, quiet_torchscript
+
+    text = TextInput(length=10, vocab_size=20, features=2, document_frequency=_FREQUENCIES[:20], documents=40)
+    model = _build(TextSpec(encoder=encoder, pooling="weighted", dense=[4], **SMALL), text).eval()
+    x = _rows(EXPORT_TEXTS, 10, FEATURES)
+    compiled, _ = compile_torchscript(model, x)
+    with quiet_torchscript():
+        scripted = torch.jit.script(model)
+    export_onnx(model, x, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        for batch in (x, x[1:3]):
+            expected = model(batch)
+            assert compiled is not None
+            torch.testing.assert_close(compiled(batch), expected, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(scripted(batch), expected, rtol=1e-5, atol=1e-6)
+            (got,) = session.run(["output"], {"input": batch.numpy()})
+            np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)

@@ -56,6 +56,9 @@ class TextFeatures:
     lowercase: bool
     table: TableFeatures | None  # the other columns; None when the frame has only text columns
     truncated_share: float = 0.0  # share of the training texts longer than max_length
+    # In how many training texts each id occurs (id order), and how many texts there were.
+    document_frequency: tuple[int, ...] = field(default=(), repr=False)
+    documents: int = 0
     chosen: tuple[str, ...] = ()  # the settings chosen from the data: "vocab_size", "max_length"
 
     @classmethod
@@ -100,7 +103,15 @@ class TextFeatures:
             np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64),
             minlength=trained.get_vocab_size(),
         )
+        in_texts = np.bincount(
+            np.fromiter(itertools.chain.from_iterable(set(row) for row in ids), dtype=np.int64),
+            minlength=trained.get_vocab_size(),
+        )
+        old_vocab = trained.get_vocab()
         trained = _by_frequency(trained, counts)
+        document_frequency = np.zeros(trained.get_vocab_size(), dtype=np.int64)
+        for token, new in trained.get_vocab().items():
+            document_frequency[new] = in_texts[old_vocab[token]]
         if max_length is None:
             percentile = float(np.percentile(lengths, LENGTH_PERCENTILE))
             rounded = int(np.ceil(percentile / LENGTH_MULTIPLE)) * LENGTH_MULTIPLE
@@ -119,6 +130,8 @@ class TextFeatures:
             lowercase=lowercase,
             table=TableFeatures.fit(frame[others]) if others else None,
             truncated_share=float(np.mean(lengths > length)),
+            document_frequency=tuple(int(df) for df in document_frequency),
+            documents=len(texts),
             chosen=tuple(
                 name
                 for name, given in (("vocab_size", requested), ("max_length", max_length))
@@ -149,7 +162,14 @@ class TextFeatures:
     @property
     def text_input(self) -> TextInput:
         features = len(self.table.output_names) if self.table else 0
-        return TextInput(self.max_length, self.vocab_size, features, vocabulary=self.vocabulary)
+        return TextInput(
+            self.max_length,
+            self.vocab_size,
+            features,
+            vocabulary=self.vocabulary,
+            document_frequency=self.document_frequency,
+            documents=self.documents,
+        )
 
     def describe(self) -> str:
         """One line for a notice: tokenizer, vocabulary, length, and how many training texts are cut."""
@@ -191,6 +211,8 @@ class TextFeatures:
             "min_frequency": self.min_frequency,
             "lowercase": self.lowercase,
             "truncated_share": self.truncated_share,
+            "document_frequency": list(self.document_frequency),
+            "documents": self.documents,
             "chosen": list(self.chosen),
             "table": self.table.to_state() if self.table else None,
         }
@@ -218,6 +240,9 @@ class TextFeatures:
             lowercase=bool(state["lowercase"]),
             table=None if state.get("table") is None else TableFeatures.from_state(state["table"]),
             truncated_share=float(state.get("truncated_share", 0.0)),
+            # Absent from states written before token weights: a loaded model has its weights already.
+            document_frequency=tuple(int(df) for df in state.get("document_frequency", [])),
+            documents=int(state.get("documents", 0)),
             chosen=tuple(str(name) for name in state.get("chosen", [])),
         )
 

@@ -5,7 +5,8 @@ the K tables as one ``[K, rows, D]`` parameter and addresses member k's row ``i`
 its ``[K * rows, D]`` view, so one gather (or one ``embedding_bag``) serves every member. ``PopTextBag`` is
 the bag encoder of ``TextModel.forward`` for K members at once: the ids, their clamping to ``UNKNOWN_ID``, the
 mask of real tokens, the optional hashed bigrams (the same hash), masked pooling (``_masked_pool``'s
-semantics: mean / max / mean_max over the real tokens, zeros for an empty text) and the table features
+semantics: mean / max / mean_max over the real tokens, or the mean weighted by each member's learned token
+weights, ``[K, rows]``; zeros for an empty text) and the table features
 appended to every member's pooled vector. The head after it is built from the population layers of
 ``_layers`` (``Population.from_modules``).
 
@@ -109,7 +110,8 @@ class PopEmbedding(PopLayer):
         padding_idx: int | None = None,
     ) -> tuple[Tensor | None, Tensor | None]:
         """Bags over the ``[K * rows, D]`` view, one per member and text: the sum of ``sum_rows`` (``[K, N,
-        L]``, from :meth:`flat_ids`) weighed by ``sum_weights`` (``[N, L]``, shared), and the max of
+        L]``, from :meth:`flat_ids`) weighed by ``sum_weights`` (``[N, L]`` shared, or ``[K, N, L]`` per
+        member), and the max of
         ``max_rows`` leaving out row ``padding_idx`` (zeros for a bag of it only); ``[K, N, D]`` each (None
         when not asked). Both at once write a single gradient: two ``embedding_bag`` calls would each
         build a full-size one, then add them (one buffer made fused K = 8 steps about twice as fast on a
@@ -169,6 +171,13 @@ class PopTextBag(PopLayer):
         self.unknown_id = template.unknown_id
         self.buckets = template.buckets
         self.embedding = PopEmbedding(n_members, template.embedding)
+        # pooling "weighted": each member's log token weights (TextModel.token_log_weight)
+        self.token_log_weight: nn.Parameter | None = None
+        if template.token_log_weight is not None:
+            self.token_log_weight = nn.Parameter(
+                template.token_log_weight.detach().unsqueeze(0).repeat(n_members, 1),
+                requires_grad=template.token_log_weight.requires_grad,
+            )
         self.ngram_embedding = (
             None if template.ngram_embedding is None else PopEmbedding(n_members, template.ngram_embedding)
         )
@@ -184,6 +193,13 @@ class PopTextBag(PopLayer):
             # TextModel's hash: pair (a, b) -> (a * 1000003 + b) mod buckets
             pairs = self.ngram_embedding.flat_ids((ids[:, :-1] * 1000003 + ids[:, 1:]) % self.buckets)
             both = mask[:, :-1] & mask[:, 1:]
+        if self.token_log_weight is not None:  # weighted: a weighted sum over the real tokens / total weight
+            weights = self.token_log_weight.exp()[:, ids] * mask.to(self.token_log_weight.dtype)  # [K, N, L]
+            weighted, _ = self.embedding.pool(words, weights)
+            if weighted is None:
+                raise RuntimeError("PopEmbedding.pool returned no sum")
+            pooled = weighted / weights.sum(dim=2, keepdim=True).clamp(min=1e-6).to(weighted.dtype)
+            return self._with_features(pooled, x)
         mean = self.pooling in ("mean", "mean_max")
         top = self.pooling in ("max", "mean_max")
         # Max: padding positions point at member 0's padding row, which the bag leaves out (a real token is
@@ -215,12 +231,15 @@ class PopTextBag(PopLayer):
             parts.append(total / count.clamp(min=1).to(total.dtype).view(1, -1, 1))
         if highest is not None:
             parts.append(highest)
-        pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        if self.features > 0:
-            K, N = pooled.shape[0], pooled.shape[1]
-            table = x[:, self.length :].to(pooled.dtype)
-            pooled = torch.cat([pooled, table.unsqueeze(0).expand(K, N, self.features)], dim=-1)
-        return pooled
+        return self._with_features(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1), x)
+
+    def _with_features(self, pooled: Tensor, x: Tensor) -> Tensor:
+        """``pooled`` ``[K, N, P]`` with the shared table features of ``x`` appended to every member's."""
+        if self.features == 0:
+            return pooled
+        K, N = pooled.shape[0], pooled.shape[1]
+        table = x[:, self.length :].to(pooled.dtype)
+        return torch.cat([pooled, table.unsqueeze(0).expand(K, N, self.features)], dim=-1)
 
     def load_member(self, k: int, module: nn.Module) -> None:
         model = _expect(module, TextModel)
@@ -230,12 +249,18 @@ class PopTextBag(PopLayer):
                 f"(freeze_embedding); member {k} differs. Pack frozen and trained embeddings separately."
             )
         self.embedding.load_member(k, model.embedding)
+        if self.token_log_weight is not None:
+            with torch.no_grad():
+                self.token_log_weight[k].copy_(_token_log_weight(model))
         if self.ngram_embedding is not None:
             self.ngram_embedding.load_member(k, _ngram_table(model))
 
     def export_member(self, k: int, module: nn.Module) -> None:
         model = _expect(module, TextModel)
         self.embedding.export_member(k, model.embedding)
+        if self.token_log_weight is not None:
+            with torch.no_grad():
+                _token_log_weight(model).copy_(self.token_log_weight[k])
         if self.ngram_embedding is not None:
             self.ngram_embedding.export_member(k, _ngram_table(model))
 
@@ -287,6 +312,12 @@ class _SumMaxBag(torch.autograd.Function):
         columns = torch.arange(D, device=argmax.device)
         grad.view(-1).index_add_(0, (argmax.clamp(min=0) * D + columns).reshape(-1), grad_highest.reshape(-1))
         return grad, None, None, None, None
+
+
+def _token_log_weight(model: TextModel) -> nn.Parameter:
+    if model.token_log_weight is None:
+        raise TypeError("expected a TextModel with pooling 'weighted', got one without token weights")
+    return model.token_log_weight
 
 
 def _ngram_table(model: TextModel) -> nn.Embedding:

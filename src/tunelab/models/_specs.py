@@ -205,7 +205,7 @@ class RNNSpec(_SpecBase, _WindowFields):
 
 
 TextEncoder = Literal["bag", "cnn", "lstm", "gru"]
-TextPooling = Literal["mean", "max", "mean_max"]
+TextPooling = Literal["mean", "max", "mean_max", "weighted"]
 
 
 class TextSpec(_SpecBase):
@@ -219,9 +219,13 @@ class TextSpec(_SpecBase):
     - ``"lstm"`` / ``"gru"``: a recurrent layer (``hidden_size``, ``n_layers``, ``bidirectional``) whose
       outputs are pooled by ``pooling``.
 
-    ``pooling`` is masked: only real tokens count, and an empty text pools to zeros. The pooled vector, with
-    the table features after it, passes ``Dropout(dropout)``, the ``dense`` blocks (``Linear -> activation ->
-    Dropout``) and a final ``Linear``.
+    ``pooling`` is masked: only real tokens count, and an empty text pools to zeros. ``"weighted"`` is a mean
+    weighted by a learned positive weight per token id (``token_log_weight``, its logarithm), which starts at
+    the id's inverse document frequency in the training texts (``TextInput.inverse_document_frequency``):
+    TF-IDF's weighting, learned on from there (rare words count more than "the" and "of").
+
+    The pooled vector, with the table features after it, passes ``Dropout(dropout)``, the ``dense`` blocks
+    (``Linear -> activation -> Dropout``) and a final ``Linear``.
 
     ``ngrams=2`` (bag only) adds each pair of adjacent tokens, hashed into ``buckets`` rows of a second
     embedding table, to the bag (fastText's bigrams: some word order at a bag's cost).
@@ -275,6 +279,15 @@ class TextSpec(_SpecBase):
                 "empty string. Give the path, or leave pretrained out for randomly initialized embeddings."
             )
         return value
+
+    @model_validator(mode="after")
+    def _weighted_unigrams(self) -> TextSpec:
+        if self.pooling == "weighted" and self.encoder == "bag" and self.ngrams == 2:
+            raise ValueError(
+                "pooling 'weighted' learns a weight per vocabulary token, and hashed bigrams (ngrams=2) have "
+                "none; use ngrams=1 with it, or pooling 'mean', 'max' or 'mean_max' with bigrams."
+            )
+        return self
 
     @model_validator(mode="after")
     def _freeze_needs_pretrained(self) -> TextSpec:

@@ -32,7 +32,8 @@ class TextModel(nn.Module):
     ``forward``: ids ``x[:, :length].long()`` (ids outside ``[0, rows)`` read as ``UNKNOWN_ID``), mask
     ``ids != PAD_ID``, ``embedding`` ``[N, L, D]``, then by ``encoder``:
 
-    - bag: masked ``pooling`` of the embeddings, ``[N, D]`` (``2D`` for ``mean_max``);
+    - bag: masked ``pooling`` of the embeddings, ``[N, D]`` (``2D`` for ``mean_max``); ``weighted``: the
+      mean weighted by ``token_log_weight.exp()`` of each token;
     - cnn: each of ``convs`` (``FrontPaddedConv1d(D, channels, k)``: the embeddings with ``k - 1`` zeros in
       front; output ``t`` reads the window of tokens ``t - k + 1 .. t``) and ``activation``, then the max over
       the windows that end on a real token, ``[N, channels * len(kernel_sizes)]``. A text shorter than ``k``
@@ -60,6 +61,11 @@ class TextModel(nn.Module):
         self.pad_id = PAD_ID
         self.unknown_id = UNKNOWN_ID
         self.embedding = nn.Embedding(self.rows, spec.embedding_dim, padding_idx=PAD_ID)
+        # pooling "weighted": the log of each id's weight, starting at its inverse document frequency.
+        self.token_log_weight: nn.Parameter | None = None
+        if self.pooling == "weighted":
+            idf = torch.tensor(text.inverse_document_frequency()[: self.rows], dtype=torch.float32)
+            self.token_log_weight = nn.Parameter(idf.log())
         # Bigrams (bag only): each adjacent pair of real tokens hashed into `buckets` rows of its own table.
         self.bigrams = spec.encoder == "bag" and spec.ngrams == 2
         self.buckets = spec.buckets
@@ -125,7 +131,7 @@ class TextModel(nn.Module):
                 outputs = self._traced_rnn(embedded)
             else:
                 outputs, _ = self.rnn(embedded)  # [N, L, H * directions]
-            pooled = _masked_pool(outputs, mask, self.pooling)
+            pooled = _masked_pool(outputs, mask, self.pooling, self._token_weights(ids, mask))
         elif self.ngram_embedding is not None:
             # pair (a, b) -> (a * 1000003 + b) mod buckets: a fixed hash, exact in int64 for any vocabulary
             pairs = (ids[:, :-1] * 1000003 + ids[:, 1:]) % self.buckets
@@ -133,7 +139,7 @@ class TextModel(nn.Module):
             values = torch.cat([embedded, self.ngram_embedding(pairs)], dim=1)
             pooled = _masked_pool(values, torch.cat([mask, both], dim=1), self.pooling)
         else:
-            pooled = _masked_pool(embedded, mask, self.pooling)
+            pooled = _masked_pool(embedded, mask, self.pooling, self._token_weights(ids, mask))
         if self.features > 0:
             pooled = torch.cat([pooled, x[:, self.length :]], dim=1)
         return self.head(pooled)
@@ -146,10 +152,21 @@ class TextModel(nn.Module):
             return False
         return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
+    def _token_weights(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """``pooling="weighted"``: each position's token weight ``[N, L]``, zero at the padding; else None."""
+        log_weight = self.token_log_weight
+        if log_weight is None:
+            return None
+        return log_weight.exp()[ids] * mask.to(log_weight.dtype)
+
     def _embedding_bag(self, ids: torch.Tensor) -> torch.Tensor:
         """Mean / max / both of each row's embeddings, ``padding_idx`` excluded (an empty row pools to zeros):
         ``_masked_pool`` of the embeddings over the real tokens."""
         weight = self.embedding.weight
+        weights = self._token_weights(ids, ids != self.pad_id)
+        if weights is not None:  # the weighted sum over real tokens (padding weighs 0), then / total weight
+            total = torch.nn.functional.embedding_bag(ids, weight, mode="sum", per_sample_weights=weights)
+            return total / weights.sum(dim=1, keepdim=True).clamp(min=1e-6).to(total.dtype)
         parts = [
             torch.nn.functional.embedding_bag(ids, weight, mode=mode, padding_idx=self.pad_id)
             for mode in (("mean", "max") if self.pooling == "mean_max" else (self.pooling,))
@@ -186,10 +203,21 @@ class FrontPaddedConv1d(nn.Conv1d):
         return self._conv_forward(torch.cat([front, input], dim=2), self.weight, self.bias)
 
 
-def _masked_pool(values: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+def _masked_pool(
+    values: torch.Tensor, mask: torch.Tensor, pooling: str, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """``values`` ``[N, L, D]`` pooled over the positions where ``mask`` ``[N, L]`` is true: ``[N, D]``
-    (``[N, 2D]`` for ``mean_max``, mean first); zeros for a row without any true position."""
+    (``[N, 2D]`` for ``mean_max``, mean first); zeros for a row without any true position. ``weighted``: the
+    mean weighted by ``weights`` ``[N, L]`` (zero at the positions ``mask`` leaves out)."""
     keep = mask.unsqueeze(2)  # [N, L, 1]
+    if pooling == "weighted":
+        if weights is None:
+            raise ValueError("weighted pooling needs the token weights")
+        scale = weights.to(values.dtype).unsqueeze(2)  # [N, L, 1]
+        total = (values * scale).sum(dim=1)
+        # 1e-6: the least total weight divided by (a text of padding only weighs 0 and pools to zeros); a
+        # literal, since TorchScript reads no module constant.
+        return total / scale.sum(dim=1).clamp(min=1e-6)
     parts: list[torch.Tensor] = []
     if pooling in ("mean", "mean_max"):
         count = keep.sum(dim=1).clamp(min=1).to(values.dtype)  # [N, 1]
