@@ -73,6 +73,10 @@ def test_tuned_header_shows_best_configuration_test_score_and_protocol(
     for step in summary["protocol"].values():
         assert html.escape(str(step)) in header
     assert f"{summary['trials']['pruned']} pruned" in header
+    # search.refit: all (the default): the delivered model then trained on every row; the card says whose
+    # score the test is
+    assert summary["trained_on_test"] is True
+    assert "the recipe, before its fit on every row" in header
 
 
 def test_candidates_table_lists_every_candidate_with_its_interval(

@@ -56,6 +56,11 @@ def test_a_delivered_ensemble_is_exported_loaded_and_predicts_like_any_model(
     assert summary["test_metrics"] == ensemble["test_metrics"]
     assert set(ensemble["single_winner_test_metrics"]) == {"loss", "accuracy", "f1"}
     assert "ensemble" in summary["protocol"]
+    # search.refit: all (the default): each member trained again on every row, with its own recipe
+    assert summary["trained_on_test"] is True
+    assert summary["refit_every_row"].startswith("4 models trained again on all")
+    assert isinstance(result.trainer.model, Ensemble)
+    assert len(result.trainer.model.members) == 4
 
     metadata = json.loads((out / "best" / "metadata.json").read_text())
     assert metadata["model_spec"]["type"] == "ensemble"

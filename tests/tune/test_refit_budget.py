@@ -16,13 +16,13 @@ from tunelab.tune._select import refit_winner
 EPOCH = 2.0  # the winner's measured seconds per epoch on a fold's training part
 
 
-def _setup(*, with_run: bool):
+def _setup(*, with_run: bool, **train: object):
     spec = parse_spec(
         {
             "name": "refit",
             "data": {"source": "digits"},
             "model": {"type": "mlp", "hidden": [16]},
-            "train": {"epochs": 10, "batch_size": 64},
+            "train": {"epochs": 10, "batch_size": 64, **train},
             "search": {"space": {"train.lr": {"float": [1e-3, 1e-1], "log": True}}},
         }
     )
@@ -134,3 +134,23 @@ def test_a_trial_cut_within_its_first_epoch_counts_all_its_time_as_less_than_an_
 
     assert _trial_epoch_seconds(trial({})) == 60.0
     assert _trial_epoch_seconds(trial({1: 0.4, 2: 0.5, 3: 0.6})) == 20.0
+
+
+def test_a_refit_replays_the_validated_runs_schedule_and_stops_at_its_epoch():
+    """The validated model is epoch 4 of a 10-epoch cosine run: the refit's rate follows that run's
+    schedule (horizon 10 epochs, of its own steps) and it stops after epoch 4, rather than squeezing the
+    whole schedule into 4 epochs."""
+    import math
+
+    spec, evaluator, winner, _ = _setup(with_run=False, schedule={"name": "cosine", "min_lr": 0.0})
+    bundle = evaluator.bundle(None)
+    refit, trainer, _ = _refit(spec, evaluator, winner, None)
+    assert refit.epochs == 4
+    assert len(trainer.history.epochs) == 4
+    rows = len(bundle.X_train) + len(bundle.X_val)
+    steps = math.ceil(rows / spec.train.batch_size)  # per epoch, on train + validation
+    for epoch, logs in enumerate(trainer.history.epochs, start=1):
+        last_step = epoch * steps - 1  # the rate of the epoch's last step, in a run of 10 epochs
+        expected = spec.train.lr * (1 + math.cos(math.pi * last_step / (10 * steps))) / 2
+        assert logs["lr"] == pytest.approx(expected, rel=1e-6)
+    assert trainer.history.epochs[-1]["lr"] > 0.3 * spec.train.lr  # not annealed to zero at epoch 4

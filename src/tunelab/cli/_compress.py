@@ -102,7 +102,8 @@ def _print(record: dict[str, Any], pick: Path | None) -> None:
     out_console.print(f"pick: {record['pick']['reason']}", highlight=False)
     if pick is not None:
         test = record["pick"]["test"]
+        note = f" ({test['note']})" if test.get("note") else ""
         out_console.print(
-            f"test {metric}: {test[metric]:.4f} (original {test['original']:.4f}); exported to {pick}",
+            f"test {metric}: {test[metric]:.4f} (original {test['original']:.4f}){note}; exported to {pick}",
             highlight=False,
         )

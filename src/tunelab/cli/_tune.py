@@ -257,6 +257,8 @@ def _print_tune_summary(summary: dict[str, Any], out: Path) -> None:
         out_console.print(f"the budget: {summary['refit_budget']}", highlight=False)
     tests = ", ".join(f"{k} {v:.4f}" for k, v in summary["test_metrics"].items())
     out_console.print(f"test (evaluated once): {tests}", highlight=False)
+    if summary.get("refit_every_row"):
+        out_console.print(f"refit on every row: {summary['refit_every_row']}", highlight=False)
     references = (summary.get("references") or {}).get("test")
     if references:
         shown = ", ".join(f"{name.replace('_', ' ')} {fmt(v.get('rmse'))}" for name, v in references.items())

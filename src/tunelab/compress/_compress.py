@@ -205,10 +205,20 @@ def _compress(
         test = score(source, _built(pick.entry), bundle.X_test, bundle.y_test)
         original_test = score(source, _built(original), bundle.X_test, bundle.y_test)
         record["pick"]["test"] = {source.metric: test, "original": original_test}
-        say(f"test {source.metric}: {test:.4f} (original {original_test:.4f})")
+        said = f"test {source.metric}: {test:.4f} (original {original_test:.4f})"
+        if source.saw_test:
+            record["pick"]["test"]["note"] = IN_SAMPLE_TEST
+            said += f"; {IN_SAMPLE_TEST}"
+        say(said)
         _export(source, pick.entry, out / COMPRESSED, spec=spec, test=test)
     shutil.move(str(work / "study.db"), str(out / COMPRESSION / "study.db"))
     return record, pick.entry is not None
+
+
+IN_SAMPLE_TEST = (
+    "not held out: the run's delivered model was trained on the test rows too (search.refit: all), so "
+    "compare the pick with the original here, not with the run's test score"
+)
 
 
 def _built(entry: Entry) -> Built:

@@ -62,6 +62,8 @@ class CompressSource:
     reference_is: str
     teacher_val_score: float
     onnx: Path | None
+    # The delivered model was trained on the test rows too (search.refit: all): test scores are in-sample.
+    saw_test: bool = False
 
     @property
     def metric(self) -> str:
@@ -179,6 +181,7 @@ def open_source(run_dir: str | Path, spec: CompressSpec) -> CompressSource:
         reference_is=reference_is,
         teacher_val_score=teacher_val,
         onnx=onnx,
+        saw_test=bool(summary.get("trained_on_test", False)),
     )
 
 

@@ -294,9 +294,11 @@ def _header(run: RunData) -> tuple[str, str]:
         )
         spread = f"± {best['std']:.2g} · " if best.get("n", 0) > 1 and _finite(best.get("std")) else ""
         trials = s.get("trials") or {}
+        # search.refit: all: the delivered model then trained on the test rows too; the score is the recipe's
+        tested = "the recipe, before its fit on every row" if s.get("trained_on_test") else ""
         cards = [
             (f"validation {metric}", _fmt(s.get("best_value")), f"{spread}trial {s.get('best_trial')}"),
-            *((f"test {k}", _fmt(v), "") for k, v in (s.get("test_metrics") or {}).items()),
+            *((f"test {k}", _fmt(v), tested) for k, v in (s.get("test_metrics") or {}).items()),
             (
                 "trials",
                 str(trials.get("total", "")),

@@ -212,7 +212,14 @@ class SearchSpec(BaseModel):
     cv: int | None = Field(default=None, ge=2, le=20, description="k-fold cross-validation inside the search")
     top_k: int = Field(default=3, ge=1, description="candidates re-evaluated across folds and seeds")
     n_seeds: int = Field(default=2, ge=1, description="training seeds per candidate in the re-evaluation")
-    refit: bool = Field(default=True, description="retrain the winner on train + validation before testing")
+    refit: bool | Literal["all"] = Field(
+        default="all",
+        description="true: retrain the winner on train + validation, then test it once; 'all' (the "
+        "default): that, then train the delivered model once more on every row (train + validation + "
+        "test; same configuration, seed and epochs) when it fits the budget and the data set has no test "
+        "part of its own, the test score describing that recipe trained without the test rows; false: "
+        "deliver the winner as the search trained it",
+    )
     select: Literal["simplest", "best"] = Field(
         default="simplest",
         description="the winner: the candidate with the fewest parameters within one standard error of the "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -28,7 +28,15 @@ from tunelab.tune._greedy import ROUNDS, SPLITS, CrossFitted, Validation, cross_
 from tunelab.tune._result import Candidate, EnsembleChoice, Refit
 from tunelab.tune._select import final_epochs, fit_final, fmt_metrics
 
-__all__ = ["ENSEMBLE_RULE", "Delivered", "Member", "choose_ensemble", "member_validation"]
+__all__ = [
+    "ENSEMBLE_RULE",
+    "Delivered",
+    "Member",
+    "Recipe",
+    "choose_ensemble",
+    "member_validation",
+    "refit_on_every_row",
+]
 
 ENSEMBLE_RULE = (
     f"greedy ensemble selection with replacement ({ROUNDS} rounds, Caruana et al. 2004) on the validation "
@@ -50,12 +58,27 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How one delivered model was trained: the configuration, the training seed (None: the spec's), the
+    epochs, and the measured seconds of one epoch on the training part."""
+
+    params: dict[str, Any]
+    seed: int | None
+    epochs: int
+    epoch_seconds: float
+
+
+@dataclass(frozen=True)
 class Delivered:
-    """What ``best/`` receives: the choice, the trainer holding the delivered model, and its spec."""
+    """What ``best/`` receives: the choice, the trainer holding the delivered model, and its spec.
+    ``recipes``: how each of its models was trained (one for the single winner); ``tested``: the model the
+    test part scored, when the delivered one was trained on every row afterwards."""
 
     choice: EnsembleChoice
     trainer: Trainer
     ensemble_spec: EnsembleSpec | None
+    recipes: tuple[Recipe, ...] = ()
+    tested: Trainer | None = None
 
     @property
     def test_metrics(self) -> dict[str, float]:
@@ -82,10 +105,12 @@ def choose_ensemble(
     refit starts only if it fits before ``deadline`` on ``clock``."""
     folds, metric, direction = plan.folds, plan.metric, plan.direction
     single_test, winner_trainer = refit[0].test_metrics, refit[1]
+    winner_recipe = Recipe(candidates[0].params, None, refit[0].epochs, candidates[0].epoch_seconds)
 
     def single(reason: str, **found: Any) -> Delivered:
         events.phase(f"ensemble: {reason}")
-        return Delivered(EnsembleChoice(False, reason, single_test, **found), winner_trainer, None)
+        choice = EnsembleChoice(False, reason, single_test, **found)
+        return Delivered(choice, winner_trainer, None, recipes=(winner_recipe,))
 
     if not (spec.search or SearchSpec()).ensemble:
         return single("off (search.ensemble: false)")
@@ -138,7 +163,66 @@ def choose_ensemble(
     reason = f"delivered: validation gain {decided.gain:.3g} over the single winner"
     events.phase(f"ensemble of {len(chosen)} {reason}; test: {fmt_metrics(test)}")
     return Delivered(
-        EnsembleChoice(True, reason, single_test, test_metrics=test, **found), trainer, ensemble_spec
+        EnsembleChoice(True, reason, single_test, test_metrics=test, **found),
+        trainer,
+        ensemble_spec,
+        recipes=_recipes(spec, chosen, candidates[0], winner_recipe),
+    )
+
+
+def refit_on_every_row(
+    spec: ExperimentSpec,
+    delivered: Delivered,
+    refit: Refit,
+    evaluator: Evaluator,
+    deadline: float | None,
+    events: Events,
+    *,
+    clock: Clock = system_clock,
+) -> tuple[Delivered, Refit]:
+    """``search.refit: all``: train the delivered model (each ensemble member) once more, on every row
+    (train + validation + test), with the recipe that was tested, when that fits before ``deadline``. The
+    refit's record says what was done (``Refit.on_every_row``, ``every_row_note``); ``Delivered.tested``
+    keeps the model the test part scored."""
+    if (spec.search or SearchSpec()).refit != "all":
+        return delivered, refit
+    if not refit.on_train_and_validation:
+        note = "not done: the winner was delivered as the search trained it, so there is no refit to repeat"
+        return delivered, replace(refit, every_row_note=note)
+    if evaluator.dataset.has_test_part:
+        note = "not done: the data set brings its own test part, which stays out of training"
+        return delivered, replace(refit, every_row_note=note)
+    bundle = evaluator.bundle(None)
+    train_rows = max(1, len(bundle.X_train))
+    rows = len(bundle.X_train) + len(bundle.X_val) + len(bundle.X_test)
+    seconds = sum(r.epochs * r.epoch_seconds * rows / train_rows for r in delivered.recipes)
+    what = f"{len(delivered.recipes)} models" if delivered.ensemble_spec is not None else "the winner"
+    if deadline is not None:
+        left = deadline - clock.monotonic()
+        if not math.isfinite(seconds) or seconds > left:
+            takes = f"about {seconds:.3g} s" if math.isfinite(seconds) else "an untimed while"
+            note = (
+                f"not done: training {what} on all {rows} rows would take {takes} and the budget left "
+                f"{max(left, 0.0):.1f} s; delivered: the refit on train + validation, as tested"
+            )
+            events.phase(f"refit on every row: {note}")
+            return delivered, replace(refit, every_row_note=note)
+    trainers = [
+        fit_final(spec, r.params, evaluator, epochs=r.epochs, seed=r.seed, every_row=True)
+        for r in delivered.recipes
+    ]
+    if delivered.ensemble_spec is None:
+        trainer = trainers[0]
+    else:
+        trainer = _ensemble_trainer(delivered.ensemble_spec, trainers, evaluator, trainers[0])
+    note = (
+        f"{what} trained again on all {rows} rows (train + validation + test) with the tested recipe; "
+        "the test metrics are that recipe's without the test rows"
+    )
+    events.phase(f"refit on every row: {note}")
+    return (
+        replace(delivered, trainer=trainer, tested=delivered.trainer),
+        replace(refit, on_every_row=True, every_row_note=note),
     )
 
 
@@ -190,7 +274,7 @@ def _refit_members(
     when one does not fit before ``deadline``."""
     trainers: list[Trainer] = []
     reused = False
-    for member, _ in chosen:
+    for member, _ in chosen:  # _recipes follows the same order and the same stand-in
         if member.candidate is winner and not reused:
             trainers.append(winner_trainer)
             reused = True
@@ -204,6 +288,25 @@ def _refit_members(
         epochs = final_epochs(spec, member.candidate)
         trainers.append(fit_final(spec, member.candidate.params, evaluator, epochs=epochs, seed=member.seed))
     return trainers
+
+
+def _recipes(
+    spec: ExperimentSpec, chosen: list[tuple[Member, int]], winner: Candidate, winner_recipe: Recipe
+) -> tuple[Recipe, ...]:
+    """How ``_refit_members`` trained each member's final model: the winner's refit for the winner's first
+    member, the member's run seed and its candidate's epochs for the others."""
+    recipes: list[Recipe] = []
+    reused = False
+    for member, _ in chosen:
+        if member.candidate is winner and not reused:
+            recipes.append(winner_recipe)
+            reused = True
+            continue
+        candidate = member.candidate
+        recipes.append(
+            Recipe(candidate.params, member.seed, final_epochs(spec, candidate), candidate.epoch_seconds)
+        )
+    return tuple(recipes)
 
 
 def _ensemble_trainer(

@@ -28,7 +28,7 @@ from tunelab.storage import (
     study_snapshot,
 )
 from tunelab.train import denormals_flushed
-from tunelab.tune._ensemble import ENSEMBLE_RULE, choose_ensemble
+from tunelab.tune._ensemble import ENSEMBLE_RULE, choose_ensemble, refit_on_every_row
 from tunelab.tune._interval import INTERVAL_METHOD
 from tunelab.tune._plan import TimeBudget, make_plan
 from tunelab.tune._references import forecast_references
@@ -133,6 +133,10 @@ def tune_experiment(
     delivered = choose_ensemble(
         spec, candidates, refit, evaluator, plan, budget.deadline, events, clock=clock
     )
+    delivered, tested_refit = refit_on_every_row(
+        spec, delivered, refit[0], evaluator, budget.deadline, events, clock=clock
+    )
+    refit = (tested_refit, refit[1])
     final = trial_spec(spec, candidates[0].params)
     export_delivered(
         layout,
@@ -140,9 +144,11 @@ def tune_experiment(
         winner=refit[1],
         delivered=delivered.trainer,
         model_spec=delivered.ensemble_spec or final.model,
+        tested=delivered.tested,
         metadata={
             "spec": final.model_dump(mode="json"),
             "test_metrics": delivered.test_metrics,
+            "trained_on_test": refit[0].on_every_row,
             **({"ensemble": delivered.choice.to_dict()} if delivered.ensemble_spec else {}),
         },
     )
@@ -217,9 +223,16 @@ def _protocol(
             if refit.on_train_and_validation
             else "no refit: the winner as trained on the training part"
         )
-        + (f" ({refit.budget_note})" if refit.budget_note else ""),
+        + (f" ({refit.budget_note})" if refit.budget_note else "")
+        + (f"; refit on every row: {refit.every_row_note}" if refit.every_row_note else ""),
         test="the test part, set aside first, evaluated once after the refit (the winner's and the "
-        "ensemble's, after the choice between them)",
+        "ensemble's, after the choice between them)"
+        + (
+            "; the delivered model was then trained on every row, test rows included, so the test score "
+            "is its recipe's, trained without them"
+            if refit.on_every_row
+            else ""
+        ),
         workers=workers,
         fusion=found.fusion.to_dict(),
         pbt=pbt,

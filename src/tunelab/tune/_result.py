@@ -86,14 +86,18 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Refit:
-    """The delivered model: retrained on train + validation for ``epochs`` (``on_train_and_validation``), or
-    the winner as trained on the training part; its ``test_metrics``, evaluated once."""
+    """The winner retrained on train + validation for ``epochs`` (``on_train_and_validation``), or as trained
+    on the training part; its ``test_metrics``, evaluated once. ``on_every_row``: the delivered model was then
+    trained once more on every row, test rows included (``search.refit: all``; ``every_row_note`` says how,
+    or why not), so the test metrics describe its recipe trained without them."""
 
     epochs: int
     test_metrics: dict[str, float]
     on_train_and_validation: bool = True
     # How the delivered model was trained when the budget shaped it (fewer epochs, or no refit); None if not.
     budget_note: str | None = None
+    on_every_row: bool = False
+    every_row_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,11 @@ class TuneResult:
             **({"refit_budget": self.refit.budget_note} if self.refit.budget_note else {}),
             # Whether the delivered model saw the validation rows (refit on train + validation): then its
             # score on them is not an estimate, and `tunelab compress` measures drops against best_value.
-            "trained_on_validation": self.refit.on_train_and_validation,
+            "trained_on_validation": self.refit.on_train_and_validation or self.refit.on_every_row,
+            # Whether it also saw the test rows (search.refit: all): test_metrics are then its recipe's,
+            # measured before that last fit, not the delivered model's own.
+            "trained_on_test": self.refit.on_every_row,
+            **({"refit_every_row": self.refit.every_row_note} if self.refit.every_row_note else {}),
             "elapsed_seconds": round(self.elapsed_seconds, 2),
             "candidates": [c.to_dict() for c in self.candidates],
             **({"selection": self.selection.to_dict()} if self.selection is not None else {}),
