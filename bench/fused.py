@@ -9,8 +9,9 @@ runs, a single 784-256-10 MLP written out by hand (raw tensors, addmm, torch's f
 each batch size, as the reference the issue compares the population's MFU with.
 
 The text cases train K tunelab TextModels (bag of 64-d embeddings, mean_max pooling, dropout 0.3; the
-bigrams case adds hashed bigrams, 65536 buckets) with AdamW (weight decay 0.01) at batch 32, the zero-config
-text search's first trial, for K = 1, 2, 4, 8, on the fortunes quotations' training part (2099 texts of 176
+bigrams case adds hashed bigrams, 65536 buckets; the weighted case is the zero-config text search's first
+trial: 128-d embeddings pooled by learned token weights) with AdamW (weight decay 0.01) at batch 32, for K =
+1, 2, 4, 8, on the fortunes quotations' training part (2099 texts of 176
 token ids, 5344 ids, 8 topics) when /usr/share/games/fortunes is installed, else on random ids of that shape
 drawn Zipf-like (each record's "data" says which). Their MFU counts only the head's matmul (a bag has none).
 
@@ -92,6 +93,7 @@ TEXT_BAG = {"type": "text", "encoder": "bag", "embedding_dim": 64, "pooling": "m
 TEXT_CASES: dict[str, dict[str, Any]] = {
     "text-bag": TEXT_BAG,
     "text-bag-bigrams": {**TEXT_BAG, "ngrams": 2, "buckets": 65536},
+    "text-bag-weighted": {**TEXT_BAG, "embedding_dim": 128, "pooling": "weighted"},
 }
 TEXT_CLASSES = 8
 
@@ -131,7 +133,8 @@ def text_case(name: str) -> tuple[Callable[[], nn.Module], Tensor, Tensor, float
         seed = int(torch.randint(0, 2**31 - 1, ()))
         return build_model(spec, input_shape=(text.length,), output_dim=n_classes, seed=seed, text=text)
 
-    return factory, x, y, 2.0 * 2 * spec["embedding_dim"] * n_classes, source
+    pooled = spec["embedding_dim"] * (2 if spec["pooling"] == "mean_max" else 1)
+    return factory, x, y, 2.0 * pooled * n_classes, source
 
 
 def sync(device: torch.device) -> None:
@@ -373,6 +376,7 @@ def main() -> None:
         "lstm-28x28-64": [4, 16] if args.quick else [1, 4, 16],
         "text-bag": [1, 2, 4, 8],
         "text-bag-bigrams": [1, 2, 4, 8],
+        "text-bag-weighted": [1, 2, 4, 8],
     }
     if args.case:
         grid = {name: Ks for name, Ks in grid.items() if name in args.case}
