@@ -90,23 +90,27 @@ class PostgresServer:
         # A port found free may be taken before the server binds it; try a few.
         for attempt in range(3):
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
             try:
-                log = str(self.log_file)
-                self._run(
-                    "pg_ctl", ["start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", log, "-o", options]
-                )
+                self.resume()
                 return
             except RuntimeError:
                 if attempt == 2:
                     raise
 
-    def stop(self) -> None:
-        # "immediate": the data is thrown away, so no shutdown checkpoint; connected clients are cut off.
-        self._run("pg_ctl", ["stop", "-w", "-t", "60", "-m", "immediate", "-D", str(self.data_dir)])
+    def resume(self) -> None:
+        """Start the server of the existing cluster on ``port`` (after :meth:`stop`: an outage's end)."""
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = str(self.log_file)
+        self._run("pg_ctl", ["start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", log, "-o", options])
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server, cutting connected clients off. "immediate" (the end of the tests: the data is
+        thrown away, so no shutdown checkpoint) can lose the last commits, which skip fsync here; "fast"
+        writes them first (an outage the data survives, then :meth:`resume`)."""
+        self._run("pg_ctl", ["stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data_dir)])
 
     def create_database(self, prefix: str = "study") -> str:
         """Create an empty database and return its SQLAlchemy URL."""

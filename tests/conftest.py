@@ -1,12 +1,14 @@
-"""Shared test fixtures: small real data and hygiene checks."""
+"""Shared test fixtures: small real data, a PostgreSQL server, and hygiene checks."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from tests._postgres import PostgresServer, running_postgres
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -42,3 +44,16 @@ def no_env_leak():
     before = dict(os.environ)
     yield
     assert dict(os.environ) == before, "the test leaked environment variables"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (``tests._postgres``); skips without the binaries."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A SQLAlchemy URL to a fresh, empty database on the session's server."""
+    return postgres_server.create_database()

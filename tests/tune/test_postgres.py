@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from tests._postgres import PostgresServer, running_postgres
 from typer.testing import CliRunner
 
 from tunelab.cli import app
@@ -93,18 +91,6 @@ def with_password(url: str, password: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(password=password).render_as_string(hide_password=False)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """A SQLAlchemy URL to a fresh, empty database on the session's server."""
-    return postgres_server.create_database()
 
 
 def test_tune_stores_the_study_in_postgres(tmp_path, postgres_url):

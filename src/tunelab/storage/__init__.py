@@ -6,11 +6,15 @@
   :func:`study_snapshot` (a finished study copied to memory, no connection held);
 - :func:`run_study_url`: where a run directory's study is stored (the directory's files:
   :class:`tunelab.layout.RunLayout`);
-- :func:`retry_interrupted` (trials a killed run left RUNNING are queued again) and :class:`StudyCounts`.
+- :func:`retry_interrupted` (trials a killed run left RUNNING are queued again) and :class:`StudyCounts`;
+- :class:`DatabaseArtifactStore`: Optuna's artifact store in a table of the study's database (checkpoints
+  that need no shared directory; retried through outages up to a grace period, then
+  :class:`StorageUnavailableError`).
 
 Imports no torch: a search process and the report read studies without it.
 """
 
+from tunelab.storage._artifacts import ARTIFACT_TABLE, DatabaseArtifactStore, StorageUnavailableError
 from tunelab.storage._backend import StudyBackend, WriteBehind, open_backend
 from tunelab.storage._runs import record_storage, run_study_url
 from tunelab.storage._trials import FINISHED, INTERRUPTED, StudyCounts, retry_interrupted
@@ -27,9 +31,12 @@ from tunelab.storage._urls import (
 )
 
 __all__ = [
+    "ARTIFACT_TABLE",
     "FINISHED",
     "HIDDEN_PASSWORD",
     "INTERRUPTED",
+    "DatabaseArtifactStore",
+    "StorageUnavailableError",
     "StudyBackend",
     "StudyCounts",
     "WriteBehind",
