@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from tunelab.cli._app import app, own_process
 from tunelab.cli._compress import compress
-from tunelab.cli._inspect import dashboard, predict, report
+from tunelab.cli._inspect import dashboard, predict, report, status
 from tunelab.cli._train import train
 from tunelab.cli._tune import demo, tune
 
 __all__ = ["app", "main"]
 
 # Registered here, in one place, because `tunelab --help` lists the commands in this order.
-for _command in (train, demo, dashboard, tune, compress, report, predict):
+for _command in (train, demo, dashboard, tune, compress, report, predict, status):
     app.command()(_command)
 
 

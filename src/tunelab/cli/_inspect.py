@@ -1,4 +1,5 @@
-"""The commands that read a finished run: `tunelab dashboard`, `tunelab report` and `tunelab predict`."""
+"""The commands that read a run or a study: `tunelab dashboard`, `tunelab report`, `tunelab predict` and
+`tunelab status`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tunelab.cli._app import before_torch, err_console, user_errors
+from tunelab.cli._app import before_torch, err_console, out_console, user_errors
 
 
 def dashboard(
@@ -104,3 +105,95 @@ def predict(
 
             raise SpecError(f"cannot write predictions to '{out}': {err}. Choose a writable --out.") from None
         err_console.print(f"wrote {len(predictions):,} predictions to {out}", highlight=False)
+
+
+def status(
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(help="A run directory of `tunelab tune` (its study); or give --storage and --study."),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="The study's SQLAlchemy URL, password included (e.g. a PostgreSQL database)."),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(help="The study's name (the spec's name); optional when the storage holds one study."),
+    ] = None,
+) -> None:
+    """Show a study as it is now, from its storage: trials by state, the running ones, retries, artifacts."""
+    with user_errors():
+        from tunelab.errors import DataError
+        from tunelab.layout import RunLayout
+        from tunelab.storage import run_study_url, study_status
+
+        if run_dir is None and storage is None:
+            raise DataError(
+                "nothing to show: give a run directory (tunelab status runs/x) or a study's storage "
+                "(tunelab status --storage URL --study NAME)."
+            )
+        url = storage
+        if run_dir is not None:
+            layout = RunLayout(run_dir)
+            url = run_study_url(layout, storage, command="tunelab status")
+            if url is None:
+                raise DataError(
+                    f"'{run_dir}' holds no study (no study.db, no recorded storage). Give a run directory of "
+                    "`tunelab tune`, or --storage URL --study NAME."
+                )
+            if study is None and layout.spec.is_file():
+                import yaml
+
+                study = (yaml.safe_load(layout.spec.read_text(encoding="utf-8")) or {}).get("name")
+        if url is None:  # run_dir is None here, so storage was given
+            raise DataError("no study storage given")
+        _check_sqlite_file(url)
+        shown = study_status(url, study)
+        out_console.print(
+            f"study {shown.name} at {shown.url} ({', '.join(shown.directions)})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        states = ", ".join(f"{n} {state}" for state, n in shown.states.items() if n) or "no trials"
+        out_console.print(f"trials: {shown.n_trials} ({states})", highlight=False, soft_wrap=True)
+        if shown.best is not None:
+            out_console.print(
+                f"best: trial {shown.best[0]}, value {shown.best[1]:.6g}", highlight=False, soft_wrap=True
+            )
+        for trial in shown.running:
+            since = trial.started.strftime("%Y-%m-%d %H:%M:%S") if trial.started else "?"
+            again = f", retry of trial {trial.retry_of}" if trial.retry_of is not None else ""
+            out_console.print(
+                f"running: trial {trial.number} since {since}, {trial.epochs} epoch(s) reported{again}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if shown.retries:
+            pairs = ", ".join(f"{new} <- {old}" for new, old in sorted(shown.retries.items()))
+            out_console.print(
+                f"retries ({len(shown.retries)}, new <- interrupted): {pairs}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if shown.artifacts is None:
+            out_console.print("artifacts: none stored in this database", highlight=False, soft_wrap=True)
+        else:
+            count, size = shown.artifacts
+            out_console.print(
+                f"artifacts: {count} in the database, {size:,} bytes", highlight=False, soft_wrap=True
+            )
+
+
+def _check_sqlite_file(url: str) -> None:
+    """A SQLite URL naming a file that does not exist would create an empty database: refuse it instead."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from tunelab.errors import DataError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # connect_storage explains
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+        raise DataError(f"no study database at '{parsed.database}' ({url}): check the path.")

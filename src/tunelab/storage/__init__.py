@@ -17,6 +17,7 @@ Imports no torch: a search process and the report read studies without it.
 from tunelab.storage._artifacts import ARTIFACT_TABLE, DatabaseArtifactStore, StorageUnavailableError
 from tunelab.storage._backend import StudyBackend, WriteBehind, open_backend
 from tunelab.storage._runs import record_storage, run_study_url
+from tunelab.storage._status import RunningTrial, StudyStatus, study_status
 from tunelab.storage._trials import FINISHED, INTERRUPTED, StudyCounts, retry_interrupted
 from tunelab.storage._urls import (
     HIDDEN_PASSWORD,
@@ -36,9 +37,11 @@ __all__ = [
     "HIDDEN_PASSWORD",
     "INTERRUPTED",
     "DatabaseArtifactStore",
+    "RunningTrial",
     "StorageUnavailableError",
     "StudyBackend",
     "StudyCounts",
+    "StudyStatus",
     "WriteBehind",
     "connect_storage",
     "connected_storage",
@@ -52,4 +55,5 @@ __all__ = [
     "run_study_url",
     "shown_url",
     "study_snapshot",
+    "study_status",
 ]
