@@ -49,7 +49,7 @@ def study_status(url: str, name: str | None) -> StudyStatus:
     """The status of study ``name`` at ``url``; with no name, the storage's only study. A storage without
     that study (or with several and no name) is a :class:`DataError` listing the studies it holds."""
     with connected_storage(url) as storage:
-        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        names = optuna.get_all_study_names(storage)
         if name is None:
             if len(names) != 1:
                 held = ", ".join(sorted(names)) or "none"
