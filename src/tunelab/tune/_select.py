@@ -68,11 +68,10 @@ def reevaluate(
     runs: list[list[SeedRun]] = [[] for _ in trials]
     epoch_seconds: list[list[float]] = [[] for _ in trials]
     # A fresh run takes about what the trial took per fold (less if it trained in a population, which shared
-    # its time); one is started only if it and the refit after it (about as long; and the fit on every row)
-    # fit. Seeds go round the
+    # its time); one is started only if it and the refit after it (about as long) fit, and under
+    # search.refit 'all' the fit on every row after that too: three runs' time, not two. Seeds go round the
     # candidates, so each gets a complete one before any gets a second; a seed cut short by the budget is
     # dropped (some folds alone are not comparable with all of them).
-    # With search.refit 'all' a last fit on every row follows the refit: three runs' time, not two.
     runs_after = 3 if search.refit == "all" else 2
     needed = [
         runs_after * _seconds_per_fold(t, len(folds)) * _alone_share(t, members, throughput or {})
