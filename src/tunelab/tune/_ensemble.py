@@ -147,7 +147,10 @@ def choose_ensemble(
             f"within twice its standard error {decided.gain_se:.2g} over {decided.n_halves} halves)",
             **found,
         )
-    trainers = _refit_members(spec, chosen, candidates[0], winner_trainer, evaluator, deadline, clock)
+    recipes = _recipes(spec, chosen, candidates[0], winner_recipe)
+    trainers = _refit_members(
+        spec, chosen, recipes, winner_recipe, winner_trainer, evaluator, deadline, clock
+    )
     if isinstance(trainers, str):
         return single(f"validation favours it (gain {decided.gain:.3g}), but {trainers}", **found)
     ensemble_spec = EnsembleSpec(
@@ -166,7 +169,7 @@ def choose_ensemble(
         EnsembleChoice(True, reason, single_test, test_metrics=test, **found),
         trainer,
         ensemble_spec,
-        recipes=_recipes(spec, chosen, candidates[0], winner_recipe),
+        recipes=recipes,
     )
 
 
@@ -264,20 +267,19 @@ def _fold_metric(
 def _refit_members(
     spec: ExperimentSpec,
     chosen: list[tuple[Member, int]],
-    winner: Candidate,
+    recipes: tuple[Recipe, ...],
+    winner_recipe: Recipe,
     winner_trainer: Trainer,
     evaluator: Evaluator,
     deadline: float | None,
     clock: Clock,
 ) -> list[Trainer] | str:
-    """The members' final models, in order; the winner's refit stands in for its first run. A reason instead
-    when one does not fit before ``deadline``."""
+    """The members' final models, in order, trained by their ``recipes``; the winner's refit stands in for
+    its recipe. A reason instead when one does not fit before ``deadline`` (about as long as its run took)."""
     trainers: list[Trainer] = []
-    reused = False
-    for member, _ in chosen:  # _recipes follows the same order and the same stand-in
-        if member.candidate is winner and not reused:
+    for (member, _), recipe in zip(chosen, recipes, strict=True):
+        if recipe is winner_recipe:
             trainers.append(winner_trainer)
-            reused = True
             continue
         run = member.candidate.runs[member.index]
         if deadline is not None and clock.monotonic() + run.seconds / len(run.outputs) > deadline:
@@ -285,16 +287,15 @@ def _refit_members(
                 f"the budget left no time to refit its members ({len(trainers)} of {len(chosen)} models "
                 "ready); the single winner is delivered"
             )
-        epochs = final_epochs(spec, member.candidate)
-        trainers.append(fit_final(spec, member.candidate.params, evaluator, epochs=epochs, seed=member.seed))
+        trainers.append(fit_final(spec, recipe.params, evaluator, epochs=recipe.epochs, seed=recipe.seed))
     return trainers
 
 
 def _recipes(
     spec: ExperimentSpec, chosen: list[tuple[Member, int]], winner: Candidate, winner_recipe: Recipe
 ) -> tuple[Recipe, ...]:
-    """How ``_refit_members`` trained each member's final model: the winner's refit for the winner's first
-    member, the member's run seed and its candidate's epochs for the others."""
+    """How each member's final model is trained: the winner's first member by the winner's refit
+    (``winner_recipe`` itself), the others with their run's seed for their candidate's epochs."""
     recipes: list[Recipe] = []
     reused = False
     for member, _ in chosen:
