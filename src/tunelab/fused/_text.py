@@ -194,7 +194,7 @@ class PopTextBag(PopLayer):
             pairs = self.ngram_embedding.flat_ids((ids[:, :-1] * 1000003 + ids[:, 1:]) % self.buckets)
             both = mask[:, :-1] & mask[:, 1:]
         if self.token_log_weight is not None:  # weighted: a weighted sum over the real tokens / total weight
-            weights = self.token_log_weight.exp()[:, ids] * mask.to(self.token_log_weight.dtype)  # [K, N, L]
+            weights = self.token_log_weight[:, ids].exp() * mask.to(self.token_log_weight.dtype)  # [K, N, L]
             weighted, _ = self.embedding.pool(words, weights)
             if weighted is None:
                 raise RuntimeError("PopEmbedding.pool returned no sum")

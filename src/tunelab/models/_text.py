@@ -157,7 +157,9 @@ class TextModel(nn.Module):
         log_weight = self.token_log_weight
         if log_weight is None:
             return None
-        return log_weight.exp()[ids] * mask.to(log_weight.dtype)
+        return log_weight[ids].exp() * mask.to(
+            log_weight.dtype
+        )  # gathered first: N * L exps, not the vocabulary's
 
     def _embedding_bag(self, ids: torch.Tensor) -> torch.Tensor:
         """Mean / max / both of each row's embeddings, ``padding_idx`` excluded (an empty row pools to zeros):
