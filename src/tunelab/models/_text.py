@@ -157,9 +157,8 @@ class TextModel(nn.Module):
         log_weight = self.token_log_weight
         if log_weight is None:
             return None
-        return log_weight[ids].exp() * mask.to(
-            log_weight.dtype
-        )  # gathered first: N * L exps, not the vocabulary's
+        # Gathered first: N * L exponentials a step, not the whole vocabulary's.
+        return log_weight[ids].exp() * mask.to(log_weight.dtype)
 
     def _embedding_bag(self, ids: torch.Tensor) -> torch.Tensor:
         """Mean / max / both of each row's embeddings, ``padding_idx`` excluded (an empty row pools to zeros):
