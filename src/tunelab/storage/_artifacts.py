@@ -30,7 +30,7 @@ from sqlalchemy import exc
 
 from tunelab.errors import TunelabError
 
-__all__ = ["ARTIFACT_TABLE", "DatabaseArtifactStore", "StorageUnavailableError"]
+__all__ = ["ARTIFACT_TABLE", "DatabaseArtifactStore", "StorageUnavailableError", "stored_artifacts"]
 
 ARTIFACT_TABLE = "tunelab_artifacts"
 _FIRST_WAIT, _LONGEST_WAIT = 0.1, 2.0
@@ -121,14 +121,8 @@ class DatabaseArtifactStore:
             raise ArtifactNotFound(f"no artifact {artifact_id!r} in the {ARTIFACT_TABLE} table")
 
     def total_bytes(self) -> int:
-        """The stored artifacts' bytes, all together (``tunelab status`` reports it)."""
-
-        def total() -> int:
-            with self.engine.connect() as connection:
-                query = sa.select(sa.func.coalesce(sa.func.sum(self.table.c.size_bytes), 0))
-                return int(connection.execute(query).scalar_one())
-
-        return self._retrying(total)
+        """The stored artifacts' bytes, all together."""
+        return self._retrying(lambda: _count_and_bytes(self.engine, self.table.c.size_bytes))[1]
 
     def close(self) -> None:
         """Close the store's connection."""
@@ -161,6 +155,22 @@ class DatabaseArtifactStore:
                     ) from error
                 self._sleep(wait)
                 wait = min(2 * wait, _LONGEST_WAIT)
+
+
+def stored_artifacts(engine: sa.Engine) -> tuple[int, int] | None:
+    """How many artifacts the database of ``engine`` holds and their bytes (``tunelab status``), reading only:
+    None when it has no artifact table."""
+    if not sa.inspect(engine).has_table(ARTIFACT_TABLE):
+        return None
+    return _count_and_bytes(engine, sa.table(ARTIFACT_TABLE, sa.column("size_bytes")).c.size_bytes)
+
+
+def _count_and_bytes(engine: sa.Engine, size_bytes: sa.ColumnElement[int]) -> tuple[int, int]:
+    with engine.connect() as connection:
+        count, total = connection.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(size_bytes), 0))
+        ).one()
+    return int(count), int(total)
 
 
 def _transient(error: exc.DBAPIError) -> bool:

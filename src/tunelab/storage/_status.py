@@ -7,11 +7,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from tunelab.errors import DataError
-from tunelab.storage._artifacts import ARTIFACT_TABLE
+from tunelab.storage._artifacts import stored_artifacts
 from tunelab.storage._urls import connected_storage, shown_url
 
 __all__ = ["RunningTrial", "StudyStatus", "study_status"]
@@ -65,17 +64,14 @@ def study_status(url: str, name: str | None) -> StudyStatus:
             )
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        artifacts = _artifacts(storage.engine)
-    states = {state.name.lower(): 0 for state in TrialState}
-    for trial in trials:
-        states[trial.state.name.lower()] += 1
-    best = None
-    if len(study.directions) == 1:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        if complete:
-            pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-            winner = pick(complete, key=lambda t: float(t.value or 0.0))
+        states = {state.name.lower(): 0 for state in TrialState}
+        for trial in trials:
+            states[trial.state.name.lower()] += 1
+        best = None
+        if len(study.directions) == 1 and states["complete"]:
+            winner = study.best_trial
             best = (winner.number, float(winner.value or 0.0))
+        artifacts = stored_artifacts(storage.engine)
     running = [
         RunningTrial(
             t.number,
@@ -97,15 +93,3 @@ def study_status(url: str, name: str | None) -> StudyStatus:
         retries=retries,
         artifacts=artifacts,
     )
-
-
-def _artifacts(engine: sa.Engine) -> tuple[int, int] | None:
-    """(count, bytes) of the artifact table, or None when the database has none."""
-    if not sa.inspect(engine).has_table(ARTIFACT_TABLE):
-        return None
-    table = sa.table(ARTIFACT_TABLE, sa.column("size_bytes"))
-    with engine.connect() as connection:
-        count, total = connection.execute(
-            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(table.c.size_bytes), 0))
-        ).one()
-    return int(count), int(total)
