@@ -39,7 +39,7 @@ from sklearn.pipeline import make_pipeline
 sys.path.insert(0, str(Path(__file__).parent))
 from text_vs_tfidf import fortunes_table, split
 
-from tunelab.data import DataSpec, prepare_data
+from tunelab.data import DataSpec, load_dataset, prepare_data
 from tunelab.models import TextModel
 from tunelab.models._specs import TextSpec
 
@@ -97,16 +97,19 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         given, held = split(frame, seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "given.csv"
-            given.to_csv(path, index=False)
-            bundle = prepare_data(DataSpec(source=str(path), target="topic"), seed=seed)
+        work = tempfile.TemporaryDirectory()
+        path = Path(work.name) / "given.csv"
+        given.to_csv(path, index=False)  # the table tunelab is given, read by every part below
+        data = DataSpec(source=str(path), target="topic")
+        dataset = load_dataset(data)
+        bundle = prepare_data(data, seed=seed, dataset=dataset)
         X_held = bundle.preprocessor.transform(held[["text"]])
         y_held = bundle.preprocessor.transform_target(held["topic"].to_numpy())
         X_all = torch.cat([bundle.X_train, bundle.X_val, bundle.X_test])
         y_all = torch.cat([bundle.y_train, bundle.y_val, bundle.y_test])
         assert bundle.text is not None
-        part = _training_part(given, bundle, seed)
+        part = _training_part(given, dataset, data, seed)
+        assert len(part) == len(bundle.X_train)
         row = {
             "seed": seed,
             "tfidf_cv_training_part": tfidf_cv(part["text"], part["topic"], held),
@@ -143,7 +146,8 @@ def main() -> None:
             f"{row['tfidf_cv_every_row']:.4f}",
             flush=True,
         )
-        row["refit"] = refit_part(given, held, seed)
+        row["refit"] = refit_part(path, held, seed, n_rows=len(given))
+        work.cleanup()
         print(
             f"seed {seed} refit of the first trial ({row['refit']['epochs']} epochs) on every row: schedule "
             f"squeezed {row['refit']['squeezed']:.4f}, replayed {row['refit']['replayed']:.4f}",
@@ -164,66 +168,54 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
 
 
-def refit_part(given: pd.DataFrame, held: pd.DataFrame, seed: int) -> dict[str, float]:
-    """The first trial's search run, then its refit on every row with the schedule squeezed and replayed."""
+def refit_part(path: Path, held: pd.DataFrame, seed: int, *, n_rows: int) -> dict[str, float]:
+    """The first trial's search run on the table at ``path``, then its refit on every row with the schedule
+    squeezed and replayed."""
     from tunelab.execute import Evaluator, trial_spec
     from tunelab.spec import parse_spec
     from tunelab.tune import default_experiment
     from tunelab.tune._select import fit_final
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "given.csv"
-        given.to_csv(path, index=False)
-        raw = default_experiment({"source": str(path), "target": "topic"}, kind="text", n_rows=len(given))
-        raw["train"]["seed"] = seed
-        spec = parse_spec(raw)
-        assert spec.search is not None
-        params: dict = {}
-        for key, value in spec.search.first_trials[0].items():
-            section, name = key.split(".", 1)
-            params.setdefault(section, {})[name] = value
-        evaluator = Evaluator(spec, spec.data)
-        bundle = evaluator.bundle(None)
-        x_held = bundle.preprocessor.transform(held[["text"]])
-        y_held = bundle.preprocessor.transform_target(held["topic"].to_numpy())
-        run = evaluator.run(trial_spec(spec, params), None, "val_accuracy")
-        epochs = run.best_epoch
-        replayed = fit_final(spec, params, evaluator, epochs=epochs, every_row=True)
-        squeezed_spec = trial_spec(spec, params)
-        squeezed_train = squeezed_spec.train.model_copy(update={"epochs": epochs, "early_stopping": None})
-        squeezed = evaluator.trainer(squeezed_spec.model_copy(update={"train": squeezed_train}), bundle)
-        squeezed.fit(
-            (
-                torch.cat([bundle.X_train, bundle.X_val, bundle.X_test]),
-                torch.cat([bundle.y_train, bundle.y_val, bundle.y_test]),
-            )
+    raw = default_experiment({"source": str(path), "target": "topic"}, kind="text", n_rows=n_rows)
+    raw["train"]["seed"] = seed
+    spec = parse_spec(raw)
+    assert spec.search is not None
+    params = spec.search.search_space().overrides_from_params(spec.search.first_trials[0])
+    evaluator = Evaluator(spec, spec.data)
+    bundle = evaluator.bundle(None)
+    x_held = bundle.preprocessor.transform(held[["text"]])
+    y_held = bundle.preprocessor.transform_target(held["topic"].to_numpy())
+    run = evaluator.run(trial_spec(spec, params), None, "val_accuracy")
+    epochs = run.best_epoch
+    replayed = fit_final(spec, params, evaluator, epochs=epochs, every_row=True)
+    squeezed_spec = trial_spec(spec, params)
+    squeezed_train = squeezed_spec.train.model_copy(update={"epochs": epochs, "early_stopping": None})
+    squeezed = evaluator.trainer(squeezed_spec.model_copy(update={"train": squeezed_train}), bundle)
+    squeezed.fit(
+        (
+            torch.cat([bundle.X_train, bundle.X_val, bundle.X_test]),
+            torch.cat([bundle.y_train, bundle.y_val, bundle.y_test]),
         )
+    )
 
-        def held_accuracy(trainer) -> float:
-            return float((trainer.outputs(x_held).argmax(1) == y_held).float().mean())
+    def held_accuracy(trainer) -> float:
+        return float((trainer.outputs(x_held).argmax(1) == y_held).float().mean())
 
-        return {
-            "epochs": epochs,
-            "search_run": held_accuracy(run.trainer),
-            "squeezed": held_accuracy(squeezed),
-            "replayed": held_accuracy(replayed),
-        }
+    return {
+        "epochs": epochs,
+        "search_run": held_accuracy(run.trainer),
+        "squeezed": held_accuracy(squeezed),
+        "replayed": held_accuracy(replayed),
+    }
 
 
-def _training_part(given: pd.DataFrame, bundle, seed: int) -> pd.DataFrame:
-    """The rows of ``given`` that ``prepare_data`` put in the training part (the split it made)."""
-    from tunelab.data import load_dataset
+def _training_part(given: pd.DataFrame, dataset, data: DataSpec, seed: int) -> pd.DataFrame:
+    """The rows of ``given`` that ``prepare_data`` puts in the training part (the split it makes)."""
     from tunelab.data._splits import split_indices
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "given.csv"
-        given.to_csv(path, index=False)
-        spec = DataSpec(source=str(path), target="topic")
-        dataset = load_dataset(spec)
     indices = split_indices(
-        dataset.n_rows, spec.split, seed=seed, fold=None, labels=dataset.target, has_test_part=False
+        dataset.n_rows, data.split, seed=seed, fold=None, labels=dataset.target, has_test_part=False
     )
-    assert len(indices.train) == len(bundle.X_train)
     return given.iloc[np.asarray(indices.train)]
 
 
