@@ -10,12 +10,12 @@ from tunelab.cli._app import app, own_process
 from tunelab.cli._compress import compress
 from tunelab.cli._inspect import dashboard, predict, report, status
 from tunelab.cli._train import train
-from tunelab.cli._tune import demo, tune
+from tunelab.cli._tune import demo, tune, worker
 
 __all__ = ["app", "main"]
 
 # Registered here, in one place, because `tunelab --help` lists the commands in this order.
-for _command in (train, demo, dashboard, tune, compress, report, predict, status):
+for _command in (train, demo, dashboard, tune, worker, compress, report, predict, status):
     app.command()(_command)
 
 

@@ -163,8 +163,12 @@ def status(
         for trial in shown.running:
             since = trial.started.strftime("%Y-%m-%d %H:%M:%S") if trial.started else "?"
             again = f", retry of trial {trial.retry_of}" if trial.retry_of is not None else ""
+            where = ""
+            if trial.lease is not None:
+                where = f", on {trial.lease.worker} (heartbeat {trial.lease.age_s:.1f} s ago)"
+            reported = f"{trial.epochs} epoch(s) reported"
             out_console.print(
-                f"running: trial {trial.number} since {since}, {trial.epochs} epoch(s) reported{again}",
+                f"running: trial {trial.number} since {since}, {reported}{again}{where}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -172,6 +176,12 @@ def status(
             pairs = ", ".join(f"{new} <- {old}" for new, old in sorted(shown.retries.items()))
             out_console.print(
                 f"retries ({len(shown.retries)}, new <- interrupted): {pairs}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for name, (node, held, age) in shown.workers.items():
+            out_console.print(
+                f"worker {name} on {node}: {held} trial(s) leased, last heartbeat {age:.1f} s ago",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,6 +80,36 @@ def tune(
     seed: Annotated[int | None, typer.Option(help="Seed of the split, the sampler and training.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the study in --out after a crash or stop.")] = False,
     workers: Annotated[int, typer.Option(help="Search processes sharing the study's storage.")] = 1,
+    backend: Annotated[
+        str,
+        typer.Option(help="local (this machine's processes) or ray (workers as Ray actors; extra 'ray')."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray: the cluster (auto, HOST:PORT); default RAY_ADDRESS, else a local Ray."),
+    ] = None,
+    cpus_per_worker: Annotated[float, typer.Option(help="Ray: CPUs of one worker actor.", min=0)] = 1.0,
+    gpus_per_worker: Annotated[
+        float, typer.Option(help="Ray: GPUs of one worker actor (a fraction shares a GPU).", min=0)
+    ] = 0.0,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Ray: at most this many worker actors.", min=1)
+    ] = None,
+    max_failures: Annotated[
+        int, typer.Option(help="Retries of a trial whose worker or node died (shared studies).", min=0)
+    ] = 3,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            help="Shared studies: a directory every worker reaches for checkpoints (default: the database)."
+        ),
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            help="Shared studies: seconds without a heartbeat before a worker's trials are taken back.", min=1
+        ),
+    ] = 20.0,
     progress: Annotated[
         str, typer.Option(help="Progress display: rich (live panel), json (JSON lines on stdout) or quiet.")
     ] = "rich",
@@ -114,6 +145,32 @@ def tune(
 
         spec = parse_spec(raw, source="the spec with command-line options")
         run_dir = out or Path("runs") / spec.name
+        from tunelab.errors import SpecError
+        from tunelab.execute import Distributed, RayBackend
+
+        if backend not in ("local", "ray"):
+            raise SpecError(f"--backend must be local or ray; got {backend!r}.")
+        ray_backend = None
+        if backend == "ray":
+            if workers > 1:
+                raise SpecError(
+                    "--workers is for --backend local; on Ray, --max-concurrent caps the workers."
+                )
+            ray_backend = RayBackend(
+                address=address,
+                cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker,
+                max_concurrent=max_concurrent,
+                max_failures=max_failures,
+            )
+        elif address is not None or max_concurrent is not None:
+            raise SpecError("--address and --max-concurrent are for --backend ray.")
+        shared_options = (max_failures, artifacts, grace) != (3, None, 20.0)
+        distributed = (
+            Distributed(grace_s=grace, max_failures=max_failures, artifacts=artifacts)
+            if shared_options or ray_backend is not None
+            else None
+        )
         import optuna
 
         from tunelab.report import make_progress
@@ -137,6 +194,8 @@ def tune(
                 workers=workers,
                 progress=display,
                 started=started,
+                backend=ray_backend,
+                distributed=distributed,
             )
         if tensorboard is not None:
             from tunelab.report import write_run_to_tensorboard
@@ -146,6 +205,47 @@ def tune(
             sys.stdout.write(json.dumps({"event": "summary", **result.summary}) + "\n")
         else:
             _print_tune_summary(result.summary, run_dir)
+
+
+def worker(
+    storage: Annotated[str, typer.Option(help="The study's SQLAlchemy URL, password included.")],
+    study: Annotated[str, typer.Option(help="The study's name (the spec's name).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="This worker's directory (default: runs/<study>/workers/<name>)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="This worker's name in the leases (default: worker@host:pid).")
+    ] = None,
+) -> None:
+    """Join a running study from any machine: train its trials until its budget is spent, then exit.
+
+    The study must have been started by `tunelab tune SPEC --storage URL` (a database server such as
+    PostgreSQL). Its plan (spec, budgets, folds) is read from the study, the data from the spec's source,
+    which this machine must reach. A worker that dies loses nothing: its trials resume from their last
+    checkpoint on another worker once its heartbeats stop.
+    """
+    before_torch()
+    with user_errors():
+        import optuna
+
+        from tunelab.execute import work, worker_name
+        from tunelab.search import Events
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        me = name or worker_name()
+        run_dir = out or Path("runs") / study / "workers" / me.replace("/", "_").replace(":", "_")
+
+        def line(message: str) -> None:
+            err_console.print(f"[{me}] {message}", highlight=False, soft_wrap=True)
+
+        found = work(storage, study, Events(log=line), run_dir=run_dir, worker=me, index=os.getpid())
+        summary = found.summary
+        out_console.print(
+            f"study {study}: {summary.n_complete} complete, {summary.n_pruned} pruned, "
+            f"{summary.n_failed} failed ({summary.stop_reason}); this worker is done.",
+            highlight=False,
+        )
 
 
 def _budget_s(search: Any) -> float | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -59,6 +59,14 @@ class DecayGroups(PopulationOptimizer):
         self.decayed.select_(index)
         self.others.select_(index)
         self.n_members = self.decayed.n_members
+        self._sync()
+
+    def member_state(self, k: int) -> dict[str, Any]:
+        return {"decayed": self.decayed.member_state(k), "others": self.others.member_state(k)}
+
+    def load_member_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+        self.decayed.load_member_states([state["decayed"] for state in states])
+        self.others.load_member_states([state["others"] for state in states])
         self._sync()
 
     def reset_(self, k: int) -> None:

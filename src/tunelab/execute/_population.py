@@ -15,7 +15,17 @@ one by one; on an :class:`~tunelab.search.Exploit` the member copies the source 
 state, early-stopping and plateau state (:meth:`SpecPopulation.exploit`), then trains on with the explored
 values (:meth:`SpecPopulation.set_member`); an exploit decided at the epoch a member ends is withdrawn.
 
-Populations write no per-trial checkpoints: a trial interrupted by a kill runs again from scratch.
+With a checkpoint store (``checkpoint_store``: Optuna's artifact-store protocol, in production
+:class:`tunelab.storage.DatabaseArtifactStore`), a population writes its checkpoint every epoch, one artifact
+per pack (:mod:`~tunelab.execute._pop_checkpoint` has its format), named in each trial's ``checkpoint`` user
+attribute, and removed when the pack is over. A pack of retries of trials a kill interrupted (each handle's
+``retry_of`` one of the checkpoint's trials, their ``resume_from`` its id) loads it and continues after the
+saved epoch of the saved fold: every member's weights, optimizer state, early-stopping and plateau progress,
+its values so far, and the streams that order the batches and draw dropout masks, so that it reports what it
+would have reported uninterrupted (for a subset of the saved members with dropout, other masks: see
+:meth:`SpecPopulation.state`). Without a checkpoint that holds every member (none, or another's), the pack
+trains from scratch; under PBT too (exploits changed the members' configurations, which their retries'
+parameters do not hold). Without a store, a population trial interrupted by a kill runs again from scratch.
 """
 
 from __future__ import annotations
@@ -29,8 +39,10 @@ from typing import Any
 
 from torch import Tensor
 
+from tunelab.data import DataBundle
 from tunelab.errors import SpecError, TrainingError
 from tunelab.execute._evaluator import FoldData, output_dim
+from tunelab.execute._pop_checkpoint import FORMAT_VERSION, ArtifactStore, PackCheckpoints, read_checkpoint
 from tunelab.execute._sizing import PopulationSizer, expected_epochs, forward_flops
 from tunelab.execute._spec_population import SpecPopulation
 from tunelab.models import TextSpec
@@ -61,10 +73,25 @@ class _Member:
     fold_values: list[float] = field(default_factory=list)
     best_epochs: list[int] = field(default_factory=list)
     values: dict[int, float] = field(default_factory=dict)  # this fold's metric per epoch
+    resumed_at: int = 0  # the epoch (the trial's numbering) of the checkpoint it continues from, if any
 
     @property
     def running(self) -> bool:
         return not self.handle.ended
+
+
+@dataclass
+class _Resume:
+    """Where a pack of retries continues: fold ``index`` after its ``epoch``, with ``population`` loaded from
+    the checkpoint ``artifact``; ``members`` in the checkpoint's slot order; ``whole``: they are all of the
+    checkpoint's members (no other retry will read it)."""
+
+    index: int
+    epoch: int
+    population: SpecPopulation
+    members: list[_Member]
+    artifact: str
+    whole: bool
 
 
 class PopulationExecutor(BaseExecutor):
@@ -79,6 +106,11 @@ class PopulationExecutor(BaseExecutor):
     ``alone``: the executor for trials whose structure cannot be fused (L-BFGS, which steps each model with
     its own line search; text models whose encoder has no population layers: TextCNN, LSTM, GRU): their
     packs hold one trial, trained by it.
+
+    ``checkpoint_store``: where each population writes its checkpoint every epoch, under
+    ``f"{checkpoint_prefix}population-{n}"`` (n: its pack's first trial number), and from which a pack of
+    retries resumes (see the module docstring); it sets :attr:`checkpoints`. Resuming under PBT is not
+    supported: such a pack trains from scratch.
     """
 
     checkpoints = False
@@ -94,6 +126,8 @@ class PopulationExecutor(BaseExecutor):
         folds: Sequence[int | None] = (None,),
         flop_rate: float | None = None,
         alone: Executor | None = None,
+        checkpoint_store: ArtifactStore | None = None,
+        checkpoint_prefix: str = "",
     ) -> None:
         if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 1:
             raise SpecError(f"population_size must be a positive whole number, got {population_size!r}.")
@@ -103,6 +137,9 @@ class PopulationExecutor(BaseExecutor):
         self.sizer = PopulationSizer(rows=len(data.bundle(self.folds[0]).X_train), flop_rate=flop_rate)
         self._flops: dict[str, float] = {}  # forward FLOPs per sample, by model spec
         self.alone = alone
+        self.checkpoint_store, self.checkpoint_prefix = checkpoint_store, checkpoint_prefix
+        if checkpoint_store is not None:
+            self.checkpoints = True  # the study loop then writes each trial to the storage at every report
 
     @property
     def pbt(self) -> PbtScheduler | None:
@@ -168,32 +205,49 @@ class PopulationExecutor(BaseExecutor):
                 member.spec = self.make_spec(member.handle.params)
             except TrainingError as err:
                 member.handle.end(Outcome.from_error(err))
+        store = self.checkpoint_store
+        checkpoints = (
+            None
+            if store is None
+            else PackCheckpoints(store, f"{self.checkpoint_prefix}population-{pack[0].number}")
+        )
         started = time.perf_counter()
-        for index, fold in enumerate(self.folds):
-            running = [m for m in members if m.running]
-            if not running or (index > 0 and self._stopped_for_time(running)):
+        resume = self._resume(members)
+        start = 0 if resume is None else resume.index
+        # A resumed pack trains in the checkpoint's slot order: its members draw the dropout masks they drew.
+        order = members if resume is None else [*resume.members, *(m for m in members if m.spec is None)]
+        for index, fold in enumerate(self.folds[start:], start=start):
+            running = [m for m in order if m.running]
+            if not running or (index > start and self._stopped_for_time(running)):
                 break
             self._train_fold(
                 running,
                 fold,
+                index=index,
                 offset=index * _spec(running[0]).train.epochs,
                 last=index == len(self.folds) - 1,
+                checkpoints=checkpoints,
+                resume=resume if index == start else None,
             )
         trained = [m for m in members if m.spec is not None]
         if trained:
-            epochs = [m.handle.last_epoch for m in trained]
+            epochs = [max(0, m.handle.last_epoch - m.resumed_at) for m in trained]  # the epochs trained here
             seconds = time.perf_counter() - started
             flops = self._flops_of(_spec(trained[0]))
             self.sizer.observe(flops, sum(epochs), seconds, population_epochs=max(epochs))
+        if checkpoints is not None and not any(m.running for m in members):
+            checkpoints.remove()  # the pack is over: nothing will resume from it
         return [
             m.handle.outcome or Outcome.failed("the population ended without ending this trial")
             for m in members
         ]
 
-    def _train_fold(self, members: list[_Member], fold: int | None, *, offset: int, last: bool) -> None:
-        bundle = self.data.bundle(fold)
+    def _population(
+        self, members: list[_Member], bundle: DataBundle, *, mutable: Sequence[str] = ()
+    ) -> SpecPopulation:
+        """A fresh population of ``members``' specs for ``bundle``; ``mutable`` adds to PBT's paths."""
         first = _spec(members[0])
-        population = SpecPopulation(
+        return SpecPopulation(
             [_spec(m).model for m in members],
             [_spec(m).train for m in members],
             input_shape=tuple(bundle.input_shape),
@@ -203,15 +257,85 @@ class PopulationExecutor(BaseExecutor):
             n_classes=bundle.n_classes,
             target_scale=bundle.target_scale,
             # PBT may later give a member weight decay or dropout that none had when the population was built.
-            mutable=self.pbt.mutable if self.pbt is not None else (),
+            mutable=[*(self.pbt.mutable if self.pbt is not None else ()), *mutable],
         )
+
+    def _resume(self, members: list[_Member]) -> _Resume | None:
+        """Where a pack of retries continues, from the checkpoint its handles' ``resume_from`` names, with
+        the members' values restored; None to train from scratch (see the module docstring)."""
+        store = self.checkpoint_store
+        live = [m for m in members if m.spec is not None]  # the others ended: their specs were rejected
+        artifacts = {m.handle.resume_from for m in live}
+        if store is None or not live or artifacts == {None}:
+            return None
+        if self.pbt is not None or len(artifacts) != 1:
+            return None  # under PBT, or retries of several packs (or fresh trials with them): from scratch
+        (artifact,) = artifacts
+        checkpoint = None if artifact is None else read_checkpoint(store, artifact)
+        if artifact is None or checkpoint is None:
+            return None  # the artifact is gone (its pack ended after all) or unreadable: from scratch
+        saved_slots = {int(slot["trial"]): k for k, slot in enumerate(checkpoint["slots"])}
+        slot_of: dict[int, int] = {}  # trial number -> its original's slot in the checkpoint
+        for member in live:
+            original = member.handle.retry_of
+            if original is None or original not in saved_slots:
+                return None  # a member the checkpoint does not hold: from scratch
+            slot_of[member.handle.number] = saved_slots[original]
+        if len(set(slot_of.values())) != len(live):
+            return None  # two retries of one trial: from scratch
+        index, epoch = int(checkpoint["fold_index"]), int(checkpoint["epoch"])
+        n_epochs = _spec(live[0]).train.epochs
+        if not (0 <= index < len(self.folds) and 0 < epoch < n_epochs):
+            return None  # not a point of this executor's folds and epochs: from scratch
+        ordered = sorted(live, key=lambda m: slot_of[m.handle.number])
+        saved = [checkpoint["slots"][slot_of[m.handle.number]] for m in ordered]
+        state = {"shared": checkpoint["population"], "members": [slot["state"] for slot in saved]}
+        try:
+            population = self._population(
+                ordered, self.data.bundle(self.folds[index]), mutable=SpecPopulation.resume_mutable(state)
+            )
+            population.load_state(state)
+        except (SpecError, RuntimeError, KeyError, TypeError, ValueError):
+            return None  # the saved state does not fit these specs (the experiment changed): from scratch
+        for member, slot in zip(ordered, saved, strict=True):
+            member.values = {int(e): float(v) for e, v in slot["values"].items()}
+            member.fold_values = [float(v) for v in slot["fold_values"]]
+            member.best_epochs = [int(e) for e in slot["best_epochs"]]
+            member.resumed_at = index * n_epochs + epoch
+        whole = len(ordered) == len(checkpoint["slots"])
+        return _Resume(index, epoch, population, ordered, artifact, whole)
+
+    def _train_fold(
+        self,
+        members: list[_Member],
+        fold: int | None,
+        *,
+        index: int,
+        offset: int,
+        last: bool,
+        checkpoints: PackCheckpoints | None = None,
+        resume: _Resume | None = None,
+    ) -> None:
+        """Train ``members`` on ``fold`` (the ``index``-th), from its start or from ``resume``, each epoch
+        checkpointed to ``checkpoints``."""
+        bundle = self.data.bundle(fold)
+        first = _spec(members[0])
+        slots = list(members)
+        if resume is None:
+            population, start = self._population(members, bundle), 0
+            for member in slots:
+                member.values = {}
+        else:
+            population, start = resume.population, resume.epoch
         x, y = _prepared(bundle.X_train, bundle.y_train, bundle.task, population)
         x_val, y_val = _prepared(bundle.X_val, bundle.y_val, bundle.task, population)
-        slots = list(members)
-        for member in slots:
-            member.values = {}
+        if resume is not None and checkpoints is not None:
+            # The retries' own checkpoint at once: a kill before their next epoch leaves one that names them.
+            checkpoints.write(_checkpoint(index, start, slots, population), [m.handle for m in slots])
+            if resume.whole:  # the checkpoint resumed from is superseded; with members left, theirs to read
+                checkpoints.discard(resume.artifact)
         n_epochs = first.train.epochs
-        for epoch in range(1, n_epochs + 1):
+        for epoch in range(start + 1, n_epochs + 1):
             losses = population.train_epoch(
                 x, y, interrupt=partial(slots[0].handle.out_of_time, within_epoch=True)
             )
@@ -267,6 +391,8 @@ class PopulationExecutor(BaseExecutor):
             slots = [m for k, m in enumerate(slots) if k not in gone]
             if self._stopped_for_time(slots):  # they all have epochs to go: the others ended above
                 return
+            if checkpoints is not None:
+                checkpoints.write(_checkpoint(index, epoch, slots, population), [m.handle for m in slots])
 
     def _stopped_for_time(self, members: list[_Member]) -> bool:
         """End ``members`` (trials with epochs to go) as pruned when the study's time budget is spent: the
@@ -345,6 +471,28 @@ def _spec(member: _Member) -> ExperimentSpec:
     if member.spec is None:  # members without a spec ended before training
         raise TrainingError(f"trial {member.handle.number} has no spec to train")
     return member.spec
+
+
+def _checkpoint(index: int, epoch: int, slots: list[_Member], population: SpecPopulation) -> dict[str, Any]:
+    """The checkpoint of ``slots`` (the population's members, in slot order) after ``epoch`` of the
+    ``index``-th fold (:mod:`~tunelab.execute._pop_checkpoint`)."""
+    state = population.state()
+    return {
+        "format": FORMAT_VERSION,
+        "fold_index": index,
+        "epoch": epoch,
+        "population": state["shared"],
+        "slots": [
+            {
+                "trial": member.handle.number,
+                "values": dict(member.values),
+                "fold_values": list(member.fold_values),
+                "best_epochs": list(member.best_epochs),
+                "state": member_state,
+            }
+            for member, member_state in zip(slots, state["members"], strict=True)
+        ],
+    }
 
 
 def _completed(member: _Member) -> Outcome:

@@ -3,6 +3,8 @@ storage and the executor (fused or sequential, decided by measurement) and runs 
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 from tunelab.clock import Clock, system_clock
 from tunelab.data import DataSpec
+from tunelab.errors import SpecError
 from tunelab.execute._evaluator import Evaluator, trial_spec
 from tunelab.execute._fusion import FusionDecision, choose_fusion
 from tunelab.execute._population import PopulationExecutor
@@ -26,8 +29,42 @@ from tunelab.search import (
     run_study,
 )
 from tunelab.spec import PER_MEMBER_PATHS, ExperimentSpec
+from tunelab.storage import (
+    DatabaseArtifactStore,
+    LeaseBook,
+    Leasing,
+    RetryingStorage,
+    StudyDatabase,
+    cached,
+    connect_storage,
+    retrying,
+)
 
-__all__ = ["SearchPlan", "SearchResult", "run_search"]
+__all__ = ["Distributed", "SearchPlan", "SearchResult", "run_search"]
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """How the workers of a distributed study share it: the heartbeat ``grace_s`` after which a silent
+    worker's trials are taken back (and how long a storage call retries an outage), ``max_failures`` retries
+    per trial, and ``artifacts``: a directory every worker reaches for checkpoints (None: a table in the
+    study's database, which needs no shared filesystem). ``outage_s``: how long a worker's storage calls
+    retry an unreachable database before it gives up (its trials are reclaimed after ``grace_s`` anyway)."""
+
+    grace_s: float = 20.0
+    max_failures: int = 3
+    artifacts: str | None = None
+    outage_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.grace_s > 0:
+            raise SpecError(f"the heartbeat grace period must be positive; got {self.grace_s!r} s.")
+        if (
+            isinstance(self.max_failures, bool)
+            or not isinstance(self.max_failures, int)
+            or self.max_failures < 0
+        ):
+            raise SpecError(f"--max-failures must be a whole number >= 0; got {self.max_failures!r}.")
 
 
 @dataclass(frozen=True)
@@ -37,6 +74,8 @@ class SearchPlan:
     ``search_deadline``: when the search's share of a time budget ends, on the machine's monotonic clock (the
     same in every process of the machine), counted from the start of the run, so that loading data, probing
     fusion and starting worker processes come out of it rather than after it. None without a time budget.
+    ``distributed``: workers on other processes or machines share the study (leases, checkpoints in the
+    database); None for one process, or ``--workers`` on one machine's SQLite file.
     """
 
     spec: ExperimentSpec
@@ -49,6 +88,7 @@ class SearchPlan:
     workers: int = 1
     n_trials: int | None = None
     search_deadline: float | None = None
+    distributed: Distributed | None = None
 
     @property
     def search(self) -> SearchSpec:
@@ -75,8 +115,10 @@ def run_search(
     *,
     worker: int = 0,
     clock: Clock = system_clock,
+    identity: tuple[str, str] | None = None,
 ) -> SearchResult:
-    """One search process (``worker``: its index among the plan's processes) until a budget is spent."""
+    """One search process (``worker``: its index among the plan's processes) until a budget is spent.
+    ``identity``: this worker's name and node in a distributed study's leases."""
     search = plan.search
     space = search.search_space()
     seed = plan.spec.seed + worker
@@ -104,6 +146,7 @@ def run_search(
         keep_models=keep,
         direction=plan.direction,
     )
+    shared = _Shared.open(plan, identity) if plan.distributed is not None else None
     if fusion.fused:
         executor = PopulationExecutor(
             make_spec,
@@ -113,27 +156,85 @@ def run_search(
             folds=plan.folds,
             flop_rate=fusion.flop_rate,
             alone=sequential,  # L-BFGS trials, which cannot be fused
+            checkpoint_store=None if shared is None else shared.store,
+            checkpoint_prefix=f"{plan.spec.name}/",
         )
     else:
         executor = sequential
-    summary = run_study(
+    try:
+        summary = _study(plan, executor, space, scheduler, seed, events, worker, clock, shared)
+    finally:
+        if shared is not None:
+            shared.close()
+    return SearchResult(summary, fusion)
+
+
+def _study(
+    plan: SearchPlan,
+    executor: Executor,
+    space: Any,
+    scheduler: Any,
+    seed: int,
+    events: StudyEvents,
+    worker: int,
+    clock: Clock,
+    shared: _Shared | None,
+) -> StudySummary:
+    search = plan.search
+    distributed = plan.distributed is not None
+    return run_study(
         executor,
         space,
         direction=plan.direction,
-        sampler=make_sampler(search.sampler, seed=seed, space=space, constant_liar=plan.workers > 1),
+        sampler=make_sampler(
+            search.sampler, seed=seed, space=space, constant_liar=plan.workers > 1 or distributed
+        ),
         scheduler=scheduler,
-        storage=_storage(plan),
+        storage=_storage(plan) if shared is None else shared.storage,
         study_name=plan.spec.name,
         budget=plan.study_budget(clock),
         seed=seed,
         events=events,
-        first_trials=search.first_trials if worker == 0 else (),  # queued once, by the first process
+        # Queued once: by the first process, or by publish_plan in a distributed study.
+        first_trials=search.first_trials if worker == 0 and not distributed else (),
+        leasing=None if shared is None else shared.leasing,
     )
-    return SearchResult(summary, fusion)
+
+
+class _Shared:
+    """A distributed worker's connection to its study's database (one, :class:`StudyDatabase`): its leases
+    and the checkpoint store."""
+
+    def __init__(
+        self, database: StudyDatabase, leasing: Leasing, store: Any, storage: RetryingStorage, rdb: Any
+    ) -> None:
+        self.database, self.leasing, self.store, self.storage = database, leasing, store, storage
+        self._rdb = rdb
+
+    @classmethod
+    def open(cls, plan: SearchPlan, identity: tuple[str, str] | None) -> _Shared:
+        settings = plan.distributed or Distributed()
+        worker, node = identity or (f"worker@{socket.gethostname()}:{os.getpid()}", socket.gethostname())
+        database = StudyDatabase(plan.storage_url, retry_seconds=settings.outage_s)
+        book = LeaseBook(database, study=plan.spec.name, worker=worker, node=node)
+        leasing = Leasing(book, grace_s=settings.grace_s, max_failures=settings.max_failures)
+        if settings.artifacts is None:
+            store: Any = DatabaseArtifactStore(database)
+        else:
+            from optuna.artifacts import FileSystemArtifactStore
+
+            Path(settings.artifacts).mkdir(parents=True, exist_ok=True)
+            store = FileSystemArtifactStore(settings.artifacts)
+        rdb = connect_storage(plan.storage_url)  # Optuna's connection, beside the database's one
+        return cls(database, leasing, store, retrying(cached(rdb), database), rdb)
+
+    def close(self) -> None:
+        self.database.close()
+        self._rdb.engine.dispose()
 
 
 def _storage(plan: SearchPlan) -> Any:
-    if plan.workers > 1:
+    if plan.workers > 1 or plan.distributed is not None:
         # Several processes write to the storage: every change goes straight to it.
         return WriteBehind(plan.storage_url, enabled=False)
     if plan.storage_url.startswith("sqlite:///"):

@@ -16,13 +16,17 @@ population's *structure*, shared: layer shapes, optimizer family, batch size, ep
 
 For population-based training, :meth:`exploit` copies one member over another and :meth:`set_member` gives a
 member new per-member values mid-training.
+
+For checkpoints, :meth:`state` takes the training state of some members (plain tensors and values) and
+:meth:`load_state` puts it into a population built afresh of those members' specs (with
+:meth:`resume_mutable`), which then trains on as the saved one would have.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -38,6 +42,7 @@ from tunelab.models import CNNSpec, MLPSpec, ModelSpec, TextSpec, build_model
 from tunelab.train import (
     PER_STEP_SCHEDULES,
     EarlyStopping,
+    MonitorState,
     PlateauState,
     RunLength,
     TrainSpec,
@@ -282,6 +287,87 @@ class SpecPopulation:
         self.trackers = [self.trackers[k] for k in keep]
         self.plateaus = [self.plateaus[k] for k in keep]
 
+    # -- checkpoints --
+    def state(self, members: Sequence[int] | None = None) -> dict[str, Any]:
+        """The training state of ``members`` (slot indices; all by default), from which a population built
+        afresh of their specs trains on as this one would have (:meth:`load_state`): ``{"shared": ...,
+        "members": [one per member, in the order given]}``.
+
+        Shared: the epoch, the run length, the device, the batch-order (and augmentation) stream, the
+        trainer's step counts and dropout stream, and which optional machinery the population was built with
+        (Dropout modules, weight-decay groups: :meth:`resume_mutable`). Per member: its weights and buffers,
+        optimizer hyperparameters, step counter and state, regularization hyperparameters, status
+        (``alive``, ``diverged_at_step``), and its early-stopping and plateau progress. Only tensors (each
+        without the member dimension), numbers, strings, None, lists and dicts, so that ``torch.load(...,
+        weights_only=True)`` reads it.
+
+        The members draw their dropout masks as slices of one draw from one stream, so a population of
+        fewer members than this one (a subset resumed) draws different masks for members with dropout from
+        then on: exact continuation holds for the members without dropout, or for all the members resumed
+        together in their order."""
+        slots = list(range(self.n_members)) if members is None else list(members)
+        length = None if self._length is None else [self._length.steps_per_epoch, self._length.n_epochs]
+        return {
+            "shared": {
+                "device": str(self.device),
+                "epoch": self.epoch,
+                "length": length,
+                "generator": self.generator.get_state(),
+                "trainer": self.trainer.state(),
+                "structure": {"dropout_modules": self._dropout_modules, "decay_groups": self._decay_groups},
+            },
+            "members": [
+                {
+                    "trainer": self.trainer.member_state(k),
+                    "tracker": _monitor_to_dict(self.trackers[k].state),
+                    "plateau": {
+                        "monitor": _monitor_to_dict(self.plateaus[k].monitor),
+                        "n_reductions": self.plateaus[k].n_reductions,
+                    },
+                }
+                for k in slots
+            ],
+        }
+
+    @staticmethod
+    def resume_mutable(state: Mapping[str, Any]) -> list[str]:
+        """The ``mutable`` paths that build a population of (some of) ``state``'s members with the machinery
+        the saved population had (Dropout modules, weight-decay groups), so that :meth:`load_state` fits."""
+        structure = state["shared"]["structure"]
+        return [
+            *(["model.dropout"] if structure["dropout_modules"] else []),
+            *(["train.weight_decay"] if structure["decay_groups"] else []),
+        ]
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state` (of as many members as this population has, built from their specs
+        with :meth:`resume_mutable` among ``mutable``): the next :meth:`train_epoch` is the saved epoch's
+        next. Random streams saved on another kind of device do not fit this one's generators: they are
+        then left as built, and the members go on with other batch orders and dropout masks."""
+        shared, members = state["shared"], list(state["members"])
+        if len(members) != self.n_members:
+            raise SpecError(f"the state holds {len(members)} members; this population has {self.n_members}")
+        structure = {"dropout_modules": self._dropout_modules, "decay_groups": self._decay_groups}
+        if dict(shared["structure"]) != structure:
+            raise SpecError(
+                f"the saved population was built with {dict(shared['structure'])}, this one with "
+                f"{structure}; build it with SpecPopulation.resume_mutable(state) among mutable"
+            )
+        same_device = torch.device(shared["device"]).type == self.device.type
+        self.trainer.load_member_states([member["trainer"] for member in members])
+        self.trainer.load_state(shared["trainer"], random=same_device)
+        if same_device:
+            self.generator.set_state(shared["generator"].to("cpu", torch.uint8))
+        for k, member in enumerate(members):
+            self.trackers[k].state = _monitor_from_dict(member["tracker"])
+            plateau = member["plateau"]
+            self.plateaus[k] = PlateauState(
+                _monitor_from_dict(plateau["monitor"]), int(plateau["n_reductions"])
+            )
+        self.epoch = int(shared["epoch"])
+        length = shared["length"]
+        self._length = None if length is None else RunLength(int(length[0]), int(length[1]))
+
     # -- population-based training --
     def exploit(self, src: int, dst: int) -> None:
         """PBT's exploit: member ``dst`` becomes a copy of member ``src``: weights, buffers, optimizer state
@@ -360,6 +446,17 @@ def _structure(model: ModelSpec) -> dict[str, Any]:
 def _unshared_field(train: TrainSpec, reference: TrainSpec) -> str | None:
     """The first of :data:`SHARED_TRAIN_FIELDS` on which ``train`` differs from ``reference``, or None."""
     return next((n for n in SHARED_TRAIN_FIELDS if getattr(train, n) != getattr(reference, n)), None)
+
+
+def _monitor_to_dict(state: MonitorState) -> dict[str, Any]:
+    return {"best": float(state.best), "best_epoch": state.best_epoch, "n_bad_epochs": state.n_bad_epochs}
+
+
+def _monitor_from_dict(values: Mapping[str, Any]) -> MonitorState:
+    best_epoch = values["best_epoch"]
+    return MonitorState(
+        float(values["best"]), None if best_epoch is None else int(best_epoch), int(values["n_bad_epochs"])
+    )
 
 
 def _tracker(train: TrainSpec) -> EarlyStopping:

@@ -5,7 +5,8 @@
   says whether (and why not) up front.
 - Vectorized optimizers with ``[K]`` hyperparameters: :class:`PopSGD`, :class:`PopAdam`, :class:`PopAdamW`,
   :class:`PopRMSprop`, :class:`PopAdagrad` (the update equations of their ``torch.optim`` namesakes).
-- :class:`PopulationTrainer` trains, evaluates, shrinks, refills and exploits members in place.
+- :class:`PopulationTrainer` trains, evaluates, shrinks, refills and exploits members in place, and takes and
+  loads their state for checkpoints (:meth:`~PopulationTrainer.member_state`).
 
 When fusion pays and the correctness bar (a member trained in a population matches the same config trained
 alone): docs/FUSED.md in the repository.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +93,39 @@ class BasePopulation(nn.Module):
     def load_member(self, k: int, module: nn.Module) -> None:
         """Copy the weights and buffers of ``module`` (same structure) into member slot ``k``."""
         raise NotImplementedError
+
+    def member_state(self, k: int) -> dict[str, Tensor]:
+        """Member ``k``'s parameters and buffers by ``state_dict`` name, each without the member dimension
+        (copies), for a checkpoint: :meth:`load_member_states` puts them back."""
+        k = self.check_member_index(k)
+        return {name: tensor[k].detach().clone() for name, tensor in self.state_dict().items()}
+
+    @torch.no_grad()
+    def load_member_states(self, states: Sequence[Mapping[str, Tensor]]) -> None:
+        """Set every member from ``states`` (one :meth:`member_state` per member, in slot order), in place:
+        the parameters stay the same tensors (an optimizer that holds them keeps working)."""
+        if len(states) != self.n_members:
+            raise SpecError(f"got {len(states)} member states for a population of {self.n_members} members")
+        current = self.state_dict()
+        for index, state in enumerate(states):
+            if set(state) != set(current):
+                missing, extra = sorted(set(current) - set(state)), sorted(set(state) - set(current))
+                raise SpecError(
+                    f"member state {index} does not fit this population's structure "
+                    f"(missing: {missing}; unexpected: {extra})"
+                )
+        for name, tensor in current.items():
+            tensor.copy_(torch.stack([state[name].to(tensor.device) for state in states]))
+
+    def random_state(self) -> dict[str, Tensor]:
+        """The state of the random streams its forward pass draws from (dropout), by name, which
+        :meth:`load_random_state` restores. Empty for a population that draws nothing."""
+        return {}
+
+    def load_random_state(self, state: Mapping[str, Tensor]) -> None:
+        """Restore the random streams of :meth:`random_state`."""
+        if state:
+            raise SpecError(f"this population has no random streams; got {sorted(state)}")
 
     def check_member_index(self, k: int) -> int:
         if not -self.n_members <= k < self.n_members:

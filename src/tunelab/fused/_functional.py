@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +74,13 @@ class FunctionalPopulation(BasePopulation):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             return batched(params, buffers, x)
+
+    def random_state(self) -> dict[str, Tensor]:
+        """The stream that seeds each training forward pass."""
+        return {"seeds": self._seeds.get_state()}
+
+    def load_random_state(self, state: Mapping[str, Tensor]) -> None:
+        self._seeds.set_state(state["seeds"].to("cpu", torch.uint8))
 
     def member(self, k: int) -> nn.Module:
         k = self.check_member_index(k)

@@ -10,6 +10,7 @@ A population's forward pass carries one of three layouts between its layers:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -85,3 +86,13 @@ class RandomSource:
         """Restart every stream from ``seed``."""
         self.seed = seed
         self._generators.clear()
+
+    def state(self) -> dict[str, Tensor]:
+        """Each stream's state (a CPU byte tensor), by its device's name."""
+        return {str(device): generator.get_state() for device, generator in self._generators.items()}
+
+    def load_state(self, states: Mapping[str, Tensor]) -> None:
+        """Set the streams of :meth:`state` (each made if not yet), in place: a generator that a recorded
+        CUDA graph registered stays the same object."""
+        for device, state in states.items():
+            self.generator(torch.device(device)).set_state(state.to("cpu", torch.uint8))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -284,6 +284,44 @@ class PopulationOptimizer:
             for name, value in state.items():
                 state[name] = value.index_select(0, index.to(value.device))
         self.n_members = int(index.numel())
+
+    def member_state(self, k: int) -> dict[str, Any]:
+        """Member ``k``'s hyperparameters (floats), step counter and state (per parameter, by name, each
+        without the member dimension: copies), for a checkpoint: :meth:`load_member_states` puts them back."""
+        return {
+            "hparams": {name: float(value[k]) for name, value in self.hparams.items()},
+            "step": int(self.step_count[k]),
+            "state": [{name: tensor[k].clone() for name, tensor in state.items()} for state in self.state],
+        }
+
+    @torch.no_grad()
+    def load_member_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Set every member from ``states`` (one :meth:`member_state` per member, in slot order): its
+        hyperparameters, step counter and state, which then carry on as if never saved."""
+        if len(states) != self.n_members:
+            raise SpecError(f"got {len(states)} member states for an optimizer of {self.n_members} members")
+        for index, state in enumerate(states):
+            if set(state["hparams"]) != set(self.hparams) or len(state["state"]) != len(self.params):
+                raise SpecError(
+                    f"member state {index} is not one of {type(self).__name__} on these parameters "
+                    f"(hyperparameters {sorted(state['hparams'])}, {len(state['state'])} parameters' state)"
+                )
+        device = self.step_count.device
+        for name, value in self.hparams.items():
+            value.copy_(torch.tensor([float(s["hparams"][name]) for s in states], dtype=torch.float64))
+        self.step_count.copy_(torch.tensor([int(s["step"]) for s in states], dtype=torch.long, device=device))
+        self._slices_cache = None
+        for i, param in enumerate(self.params):
+            names = set(states[0]["state"][i])
+            if any(set(s["state"][i]) != names for s in states) or not names <= set(self.state_names):
+                raise SpecError(f"the member states disagree on the state of parameter {i}")
+            self.state[i] = {
+                name: torch.stack([s["state"][i][name] for s in states])
+                .to(param.device, param.dtype)
+                .contiguous()
+                for name in self.state_names
+                if name in names
+            }
 
     @torch.no_grad()
     def reset_(self, k: int) -> None:

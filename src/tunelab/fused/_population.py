@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, cast
 
 import torch
@@ -212,6 +212,14 @@ class Population(BasePopulation):
 
     def graph_generators(self) -> list[torch.Generator]:
         return self.random.generators("cuda")
+
+    def random_state(self) -> dict[str, Tensor]:
+        """The dropout stream's state per device (the members share one stream: their masks are slices of one
+        draw, so a member's masks depend on which members the population holds)."""
+        return self.random.state()
+
+    def load_random_state(self, state: Mapping[str, Tensor]) -> None:
+        self.random.load_state(state)
 
     def member(self, k: int) -> nn.Module:
         k = self.check_member_index(k)

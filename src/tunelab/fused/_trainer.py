@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -263,6 +263,51 @@ class PopulationTrainer:
         }
         self.alive = self.alive.index_select(0, index.to(device))
         self.diverged_at_step = self.diverged_at_step.index_select(0, index.to(device))
+
+    # -- checkpoints --
+    def member_state(self, k: int) -> dict[str, Any]:
+        """Member ``k``'s part of the training state, for a checkpoint: its weights and buffers (dropout rates
+        included), optimizer hyperparameters, step counter and state, regularization hyperparameters and
+        status; tensors without the member dimension, otherwise numbers. :meth:`load_member_states` puts
+        such states back into a trainer of a population of the same structure; with :meth:`state`'s shared
+        part it then trains on as this one would."""
+        k = self.population.check_member_index(k)
+        return {
+            "population": self.population.member_state(k),
+            "optimizer": self.optimizer.member_state(k),
+            "regularization": {name: float(value[k]) for name, value in self.regularization.items()},
+            "alive": bool(self.alive[k]),
+            "diverged_at_step": int(self.diverged_at_step[k]),
+        }
+
+    @torch.no_grad()
+    def load_member_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Set every member from ``states`` (one :meth:`member_state` per member, in slot order)."""
+        if len(states) != self.n_members:
+            raise SpecError(f"got {len(states)} member states for a population of {self.n_members} members")
+        self.population.load_member_states([state["population"] for state in states])
+        self.optimizer.load_member_states([state["optimizer"] for state in states])
+        for name, value in self.regularization.items():
+            value.copy_(torch.tensor([float(s["regularization"][name]) for s in states], dtype=torch.float64))
+        self.alive.copy_(torch.tensor([bool(s["alive"]) for s in states], dtype=torch.bool))
+        self.diverged_at_step.copy_(torch.tensor([int(s["diverged_at_step"]) for s in states]))
+
+    def state(self) -> dict[str, Any]:
+        """What the members share of the training state: the steps taken (which :attr:`diverged_at_step`
+        counts) and the population's random streams (dropout)."""
+        return {
+            "n_steps": self.n_steps,
+            "step_number": int(self._step_number),
+            "random": self.population.random_state(),
+        }
+
+    def load_state(self, state: Mapping[str, Any], *, random: bool = True) -> None:
+        """Set :meth:`state`'s shared part; ``random=False`` keeps the random streams as they are (states
+        saved on another kind of device do not fit this one's generators)."""
+        self.n_steps = int(state["n_steps"])
+        self._step_number.fill_(int(state["step_number"]))
+        if random:
+            self.population.load_random_state(state["random"])
 
     def refill(
         self, slot: int, module: nn.Module, hparams: Mapping[str, HyperparameterValue] | None = None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tunelab.clock import Clock, system_clock
@@ -78,6 +79,10 @@ class TrialHandle:
     :meth:`out_of_time` says whether the study's time budget is spent: then stop as for ``Decision.STOP``.
     :meth:`end` ends the trial with its :class:`~tunelab.search.Outcome`; the study loop tells the study.
 
+    ``lost``: another process took the trial back (its worker was thought dead, :mod:`tunelab.storage`'s
+    leases) and ended it in the study; its reports and attributes are no longer stored, :meth:`report`
+    answers ``Decision.STOP``, and the loop drops its result.
+
     The loop builds handles: ``on_report(handle, epoch, value)`` and ``on_end(handle, outcome)`` are its
     hooks, ``out_of_time`` the pack's :class:`StudyDeadline` (None without a time budget).
     """
@@ -107,6 +112,7 @@ class TrialHandle:
         self.scores_cut = False
         self.outcome: Outcome | None = None  # set once the trial has ended
         self.exploits: list[dict[str, Any]] = []
+        self.lost = False
 
     @property
     def number(self) -> int:
@@ -122,6 +128,13 @@ class TrialHandle:
         """The number of the interrupted trial this one retries (same parameters), or None."""
         original = self._trial.user_attrs.get("retry_of")
         return int(original) if original is not None else None
+
+    @property
+    def resume_from(self) -> str | None:
+        """The id of the artifact holding the checkpoint this retry continues from (the interrupted trial's
+        ``checkpoint`` user attribute, given to its retry as ``resume_from``), or None."""
+        artifact = self._trial.user_attrs.get("resume_from")
+        return str(artifact) if artifact is not None else None
 
     @property
     def ended(self) -> bool:
@@ -141,8 +154,14 @@ class TrialHandle:
         self.last_epoch, self.last_value = epoch, value
         if self._keeps_reports is None:  # Optuna keeps reports for single-objective studies only
             self._keeps_reports = len(self._trial.study.directions) == 1
-        if self._keeps_reports:
-            self._trial.report(value, epoch)
+        if self._keeps_reports and not self.lost:
+            try:
+                self._trial.report(value, epoch)
+            except UpdateFinishedTrialError:
+                self.lost = True
+        if self.lost:
+            self.stopped = True
+            return Decision.STOP
         if self._on_report is not None:
             self._on_report(self, epoch, value)
         if self.stopped:
@@ -180,7 +199,7 @@ class TrialHandle:
         """Stop this trial for the time budget (what :meth:`out_of_time` does when it answers True), for a
         caller that asked another trial on the same clock."""
         self.stopped = True
-        self._trial.set_user_attr("stopped_by", "time budget")
+        self.set_attr("stopped_by", "time budget")
 
     def end(self, outcome: Outcome) -> None:
         """End the trial with ``outcome``; the study loop tells the study, its scheduler and its storage."""
@@ -191,22 +210,28 @@ class TrialHandle:
             self._on_end(self, outcome)
 
     def set_attr(self, key: str, value: Any) -> None:
-        """Store a JSON-serializable value with the trial (Optuna user attribute)."""
-        self._trial.set_user_attr(key, value)
+        """Store a JSON-serializable value with the trial (Optuna user attribute); nothing once it is
+        :attr:`lost`."""
+        if self.lost:
+            return
+        try:
+            self._trial.set_user_attr(key, value)
+        except UpdateFinishedTrialError:
+            self.lost = True
 
     def withdraw_exploit(self) -> None:
         """Take the exploit just recorded off the trial (it was not carried out): its recorded exploits and
         current parameters are as before it."""
         self.exploits.pop()
         self.params = dict(self.exploits[-1]["params"]) if self.exploits else self._sampled_params
-        self._trial.set_user_attr("pbt_exploits", self.exploits)
+        self.set_attr("pbt_exploits", self.exploits)
 
     def _record_exploit(self, epoch: int, decision: Exploit) -> None:
         self.exploits.append(
             {"epoch": epoch, "source": decision.source_trial_id, "params": _plain(decision.new_params)}
         )
         self.params = dict(_plain(decision.new_params))
-        self._trial.set_user_attr("pbt_exploits", self.exploits)
+        self.set_attr("pbt_exploits", self.exploits)
 
 
 def report_together(reports: Sequence[tuple[TrialHandle, int, float]]) -> list[SchedulerDecision]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.samplers import PartialFixedSampler
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tunelab.search.space import SearchSpace
 
@@ -93,6 +93,8 @@ class Packer:
     Trials already waiting in the study (enqueued by a user, or interrupted trials queued again on resume)
     are asked first, as Optuna always does; a pack takes the next waiting trial only while its fixed
     parameters have the pack's structure, and ends early otherwise, so that trial starts the next pack.
+    Retried trials that continue from one checkpoint (the user attribute ``resume_from``: the population
+    they trained in) make a pack of their own: only the waiting trials with the same ``resume_from``.
 
     ``shared``: other processes ask the same storage (``--workers N``). A trial enqueued for this pack could
     then be taken by another process's ask, so the pack's other members are asked through Optuna's
@@ -143,18 +145,27 @@ class Packer:
         if size <= 1:
             return pack
         key = pack_key(pack[0][0].params, self.space, self.structural)
+        resume = _resume_from(pack[0][0].user_attrs)
         while len(pack) < size:
             waiting = self._next_waiting()
-            if waiting is not None and pack_key(waiting, self.space, self.structural) != key:
+            if waiting is not None and (
+                pack_key(waiting.system_attrs.get("fixed_params", {}), self.space, self.structural) != key
+                or _resume_from(waiting.user_attrs) != resume
+            ):
                 break
+            if waiting is None and resume is not None:
+                break  # a population resumed from its checkpoint takes its own retried members only
             if waiting is not None or not self.shared:
                 if waiting is None:
                     self.study.enqueue_trial(dict(key), skip_if_exists=False)
                 member = self._ask()
             else:
                 member = self._ask(fixed=dict(key))
-            if pack_key(member[0].params, self.space, self.structural) != key:
-                self._next_first = member  # a waiting trial of another structure: it starts the next pack
+            if (
+                pack_key(member[0].params, self.space, self.structural) != key
+                or _resume_from(member[0].user_attrs) != resume
+            ):
+                self._next_first = member  # a waiting trial of another kind: it starts the next pack
                 break
             pack.append(member)
         return pack
@@ -189,10 +200,14 @@ class Packer:
         finally:
             self.study.sampler = own
 
-    def _next_waiting(self) -> dict[str, Any] | None:
-        """The fixed parameters of the trial ``study.ask()`` would take next, if one is waiting."""
+    def _next_waiting(self) -> FrozenTrial | None:
+        """The trial ``study.ask()`` would take next, if one is waiting (``ask()`` takes the oldest;
+        ``enqueue_trial`` keeps its fixed parameters in the system attribute ``fixed_params``)."""
         waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if not waiting:
-            return None
-        # enqueue_trial keeps a trial's parameters in this system attribute, and ask() takes the oldest.
-        return dict(min(waiting, key=lambda t: t.number).system_attrs.get("fixed_params", {}))
+        return min(waiting, key=lambda t: t.number) if waiting else None
+
+
+def _resume_from(user_attrs: Mapping[str, Any]) -> str | None:
+    """The checkpoint a retried trial continues from (``resume_from``), or None."""
+    value = user_attrs.get("resume_from")
+    return None if value is None else str(value)

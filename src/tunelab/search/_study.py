@@ -3,12 +3,14 @@ trial's end is told to the study, the scheduler, the storage, the counts and the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -23,9 +25,21 @@ from tunelab.search._samplers import make_sampler
 from tunelab.search._tell import tell
 from tunelab.search.schedulers import BaseScheduler, Direction, NoScheduler
 from tunelab.search.space import SearchSpace
-from tunelab.storage import FINISHED, StudyBackend, StudyCounts, WriteBehind, open_backend
+from tunelab.storage import (
+    FINISHED,
+    Heartbeat,
+    Leasing,
+    StudyBackend,
+    StudyCounts,
+    WriteBehind,
+    fail_orphans,
+    open_backend,
+    reclaim,
+)
 
 __all__ = ["StudySummary", "run_study"]
+
+OVER_BUDGET = "never started: another worker asked for the budget's last trials at the same moment"
 
 _STATES: dict[OutcomeState, TrialState] = {
     "complete": TrialState.COMPLETE,
@@ -76,6 +90,8 @@ def run_study(
     events: StudyEvents | None = None,
     clock: Clock = system_clock,
     first_trials: Sequence[Mapping[str, Any]] = (),
+    leasing: Leasing | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> StudySummary:
     """Run trials until a budget is spent; return what was found.
 
@@ -95,6 +111,14 @@ def run_study(
     (``handle.out_of_time()``), and only once a trial of the study has completed. ``events`` hears of every
     trial's start, reports and end. ``first_trials`` (flat parameters, checked against ``space``) are queued,
     in order, when the study holds no trial yet.
+
+    ``leasing``: this process is one of several workers of a study in a shared database, each holding a lease
+    on the trials it runs (:class:`~tunelab.storage.LeaseBook`), renewed by a heartbeat thread. Between packs
+    the loop takes back the trials of workers silent for longer than the grace period (failed as interrupted
+    and queued again, to continue from their checkpoint), counts ``n_trials`` over every worker's running
+    trials too (so the study runs that many configurations, not more), and, when every remaining trial runs
+    elsewhere, waits (``sleep``) for one to end or to be taken back. A result whose lease another process
+    took is dropped.
     """
     dirs = list(directions) if directions is not None else [direction]
     multi = len(dirs) > 1
@@ -137,6 +161,8 @@ def run_study(
             budget,
             events or NoEvents(),
             multi=multi,
+            leasing=leasing,
+            sleep=sleep,
             packer=Packer(
                 backend.study,
                 space,
@@ -186,7 +212,10 @@ class _StudyLoop:
         *,
         multi: bool,
         packer: Packer,
+        leasing: Leasing | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.leasing, self.sleep = leasing, sleep
         self.executor, self.space, self.backend = executor, space, backend
         self.study, self.scheduler, self.budget, self.events = backend.study, scheduler, budget, events
         self.multi, self.packer = multi, packer
@@ -199,12 +228,23 @@ class _StudyLoop:
 
     def run(self) -> str:
         """Train packs until a budget is spent; the reason the study stopped."""
+        if self.leasing is None:
+            return self._run()
+        heartbeat = Heartbeat(self.leasing.book, self.leasing.heartbeat_s).start()
+        try:
+            return self._run()
+        finally:
+            heartbeat.stop()
+
+    def _run(self) -> str:
         replay(self.study, self.space, self.scheduler, self.seen)
         finished = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if any(self.reached(t.values[0]) for t in finished):
             return "target"
         while True:
             if self.backend.shared:
+                if self.leasing is not None:
+                    self._reclaim_stale()
                 # Other processes run trials on this study too: the scheduler ranks theirs as well, and the
                 # budgets count every process's trials.
                 replay(self.study, self.space, self.scheduler, self.seen)
@@ -215,8 +255,16 @@ class _StudyLoop:
             if self.grid is not None and self.grid.is_exhausted(self.study):
                 return "grid_exhausted"
             cap = self.budget.pack_cap(self.counts, self.executor.max_pack_size)
+            room = self._room()
+            if room is not None and room <= 0 and self.leasing is not None:
+                self.sleep(self.leasing.poll_s)  # every remaining trial runs elsewhere
+                continue
+            cap = cap if room is None else min(cap, room)
             time_left = self.budget.time_left()
             pack = self.packer.next_pack(partial(self.executor.pack_size, cap=cap, time_left=time_left))
+            pack = self._within_budget(pack)
+            if not pack:
+                continue
             handles = self._start(pack)
             try:
                 outcomes = self.executor.run(handles)
@@ -231,9 +279,64 @@ class _StudyLoop:
             if self.reached_target:
                 return "target"
 
+    def _room(self) -> int | None:
+        """With leases and a trial budget: the trials this process may start, the budget less every finished
+        and running trial of the study (waiting ones are taken first). None otherwise."""
+        if self.leasing is None or self.budget.n_trials is None:
+            return None
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return self.budget.n_trials - self.counts.n_finished - len(running)
+
+    def _within_budget(
+        self, pack: list[tuple[optuna.Trial, dict[str, Any]]]
+    ) -> list[tuple[optuna.Trial, dict[str, Any]]]:
+        """With leases and a trial budget, workers that asked at the same moment may together create more
+        trials than the budget leaves: the study's first ``n_trials`` new configurations (by number; retries
+        stand for their originals) are the ones that run, so every worker drops the same ones. A dropped
+        trial is failed as never started (not counted)."""
+        n_trials = self.budget.n_trials
+        if self.leasing is None or n_trials is None:
+            return pack
+        fresh = [
+            t.number
+            for t in self.study.get_trials(deepcopy=False)
+            if "retry_of" not in t.user_attrs and "never_started" not in t.user_attrs
+        ]
+        allowed = set(sorted(fresh)[:n_trials])
+        kept = []
+        for trial, params in pack:
+            if trial.number in allowed or "retry_of" in trial.user_attrs:
+                kept.append((trial, params))
+                continue
+            storage = self.study._storage
+            storage.set_trial_user_attr(trial._trial_id, "never_started", OVER_BUDGET)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return kept
+
+    def _reclaim_stale(self) -> None:
+        if self.leasing is None:
+            return
+        grace = self.leasing.grace_s
+        stale = self.leasing.book.stale(grace)
+        if stale:
+            taken = reclaim(
+                self.study,
+                self.leasing.book,
+                stale,
+                why=f"its worker sent no heartbeat for {grace:g} s",
+                max_failures=self.leasing.max_failures,
+            )
+            if taken:
+                self.events.phase(f"took back trials {taken}: their worker stopped; queued again")
+        orphans = fail_orphans(self.study, self.leasing.book, older_than_s=grace)
+        if orphans:
+            self.events.phase(f"trials {orphans} were created during a database outage and never ran: failed")
+
     def _start(self, pack: list[tuple[optuna.Trial, dict[str, Any]]]) -> list[TrialHandle]:
         out_of_time = self.budget.trial_deadline(self.study)  # one per pack: see StudyDeadline
         handles = []
+        if self.leasing is not None:
+            self.leasing.book.acquire([(trial._trial_id, trial.number) for trial, _ in pack])
         for trial, params in pack:
             self.seen.add(trial.number)
             if self.checkpoints:
@@ -264,7 +367,11 @@ class _StudyLoop:
 
     def conclude(self, handle: TrialHandle, outcome: Outcome) -> None:
         """End ``handle``'s trial with ``outcome``: store its attributes (and why it failed), tell the study,
-        end it in the scheduler, write it to the storage, count it, and tell the events."""
+        end it in the scheduler, write it to the storage, count it, and tell the events. A result whose lease
+        another process took (:attr:`TrialHandle.lost`) is dropped: that process ended the trial."""
+        if self.leasing is not None and (handle.lost or not self.leasing.book.tell(handle._trial._trial_id)):
+            self._drop(handle)
+            return
         status: OutcomeState = outcome.state
         values, reason, attrs = list(outcome.values), outcome.reason, outcome.attrs
         if (
@@ -285,20 +392,34 @@ class _StudyLoop:
         if status == "failed":
             handle.set_attr("fail_reason", reason or "unknown")
         complete = status == "complete"
+        if handle.lost:  # taken back while its attributes were written (a worker without leases)
+            self._drop(handle)
+            return
         try:
             tell(self.study, handle._trial, values if complete else None, state=_STATES[status])
+        except UpdateFinishedTrialError:
+            self._drop(handle)
+            return
         except RuntimeError:
             # GridSampler calls study.stop() once the grid is done, which Optuna allows only inside
             # optimize(); the result is stored before that, and the loop sees the exhausted grid next.
             if self.grid is None or not self.grid.is_exhausted(self.study):
                 raise
         number = handle.number
+        if self.leasing is not None:
+            self.leasing.book.finished(handle._trial._trial_id)
         self.scheduler.on_trial_end(number, status)
         self.backend.touch(number, finished=True)
         self.counts.add(status, handle.last_epoch)
         self.events.trial_finished(number, status, values[0] if complete else None)
         if complete and self.budget.target is not None and not self.multi and self.reached(values[0]):
             self.reached_target = True
+
+    def _drop(self, handle: TrialHandle) -> None:
+        """``handle``'s trial was taken back by another process, which failed it and queued it again."""
+        handle.lost = True
+        self.scheduler.on_trial_end(handle.number, "failed")
+        self.events.phase(f"trial {handle.number} was taken back by another worker; its result is dropped")
 
 
 def replay(study: optuna.Study, space: SearchSpace, scheduler: BaseScheduler, seen: set[int]) -> None:

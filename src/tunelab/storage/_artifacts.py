@@ -6,12 +6,9 @@ them reaches and that survives any one of them; the database they already share 
 ``remove``: ``optuna.artifacts.upload_artifact`` / ``download_artifact`` work with it) on one table,
 ``tunelab_artifacts`` (id, bytes, size, time written), beside Optuna's own tables.
 
-- **Connections**: one per store (a pool of one, checked before use), so a worker process holds at most two
-  with Optuna's own storage.
-- **Storage hiccups**: a call that fails to reach the database (a refused or dropped connection, a server
-  shutting down, SQLite's "database is locked") is retried with doubling waits (0.1 s up to 2 s) until
-  ``retry_seconds`` have passed, then raises :class:`StorageUnavailableError` naming the outage; other
-  database errors (a missing table, a bad query) are raised at once.
+- **Connections** and **storage hiccups**: through a :class:`~tunelab.storage.StudyDatabase` (one connection,
+  shared with the study's leases; calls retried while the database is out of reach, up to a grace period, then
+  :class:`StorageUnavailableError`).
 - **Writes** replace an artifact of the same id in one transaction: a reader sees the old bytes or the new,
   never a part.
 """
@@ -22,23 +19,16 @@ import io
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from optuna.artifacts.exceptions import ArtifactNotFound
-from sqlalchemy import exc
 
-from tunelab.errors import TunelabError
+from tunelab.storage._database import StorageUnavailableError, StudyDatabase
 
 __all__ = ["ARTIFACT_TABLE", "DatabaseArtifactStore", "StorageUnavailableError", "stored_artifacts"]
 
 ARTIFACT_TABLE = "tunelab_artifacts"
-_FIRST_WAIT, _LONGEST_WAIT = 0.1, 2.0
-_T = TypeVar("_T")
-
-
-class StorageUnavailableError(TunelabError, ConnectionError):
-    """The database stayed out of reach for longer than the store's grace period."""
 
 
 class DatabaseArtifactStore:
@@ -53,17 +43,19 @@ class DatabaseArtifactStore:
 
     def __init__(
         self,
-        url: str,
+        url: str | StudyDatabase,
         *,
         retry_seconds: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.retry_seconds = retry_seconds
-        self._sleep, self._clock = sleep, clock
-        sqlite = sa.engine.make_url(url).get_backend_name() == "sqlite"
-        pool = {} if sqlite else {"pool_size": 1, "max_overflow": 0}
-        self.engine = sa.create_engine(url, pool_pre_ping=True, **pool)
+        if isinstance(url, StudyDatabase):
+            self.database, self._owned = url, False
+        else:
+            self.database = StudyDatabase(url, retry_seconds=retry_seconds, sleep=sleep, clock=clock)
+            self._owned = True
+        self.engine = self.database.engine
+        self._retrying = self.database.retrying
         metadata = sa.MetaData()
         self.table = sa.Table(
             ARTIFACT_TABLE,
@@ -73,7 +65,11 @@ class DatabaseArtifactStore:
             sa.Column("size_bytes", sa.BigInteger, nullable=False),
             sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
         )
-        self._retrying(lambda: self._create(metadata))
+        self.database.create(metadata, ARTIFACT_TABLE)
+
+    @property
+    def retry_seconds(self) -> float:
+        return self.database.retry_seconds
 
     def open_reader(self, artifact_id: str) -> BinaryIO:
         """The artifact's bytes as a binary file object; ``ArtifactNotFound`` when there is none."""
@@ -125,36 +121,9 @@ class DatabaseArtifactStore:
         return self._retrying(lambda: _count_and_bytes(self.engine, self.table.c.size_bytes))[1]
 
     def close(self) -> None:
-        """Close the store's connection."""
-        self.engine.dispose()
-
-    def _create(self, metadata: sa.MetaData) -> None:
-        try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except (exc.IntegrityError, exc.ProgrammingError):
-            # Another process created it between the check and the creation (PostgreSQL reports either).
-            if not sa.inspect(self.engine).has_table(ARTIFACT_TABLE):
-                raise
-
-    def _retrying(self, call: Callable[[], _T]) -> _T:
-        """``call()``, retried while the database cannot be reached, for at most ``retry_seconds``."""
-        started, wait = self._clock(), _FIRST_WAIT
-        while True:
-            try:
-                return call()
-            except (exc.OperationalError, exc.InterfaceError) as error:
-                if not _transient(error):
-                    raise
-                waited = self._clock() - started
-                if waited + wait > self.retry_seconds:
-                    url = self.engine.url.render_as_string(hide_password=True)
-                    raise StorageUnavailableError(
-                        f"the artifact store's database ({url}) could not be reached for {waited:.1f} s "
-                        f"(the grace period is {self.retry_seconds:g} s): {error.orig or error}. Check "
-                        "that the database server runs and accepts connections, then resume the study."
-                    ) from error
-                self._sleep(wait)
-                wait = min(2 * wait, _LONGEST_WAIT)
+        """Close the store's connection (one it opened; a shared :class:`StudyDatabase` is its owner's)."""
+        if self._owned:
+            self.database.close()
 
 
 def stored_artifacts(engine: sa.Engine) -> tuple[int, int] | None:
@@ -171,21 +140,3 @@ def _count_and_bytes(engine: sa.Engine, size_bytes: sa.ColumnElement[int]) -> tu
             sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(size_bytes), 0))
         ).one()
     return int(count), int(total)
-
-
-def _transient(error: exc.DBAPIError) -> bool:
-    """Whether ``error`` says the database could not be reached (worth waiting for), not that the request
-    was wrong: a connection SQLAlchemy invalidated; PostgreSQL's connection exceptions (SQLSTATE class 08),
-    operator interventions (57P: shutdown, cannot connect now) and too many connections (53300), or a
-    driver error without a SQLSTATE (the client could not connect); SQLite's locked or busy database; an OS
-    error such as a refused connection."""
-    if error.connection_invalidated:
-        return True
-    original = error.orig
-    if isinstance(original, OSError):
-        return True
-    state = getattr(original, "sqlstate", False)  # psycopg's errors have one (None when it could not connect)
-    if state is not False:
-        return state is None or str(state).startswith(("08", "57P")) or state == "53300"
-    message = str(original).lower()
-    return "locked" in message or "busy" in message

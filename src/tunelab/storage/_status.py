@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from tunelab.errors import DataError
 from tunelab.storage._artifacts import stored_artifacts
+from tunelab.storage._leases import Lease, stored_leases
 from tunelab.storage._urls import connected_storage, shown_url
 
 __all__ = ["RunningTrial", "StudyStatus", "study_status"]
@@ -22,13 +23,15 @@ class RunningTrial:
     started: dt.datetime | None
     epochs: int  # the last epoch it reported (0: none yet)
     retry_of: int | None
+    lease: Lease | None = None  # its worker, node and last heartbeat, in a distributed study
 
 
 @dataclass(frozen=True)
 class StudyStatus:
     """A study's state: ``states`` counts trials by state name (complete, pruned, fail, running, waiting);
     ``retries`` maps a retried trial's number to the trial it continues; ``artifacts``: the count and bytes
-    in the artifact table, or None when the database has none."""
+    in the artifact table, or None when the database has none; ``leases``: every trial's lease in a
+    distributed study (None without a lease table), from which :attr:`workers` counts."""
 
     name: str
     url: str  # password hidden
@@ -38,6 +41,17 @@ class StudyStatus:
     running: list[RunningTrial] = field(default_factory=list)
     retries: dict[int, int] = field(default_factory=dict)
     artifacts: tuple[int, int] | None = None
+    leases: list[Lease] | None = None
+
+    @property
+    def workers(self) -> dict[str, tuple[str, int, float]]:
+        """Per worker that held a lease: its node, the trials it holds now, and its last heartbeat's age."""
+        seen: dict[str, tuple[str, int, float]] = {}
+        for lease in self.leases or []:
+            node, held, age = seen.get(lease.worker, (lease.node, 0, lease.age_s))
+            live = lease.state in ("held", "telling")
+            seen[lease.worker] = (node, held + live, min(age, lease.age_s))
+        return seen
 
     @property
     def n_trials(self) -> int:
@@ -72,12 +86,15 @@ def study_status(url: str, name: str | None) -> StudyStatus:
             winner = study.best_trial
             best = (winner.number, float(winner.value or 0.0))
         artifacts = stored_artifacts(storage.engine)
+        leases = stored_leases(storage.engine, name)
+    live = {lease.number: lease for lease in leases or [] if lease.state in ("held", "telling")}
     running = [
         RunningTrial(
             t.number,
             t.datetime_start,
             max(t.intermediate_values, default=0),
             t.user_attrs.get("retry_of"),
+            live.get(t.number),
         )
         for t in trials
         if t.state == TrialState.RUNNING
@@ -92,4 +109,5 @@ def study_status(url: str, name: str | None) -> StudyStatus:
         running=running,
         retries=retries,
         artifacts=artifacts,
+        leases=leases,
     )

@@ -7,6 +7,7 @@ import math
 import shutil
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -14,7 +15,17 @@ import optuna
 from tunelab.clock import Clock, system_clock
 from tunelab.data import load_dataset
 from tunelab.errors import SpecError, TrainingError
-from tunelab.execute import Evaluator, SearchResult, run_search, search_in_workers, trial_spec
+from tunelab.execute import (
+    Distributed,
+    Evaluator,
+    RayBackend,
+    SearchResult,
+    publish_plan,
+    run_search,
+    search_in_workers,
+    search_on_ray,
+    trial_spec,
+)
 from tunelab.layout import RunLayout, json_safe
 from tunelab.search import Direction, Events, SearchSpec, StudyEvents, metric_direction
 from tunelab.spec import ExperimentSpec
@@ -51,6 +62,8 @@ def tune_experiment(
     log: Callable[[str], None] | None = None,
     clock: Clock = system_clock,
     started: float | None = None,
+    backend: RayBackend | None = None,
+    distributed: Distributed | None = None,
 ) -> TuneResult:
     """Run the whole protocol (module docstring) and return what it found; see ``tunelab tune --help``.
 
@@ -61,6 +74,12 @@ def tune_experiment(
     of it, and re-evaluation and the refit start only what fits in the rest. ``started``: the reading of
     ``clock`` the budget counts from, if earlier than this call (the command's start, before it read the
     data to choose a zero-config experiment).
+
+    A study in a database server's ``storage`` (PostgreSQL), or on ``backend`` (:class:`RayBackend`: workers
+    as Ray actors), is distributed: the plan is published in the study so that ``tunelab worker`` processes
+    join it from any machine, every trial holds a lease kept alive by heartbeats, populations checkpoint
+    every epoch into the database (or ``distributed.artifacts``), and a dead worker's trials resume from
+    their checkpoint elsewhere, up to ``distributed.max_failures`` times (:class:`Distributed`).
     """
     budget = TimeBudget(clock, clock.monotonic() if started is None else started)
     search = spec.search or SearchSpec()
@@ -90,6 +109,12 @@ def tune_experiment(
         workers=workers,
         budget=budget,
     )
+    if backend is not None or distributed is not None or _server_database(storage_url):
+        settings = distributed or Distributed()
+        if backend is not None:
+            settings = replace(settings, max_failures=backend.max_failures)
+        plan = replace(plan, distributed=settings)
+        publish_plan(plan)
     evaluator = Evaluator(spec, plan.data_spec, dataset=dataset)
     events.phase(
         f"searching {len(search.search_space())} parameters with {search.sampler} and "
@@ -97,8 +122,12 @@ def tune_experiment(
         + (f"{len(plan.folds)}-fold cross-validation" if search.cv else "holdout validation")
         + (f"; {workers} workers" if workers > 1 else "")
     )
-    if workers > 1:
-        if resume:  # one process would retry them as it opens the study; several share it, so here, once
+    if backend is not None:
+        found = search_on_ray(plan, backend, events)
+    elif workers > 1:
+        if (
+            resume and plan.distributed is None
+        ):  # one process would retry them as it opens the study; several share it, so here, once
             with opened_study(storage_url, spec.name) as study:
                 retry_interrupted(study)
         found = search_in_workers(plan, evaluator, events)
@@ -274,6 +303,11 @@ def _check_storage_url(url: str | None) -> None:
     # password, no such database) is a clear error on every path (worker processes included), not a
     # traceback after a half-made run directory.
     connect_storage(url).engine.dispose()
+
+
+def _server_database(url: str) -> bool:
+    """Whether ``url`` is a database server's (PostgreSQL, MySQL...), which workers elsewhere can join."""
+    return not url.startswith("sqlite")
 
 
 def _open_run_dir(layout: RunLayout, spec: ExperimentSpec, *, resume: bool, storage: str | None) -> RunLayout:

@@ -1,0 +1,124 @@
+"""`tunelab worker` (issue #17): joins a study that `tunelab tune --storage URL` started, from another
+process, and shares its trials through leases; bad input exits 2 with a message and leaves the study as
+it was."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+from tests._ray import write_table
+from typer.testing import CliRunner
+
+from tunelab.cli import app
+from tunelab.storage import LeaseBook, StudyDatabase
+
+runner = CliRunner()
+N_TRIALS = 16
+
+
+def _spec(tmp_path, n_trials: int = N_TRIALS) -> str:
+    # Trials of about a second each: the driver's process is still searching when the worker joins.
+    table = write_table(tmp_path / "table.csv", rows=6000, features=32)
+    spec = {
+        "name": "joined",
+        "seed": 0,
+        "data": {"source": str(table), "target": "label"},
+        "model": {"type": "mlp", "hidden": [128]},
+        "train": {"epochs": 3, "batch_size": 32},
+        "search": {
+            "space": {"train.lr": {"float": [1e-3, 1e-1], "log": True}},
+            "n_trials": n_trials,
+            "scheduler": {"name": "none"},
+            "fused": "off",
+            "top_k": 1,
+            "n_seeds": 1,
+            "ensemble": False,
+        },
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return str(path)
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunelab.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
+    spec = _spec(tmp_path)
+    driver = _cli("tune", spec, "--storage", postgres_url, "--out", str(tmp_path / "run"), "--quiet")
+    storage = optuna.storages.RDBStorage(postgres_url)
+    for _ in range(300):  # the driver publishes its plan before it searches
+        names = optuna.get_all_study_names(storage)
+        if (
+            "joined" in names
+            and "tunelab_plan" in optuna.load_study(study_name="joined", storage=storage).user_attrs
+        ):
+            break
+        time.sleep(0.2)
+    worker = _cli(
+        "worker",
+        "--storage",
+        postgres_url,
+        "--study",
+        "joined",
+        "--name",
+        "second",
+        "--out",
+        str(tmp_path / "w"),
+    )
+    worker_out, worker_err = worker.communicate(timeout=240)
+    _, driver_err = driver.communicate(timeout=240)
+    assert driver.returncode == 0, driver_err[-2000:]
+    assert worker.returncode == 0, worker_err[-2000:]
+    assert "this worker is done" in worker_out
+    trials = optuna.load_study(study_name="joined", storage=storage).get_trials()
+    storage.engine.dispose()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == N_TRIALS
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    database = StudyDatabase(postgres_url)
+    leases = LeaseBook(database, study="joined", worker="reader", node="test").leases(states=("finished",))
+    database.close()
+    by_worker = {lease.worker for lease in leases}
+    assert "second" in by_worker  # the joined worker ran trials
+    assert len(by_worker) == 2  # and so did the driver's own search process
+    assert sorted(lease.number for lease in leases) == sorted(t.number for t in trials)
+
+
+def test_a_worker_for_a_missing_study_or_plan_exits_2(tmp_path, postgres_url):
+    result = runner.invoke(app, ["worker", "--storage", postgres_url, "--study", "nope"])
+    assert result.exit_code == 2
+    assert "no study named 'nope'" in result.output
+    storage = optuna.storages.RDBStorage(postgres_url)
+    optuna.create_study(study_name="plain", storage=storage)
+    storage.engine.dispose()
+    result = runner.invoke(app, ["worker", "--storage", postgres_url, "--study", "plain"])
+    assert result.exit_code == 2
+    assert "was not started by `tunelab tune`" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_backend_options_exit_2(tmp_path):
+    spec = _spec(tmp_path)
+    for args, message in (
+        (["--backend", "spark"], "--backend must be local or ray"),
+        (["--address", "auto"], "--address and --max-concurrent are for --backend ray"),
+        (["--backend", "ray", "--workers", "2"], "--workers is for --backend local"),
+    ):
+        result = runner.invoke(app, ["tune", spec, "--out", str(tmp_path / "run"), *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert not (tmp_path / "run").exists()
