@@ -14,6 +14,7 @@ and optuna-dashboard's API listing the study's trials.
     unshare -n sh -c 'ip link set lo up && .venv/bin/python bench/distributed_study.py'           # ms 3
     unshare -n sh -c 'ip link set lo up && .venv/bin/python bench/distributed_study.py --cut 10'  # ms 4
     unshare -n sh -c 'ip link set lo up && .venv/bin/python bench/distributed_study.py --cut 40 --grace 20'
+    ... --cut 40 --grace 20 --epochs 30   # trials of 30 epochs: some are mid-training when the cut comes
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tests._ray import only_loopback, ray_cluster
 RESULTS = Path(__file__).parent / "results" / "distributed_study.jsonl"
 
 
-def _spec(path: Path, n_trials: int) -> Path:
+def _spec(path: Path, n_trials: int, epochs: int) -> Path:
     import yaml
     from sklearn.datasets import load_iris
 
@@ -50,7 +51,7 @@ def _spec(path: Path, n_trials: int) -> Path:
         "seed": 0,
         "data": {"source": str(table), "target": "target"},
         "model": {"type": "mlp", "hidden": [8]},
-        "train": {"epochs": 1, "batch_size": 32},
+        "train": {"epochs": epochs, "batch_size": 32},
         "search": {
             "space": {"train.lr": {"float": [1e-4, 1e-1], "log": True}},
             "n_trials": n_trials,
@@ -73,14 +74,17 @@ class _Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.server, self.url, self.n_trials, self.cut_s = server, url, n_trials, cut_s
         self.max_per_process: dict[int, int] = {}
+        self.labels: dict[int, str] = {}
         self.cut_at: float | None = None
         self.running_at_cut: list[int] = []
+        self.held_at_cut: list[int] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         import psycopg
 
         while not self.stop.is_set():
+            held: list[int] = []
             try:
                 with psycopg.connect(
                     self.url.replace("postgresql+psycopg", "postgresql"), autocommit=True
@@ -105,13 +109,31 @@ class _Watcher(threading.Thread):
             counts = collections.Counter(owners[p] for p in ports if p in owners)
             for pid, n in counts.items():
                 self.max_per_process[pid] = max(self.max_per_process.get(pid, 0), n)
+                if pid not in self.labels:
+                    self.labels[pid] = _label(pid)
             if self.cut_s is not None and self.cut_at is None and done >= self.n_trials // 3:
                 self.cut_at = time.time()
                 self.running_at_cut = running
+                self.held_at_cut = held
                 self.server.stop(mode="fast")
                 time.sleep(self.cut_s)
                 self.server.resume()
             time.sleep(0.25)
+
+
+def _label(pid: int) -> str:
+    """What process ``pid`` is: the tune driver, a tunelab worker, a Ray actor, or another."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    if " tune " in command:
+        return "driver (tunelab tune)"
+    if " worker " in command:
+        return "tunelab worker " + command.split("--name ")[1].split()[0]
+    if command.startswith("ray::"):
+        return command.split()[0]
+    return command[:40]
 
 
 def _port_owners(server_port: int) -> dict[int, int]:
@@ -130,12 +152,20 @@ def _dashboard_trials(url: str) -> int:
     """How many trials optuna-dashboard's API lists for the study."""
     port = 18080
     proc = subprocess.Popen(
-        [sys.executable, "-m", "optuna_dashboard", url, "--host", "127.0.0.1", "--port", str(port)],
+        [
+            str(Path(sys.executable).with_name("optuna-dashboard")),
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
+        studies: dict = {"study_summaries": []}
+        for _ in range(300):
             try:
                 studies = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2))
                 break
@@ -156,6 +186,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=800)
     parser.add_argument("--cut", type=float, default=None, help="seconds the database is down mid-run")
     parser.add_argument("--grace", type=float, default=20.0)
+    parser.add_argument(
+        "--epochs", type=int, default=1, help="epochs per trial (more: trials are mid-training at the cut)"
+    )
     args = parser.parse_args()
     if not only_loopback():
         sys.exit("run this under unshare -n (a network namespace with only loopback); see the docstring")
@@ -164,7 +197,7 @@ def main() -> None:
     import optuna
 
     work = Path(tempfile.mkdtemp(prefix="tunelab-distributed-"))
-    spec = _spec(work / "spec.yaml", args.trials)
+    spec = _spec(work / "spec.yaml", args.trials, args.epochs)
     with running_postgres() as server, ray_cluster(worker_nodes=2, cpus_per_node=1) as cluster:
         url = server.create_database()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -265,6 +298,7 @@ def main() -> None:
         record = {
             "bench": "distributed_study",
             "trials_asked": args.trials,
+            "epochs": args.epochs,
             "cut_s": args.cut,
             "grace_s": args.grace,
             "elapsed_s": round(elapsed, 1),
@@ -277,8 +311,13 @@ def main() -> None:
             "leases": dict(leases),
             "reclaimed": reclaimed,
             "running_at_cut": watcher.running_at_cut,
+            "leased_at_cut": watcher.held_at_cut,
+            "retries": sorted(t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs),
             "max_connections_per_process": max(watcher.max_per_process.values(), default=0),
-            "connections_per_process": sorted(watcher.max_per_process.values()),
+            "connections_per_process": {
+                f"{watcher.labels.get(pid, '?')} ({pid})": n
+                for pid, n in sorted(watcher.max_per_process.items())
+            },
             "processes": outputs,
             "dashboard_trials": _dashboard_trials(url),
         }

@@ -68,7 +68,9 @@ def _tunelab_worker(url: str, name: str, n_trials: int) -> dict:
         n_trials=n_trials,
         storage=retrying(cached(rdb), database),
         study_name="overhead",
-        leasing=Leasing(LeaseBook(database, study="overhead", worker=name, node=name), grace_s=20.0),
+        leasing=Leasing(
+            LeaseBook(database, study="overhead", worker=name, node=name, grace_s=20.0), grace_s=20.0
+        ),
         seed=int(name[1:]),
     )
     seconds = time.perf_counter() - started

@@ -330,3 +330,20 @@ def test_workers_asking_at_once_run_exactly_n_trials(tmp_path):
     assert all(t.number > max(c.number for c in complete) for t in dropped)
     assert StudyCounts.of_study(study).n_finished == 7
     _close(study)
+
+
+def test_a_lease_silent_past_the_grace_period_is_no_longer_its_workers(tmp_path):
+    """A worker that could not reach the database for longer than the grace period may not renew or tell
+    its trial any more, even before anyone took it back: the trial is taken back exactly once."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = _study(url)
+    trial = study.ask(X)
+    worker = LeaseBook(StudyDatabase(url), study="leased", worker="w", node="n", grace_s=0.3)
+    worker.acquire([(trial._trial_id, trial.number)])
+    time.sleep(0.5)  # the outage: no beat reached the database
+    worker.beat()  # back: too late to renew
+    (lease,) = worker.stale(grace_s=0.3)
+    assert not worker.tell(trial._trial_id)
+    assert reclaim(study, worker, [lease], why="silent past the grace period", max_failures=3) == [0]
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+    _close(study, worker)

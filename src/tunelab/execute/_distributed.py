@@ -27,7 +27,7 @@ from tunelab.execute._evaluator import Evaluator
 from tunelab.execute._search import Distributed, SearchPlan, SearchResult, run_search
 from tunelab.search import StudyEvents
 from tunelab.spec import parse_spec
-from tunelab.storage import connected_storage, hide_password
+from tunelab.storage import StudyDatabase, connected_storage, hide_password
 
 __all__ = ["PLAN_ATTR", "Distributed", "publish_plan", "read_plan", "work", "worker_name"]
 
@@ -71,18 +71,28 @@ def publish_plan(plan: SearchPlan) -> None:
         study.set_user_attr(PLAN_ATTR, record)
 
 
-def read_plan(storage_url: str, study_name: str, *, run_dir: Path) -> SearchPlan:
+def read_plan(storage_url: str, study_name: str, *, run_dir: Path, wait_s: float = 0.0) -> SearchPlan:
     """The plan the study's driver published; ``run_dir``: this worker's own directory (sequential trials'
-    checkpoints). A clear error when the study or its plan is missing."""
-    with connected_storage(storage_url) as storage:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-        if study_name not in names:
-            raise SpecError(
-                f"no study named '{study_name}' in {hide_password(storage_url)} (it holds: "
-                f"{', '.join(names) or 'none'}). Start it first with `tunelab tune SPEC --storage URL`, or "
-                "check --study."
-            )
-        record = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(PLAN_ATTR)
+    checkpoints); ``wait_s``: how long to wait for a database that cannot be reached (0: fail at once, with
+    the reason). A clear error when the study or its plan is missing."""
+
+    def read() -> Any:
+        with connected_storage(storage_url) as storage:
+            names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+            if study_name not in names:
+                raise SpecError(
+                    f"no study named '{study_name}' in {hide_password(storage_url)} (it holds: "
+                    f"{', '.join(names) or 'none'}). Start it first with `tunelab tune SPEC --storage URL`, "
+                    "or check --study."
+                )
+            return optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(PLAN_ATTR)
+
+    if wait_s > 0:
+        database = StudyDatabase(storage_url, retry_seconds=wait_s)
+        record = database.retrying(read)
+        database.close()
+    else:
+        record = read()
     if not isinstance(record, dict) or record.get("version") != _PLAN_VERSION:
         raise SpecError(
             f"study '{study_name}' was not started by `tunelab tune` with a shared database (it has no "
@@ -114,10 +124,12 @@ def work(
     worker: str,
     node: str | None = None,
     index: int = 1,
+    wait_s: float = 0.0,
 ) -> SearchResult:
     """One worker of a distributed study until its budget is spent: read the plan, load the data, run the
-    search loop with leases and checkpoints in the study's database."""
-    plan = read_plan(storage_url, study_name, run_dir=run_dir)
+    search loop with leases and checkpoints in the study's database. ``wait_s``: how long to wait for an
+    unreachable database at the start (later, the plan's ``outage_s``)."""
+    plan = read_plan(storage_url, study_name, run_dir=run_dir, wait_s=wait_s)
     evaluator = Evaluator(plan.spec, plan.data_spec)
     return run_search(plan, evaluator, events, worker=index, identity=(worker, node or socket.gethostname()))
 

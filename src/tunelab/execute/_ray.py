@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tunelab.clock import system_clock
-from tunelab.errors import MissingExtraError, SpecError
+from tunelab.errors import MissingExtraError, SpecError, TrainingError
 from tunelab.execute._distributed import publish_plan, work
 from tunelab.execute._search import SearchPlan, SearchResult
 from tunelab.search import Events, StudyEvents
@@ -139,15 +139,18 @@ class _Driver:
         self.started = 0
         self.running: dict[Any, tuple[str, Any]] = {}  # the run call's reference -> (worker name, actor)
         self.results: list[SearchResult] = []
+        self.errors: list[str] = []
         settings = plan.distributed
         if settings is None:
             raise SpecError(
                 "search_on_ray needs a distributed plan (leases and checkpoints in the database)."
             )
-        # The driver's reads and reclaims go through outages as the workers' do.
+        # The driver's reads and reclaims go through outages as the workers' do. Optuna's connection first,
+        # its schema check's second one closed (see execute._search._Shared.open).
         self.database = StudyDatabase(plan.storage_url, retry_seconds=settings.outage_s)
+        self._rdb = self.database.retrying(lambda: connect_storage(plan.storage_url))
+        self._rdb.engine.dispose()
         self.book = LeaseBook(self.database, study=plan.spec.name, worker="driver", node="driver")
-        self._rdb = connect_storage(plan.storage_url)
         self.study = optuna.load_study(
             study_name=plan.spec.name, storage=retrying(cached(self._rdb), self.database)
         )
@@ -190,23 +193,36 @@ class _Driver:
                 for call in done:
                     self._finished(call)
                 if self.running and not done and self._spent():
-                    break  # the budget is spent; what still waits for resources (a replacement) is not needed
+                    # The budget is spent: the workers see it at their next pack and return; a replacement
+                    # still waiting for resources never will.
+                    done, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=60.0)
+                    for call in done:
+                        self._finished(call)
+                    break
+            counts = StudyCounts.of_study(self.study)
         finally:
             for _, actor in self.running.values():
                 self.ray.kill(actor, no_restart=True)
             self.database.close()
             self._rdb.engine.dispose()
         if not self.results:
-            raise SpecError("every Ray worker died before the study finished; see the workers' logs above.")
-        counts = StudyCounts.of_study(self.study)
+            reasons = "; ".join(self.errors) or "see the workers' logs above"
+            raise TrainingError(f"every Ray worker stopped before the study finished: {reasons}")
         first = self.results[0]
         return replace(first, summary=replace(first.summary, **asdict(counts)))
 
     def _finished(self, call: Any) -> None:
         name, _actor = self.running.pop(call)
+        replace_it = True
         try:
             self.results.append(self.ray.get(call))
             return
+        except self.ray.exceptions.RayTaskError as error:
+            # The worker's own loop raised (not a trial: a trial's exception fails that trial only), e.g.
+            # its node cannot read the data: another worker there would fail alike, so none replaces it.
+            cause = error.cause if isinstance(error.cause, BaseException) else error
+            self.errors.append(f"{name}: {type(cause).__name__}: {cause}")
+            why, replace_it = f"its loop raised {type(cause).__name__}", False
         except self.ray.exceptions.RayActorError as error:
             # Dead (its process or node is gone) or unreachable: either way its trials go to the others. A
             # worker that was only unreachable finds its leases taken and drops its results. (Killing a
@@ -216,8 +232,8 @@ class _Driver:
         taken = reclaim(
             self.study, self.book, self.book.leases(worker=name), why=why, max_failures=max_failures
         )
-        self.events.phase(f"{name}: {why}; took back trials {taken} and start another worker")
-        if not self._spent():
+        self.events.phase(f"{name}: {why}; took back trials {taken}")
+        if replace_it and not self._spent():
             self.start_worker()
 
     def _spent(self) -> bool:
@@ -248,5 +264,12 @@ class _Worker:
 
         own_dir = Path(run_dir) / "workers" / name
         return work(
-            storage_url, study_name, Events(log=line), run_dir=own_dir, worker=name, node=node, index=index
+            storage_url,
+            study_name,
+            Events(log=line),
+            run_dir=own_dir,
+            worker=name,
+            node=node,
+            index=index,
+            wait_s=600.0,  # an actor started during an outage waits for the database
         )

@@ -215,8 +215,13 @@ class _Shared:
     def open(cls, plan: SearchPlan, identity: tuple[str, str] | None) -> _Shared:
         settings = plan.distributed or Distributed()
         worker, node = identity or (f"worker@{socket.gethostname()}:{os.getpid()}", socket.gethostname())
-        database = StudyDatabase(plan.storage_url, retry_seconds=settings.outage_s)
-        book = LeaseBook(database, study=plan.spec.name, worker=worker, node=node)
+        # Optuna's connection first: its schema check holds two connections at once and leaves both in the
+        # pool; closed before tunelab's own opens, so the worker never holds more than two (Optuna asks for
+        # one connection at a time from then on).
+        database = StudyDatabase(plan.storage_url, retry_seconds=settings.outage_s)  # connects on first use
+        rdb = database.retrying(lambda: connect_storage(plan.storage_url))
+        rdb.engine.dispose()
+        book = LeaseBook(database, study=plan.spec.name, worker=worker, node=node, grace_s=settings.grace_s)
         leasing = Leasing(book, grace_s=settings.grace_s, max_failures=settings.max_failures)
         if settings.artifacts is None:
             store: Any = DatabaseArtifactStore(database)
@@ -225,7 +230,6 @@ class _Shared:
 
             Path(settings.artifacts).mkdir(parents=True, exist_ok=True)
             store = FileSystemArtifactStore(settings.artifacts)
-        rdb = connect_storage(plan.storage_url)  # Optuna's connection, beside the database's one
         return cls(database, leasing, store, retrying(cached(rdb), database), rdb)
 
     def close(self) -> None:

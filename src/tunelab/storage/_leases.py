@@ -88,10 +88,17 @@ class LeaseBook:
     :meth:`acquire` when a trial starts, :meth:`beat` (from a :class:`Heartbeat` thread), :meth:`tell` before
     the result goes to the study and :meth:`finished` after. Thread-safe: the heartbeat thread and the
     training thread share it.
+
+    ``grace_s``: a lease whose heartbeat is older than this is no longer this worker's to renew or tell,
+    even before anyone took it back (its worker could not reach the database for that long, so others may
+    already treat it as dead): it is then taken back exactly once, by whichever process looks first.
     """
 
-    def __init__(self, database: StudyDatabase, *, study: str, worker: str, node: str) -> None:
+    def __init__(
+        self, database: StudyDatabase, *, study: str, worker: str, node: str, grace_s: float | None = None
+    ) -> None:
         self.database, self.study, self.worker, self.node = database, study, worker, node
+        self.grace_s = grace_s
         metadata = sa.MetaData()
         self.table = _table(metadata)
         database.create(metadata, LEASE_TABLE)
@@ -140,7 +147,12 @@ class LeaseBook:
             with self.database.engine.begin() as connection:
                 connection.execute(
                     sa.update(t)
-                    .where(t.c.trial_id.in_(held), t.c.worker == self.worker, t.c.state.in_(_LIVE))
+                    .where(
+                        t.c.trial_id.in_(held),
+                        t.c.worker == self.worker,
+                        t.c.state.in_(_LIVE),
+                        *self._fresh(),
+                    )
                     .values(heartbeat=self.database.now())
                 )
                 rows = connection.execute(
@@ -169,7 +181,7 @@ class LeaseBook:
             attempt = self._held.get(trial_id)
             if attempt is None:
                 return trial_id not in self._lost
-        won = self._move(trial_id, attempt, ("held",), "telling")
+        won = self._move(trial_id, attempt, ("held",), "telling", fresh=True)
         if not won:
             with self._lock:
                 self._held.pop(trial_id, None)
@@ -228,15 +240,24 @@ class LeaseBook:
         """Take ``lease`` back (``-> reclaimed``) if it is still the attempt and state it was read in."""
         return self._move(lease.trial_id, lease.attempt, (lease.state,), "reclaimed")
 
-    def _move(self, trial_id: int, attempt: str, before: Sequence[str], after: str) -> bool:
+    def _fresh(self) -> list[sa.ColumnElement[bool]]:
+        """The condition that a lease's heartbeat is within the grace period (none without one)."""
+        if self.grace_s is None:
+            return []
+        return [self.table.c.heartbeat > self.database.now() - self.grace_s]
+
+    def _move(
+        self, trial_id: int, attempt: str, before: Sequence[str], after: str, *, fresh: bool = False
+    ) -> bool:
         t = self.table
+        conditions = [t.c.trial_id == trial_id, t.c.attempt == attempt, t.c.state.in_(tuple(before))]
+        if fresh:
+            conditions += self._fresh()
 
         def update() -> bool:
             with self.database.engine.begin() as connection:
                 result = connection.execute(
-                    sa.update(t)
-                    .where(t.c.trial_id == trial_id, t.c.attempt == attempt, t.c.state.in_(tuple(before)))
-                    .values(state=after, heartbeat=self.database.now())
+                    sa.update(t).where(*conditions).values(state=after, heartbeat=self.database.now())
                 )
                 return int(result.rowcount) == 1
 
