@@ -94,6 +94,8 @@ def run_tunelab(url: str, n_trials: int) -> dict:
     results = ray.get([a.run.remote(url, f"w{i}", n_trials) for i, a in enumerate(actors)])
     seconds = time.perf_counter() - started
     after = _rss_mb()
+    for actor in actors:  # their CPUs go back to the cluster, for Ray Tune's trials
+        ray.kill(actor, no_restart=True)
     storage = optuna.storages.RDBStorage(url)
     trials = optuna.load_study(study_name="overhead", storage=storage).get_trials()
     storage.engine.dispose()

@@ -94,6 +94,7 @@ def test_a_told_result_cannot_be_taken_back_and_a_taken_one_cannot_be_told(tmp_p
     assert worker.tell(done._trial_id)  # the worker wins the race for trial 0
     study.tell(done, 1.0)
     worker.finished(done._trial_id)
+    worker.beat()  # writes the finished lease
     assert not reclaimer.take(leases[0])  # read before the worker told: the attempt moved on
     assert reclaim(study, reclaimer, [leases[1]], why="its node was lost", max_failures=3) == [1]
     assert not worker.tell(taken._trial_id)  # the reclaimer won trial 1

@@ -302,6 +302,8 @@ class PopulationExecutor(BaseExecutor):
             member.fold_values = [float(v) for v in slot["fold_values"]]
             member.best_epochs = [int(e) for e in slot["best_epochs"]]
             member.resumed_at = index * n_epochs + epoch
+            # Which checkpoint it continued from, for the record (and `tunelab status`' readers).
+            member.handle.set_attr("resumed_at_epoch", member.resumed_at)
         whole = len(ordered) == len(checkpoint["slots"])
         return _Resume(index, epoch, population, ordered, artifact, whole)
 

@@ -3,6 +3,7 @@ trial's end is told to the study, the scheduler, the storage, the counts and the
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,16 @@ from tunelab.storage import (
 __all__ = ["StudySummary", "run_study"]
 
 OVER_BUDGET = "never started: another worker asked for the budget's last trials at the same moment"
+# Workers that ask at the same moment can together create at most this many trials past a budget's end
+# before they see each other's (a pack per worker): within it, each worker checks its asks.
+_BUDGET_MARGIN = 256
+_READ_INTERVAL_S = 1.0
+
+
+def _fresh(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` is a configuration of its own: not a retry, not a trial that never started."""
+    return "retry_of" not in trial.user_attrs and "never_started" not in trial.user_attrs
+
 
 _STATES: dict[OutcomeState, TrialState] = {
     "complete": TrialState.COMPLETE,
@@ -216,6 +227,8 @@ class _StudyLoop:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.leasing, self.sleep = leasing, sleep
+        self._next_check = -math.inf  # when to look for stale leases next
+        self._next_read = -math.inf  # when to read the shared study next (with leases, far from the end)
         self.executor, self.space, self.backend = executor, space, backend
         self.study, self.scheduler, self.budget, self.events = backend.study, scheduler, budget, events
         self.multi, self.packer = multi, packer
@@ -242,27 +255,29 @@ class _StudyLoop:
         if any(self.reached(t.values[0]) for t in finished):
             return "target"
         while True:
-            if self.backend.shared:
-                if self.leasing is not None:
-                    self._reclaim_stale()
+            trials: list[FrozenTrial] | None = None
+            if self.backend.shared and self._read_due():
                 # Other processes run trials on this study too: the scheduler ranks theirs as well, and the
-                # budgets count every process's trials.
-                replay(self.study, self.space, self.scheduler, self.seen)
-                self.counts = StudyCounts.of_study(self.study)
+                # budgets count every process's trials. One read of the study serves the whole step.
+                trials = self.study.get_trials(deepcopy=False)
+                if self.leasing is not None and self._due():
+                    self._reclaim_stale(trials)
+                replay(self.study, self.space, self.scheduler, self.seen, trials=trials)
+                self.counts = StudyCounts.of(trials)
             spent = self.budget.spent(self.counts)
             if spent is not None:
                 return spent
             if self.grid is not None and self.grid.is_exhausted(self.study):
                 return "grid_exhausted"
             cap = self.budget.pack_cap(self.counts, self.executor.max_pack_size)
-            room = self._room()
+            room = self._room(trials)
             if room is not None and room <= 0 and self.leasing is not None:
                 self.sleep(self.leasing.poll_s)  # every remaining trial runs elsewhere
                 continue
             cap = cap if room is None else min(cap, room)
             time_left = self.budget.time_left()
             pack = self.packer.next_pack(partial(self.executor.pack_size, cap=cap, time_left=time_left))
-            pack = self._within_budget(pack)
+            pack = self._within_budget(pack, trials)
             if not pack:
                 continue
             handles = self._start(pack)
@@ -279,33 +294,56 @@ class _StudyLoop:
             if self.reached_target:
                 return "target"
 
-    def _room(self) -> int | None:
+    def _read_due(self) -> bool:
+        """Whether to read the shared study before this pack: always without leases (the loop as it was),
+        near a trial budget's end (its counts must be exact there), and otherwise once a second: a worker
+        running many short trials would spend more time reading the others' than running its own."""
+        if self.leasing is None or self.budget.n_trials is None:
+            return True
+        near_end = self.budget.n_trials - self.counts.n_finished <= _BUDGET_MARGIN
+        now = time.monotonic()
+        if near_end or now >= self._next_read:
+            self._next_read = now + _READ_INTERVAL_S
+            return True
+        return False
+
+    def _due(self) -> bool:
+        """Whether it is time to look for stale leases again (once a heartbeat interval, not every pack)."""
+        if self.leasing is None:
+            return False
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.leasing.heartbeat_s
+        return True
+
+    def _room(self, trials: list[FrozenTrial] | None) -> int | None:
         """With leases and a trial budget: the trials this process may start, the budget less every finished
         and running trial of the study (waiting ones are taken first). None otherwise."""
-        if self.leasing is None or self.budget.n_trials is None:
+        if self.leasing is None or self.budget.n_trials is None or trials is None:
             return None
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return self.budget.n_trials - self.counts.n_finished - len(running)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        return self.budget.n_trials - self.counts.n_finished - running
 
     def _within_budget(
-        self, pack: list[tuple[optuna.Trial, dict[str, Any]]]
+        self, pack: list[tuple[optuna.Trial, dict[str, Any]]], trials: list[FrozenTrial] | None
     ) -> list[tuple[optuna.Trial, dict[str, Any]]]:
         """With leases and a trial budget, workers that asked at the same moment may together create more
         trials than the budget leaves: the study's first ``n_trials`` new configurations (by number; retries
         stand for their originals) are the ones that run, so every worker drops the same ones. A dropped
-        trial is failed as never started (not counted)."""
+        trial is failed as never started (not counted). Far from the budget's end (more than
+        ``_BUDGET_MARGIN`` trials to go) no other worker can take this pack's place: nothing is read."""
         n_trials = self.budget.n_trials
-        if self.leasing is None or n_trials is None:
+        if self.leasing is None or n_trials is None or trials is None:
             return pack
-        fresh = [
-            t.number
-            for t in self.study.get_trials(deepcopy=False)
-            if "retry_of" not in t.user_attrs and "never_started" not in t.user_attrs
-        ]
-        allowed = set(sorted(fresh)[:n_trials])
+        if sum(_fresh(t) for t in trials) + len(pack) + _BUDGET_MARGIN < n_trials:
+            return pack
+        now = self.study.get_trials(deepcopy=False)  # after the asks: every worker's new trials
+        allowed = set(sorted(t.number for t in now if _fresh(t))[:n_trials])
+        retries = {t.number for t in now if "retry_of" in t.user_attrs}
         kept = []
         for trial, params in pack:
-            if trial.number in allowed or "retry_of" in trial.user_attrs:
+            if trial.number in allowed or trial.number in retries:
                 kept.append((trial, params))
                 continue
             storage = self.study._storage
@@ -313,7 +351,7 @@ class _StudyLoop:
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         return kept
 
-    def _reclaim_stale(self) -> None:
+    def _reclaim_stale(self, trials: list[FrozenTrial]) -> None:
         if self.leasing is None:
             return
         grace = self.leasing.grace_s
@@ -328,7 +366,7 @@ class _StudyLoop:
             )
             if taken:
                 self.events.phase(f"took back trials {taken}: their worker stopped; queued again")
-        orphans = fail_orphans(self.study, self.leasing.book, older_than_s=grace)
+        orphans = fail_orphans(self.study, self.leasing.book, older_than_s=grace, trials=trials)
         if orphans:
             self.events.phase(f"trials {orphans} were created during a database outage and never ran: failed")
 
@@ -422,11 +460,21 @@ class _StudyLoop:
         self.events.phase(f"trial {handle.number} was taken back by another worker; its result is dropped")
 
 
-def replay(study: optuna.Study, space: SearchSpace, scheduler: BaseScheduler, seen: set[int]) -> None:
+def replay(
+    study: optuna.Study,
+    space: SearchSpace,
+    scheduler: BaseScheduler,
+    seen: set[int],
+    *,
+    trials: Sequence[FrozenTrial] | None = None,
+) -> None:
     """Feed finished trials the scheduler has not seen to it: an earlier run's (so rungs and medians resume
-    where they were), and, on a storage shared by several workers, the other workers' trials."""
-    for trial in study.get_trials(deepcopy=False, states=FINISHED):
-        if trial.number in seen:
+    where they were), and, on a storage shared by several workers, the other workers' trials. ``trials``:
+    the study's trials as just read (read here when None)."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=FINISHED)
+    for trial in trials:
+        if trial.number in seen or trial.state not in FINISHED:
             continue
         seen.add(trial.number)
         try:

@@ -7,7 +7,7 @@ every start of a trial), the worker, its node, the last heartbeat on the databas
 - ``held`` while the worker trains the trial; a :class:`Heartbeat` thread renews every lease of its process
   in one transaction every few seconds (:meth:`LeaseBook.beat`);
 - ``telling`` once the worker has taken its result to the study (a compare-and-set from ``held`` on its own
-  attempt), ``finished`` after Optuna stored it;
+  attempt), ``finished`` after Optuna stored it (written with the next heartbeat);
 - ``reclaimed`` when another process took the trial back (:func:`reclaim`): its worker was reported dead (a
   Ray actor whose call failed) or its heartbeat is older than the grace period.
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import optuna
 import sqlalchemy as sa
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tunelab.storage._database import StorageUnavailableError, StudyDatabase
 
@@ -103,6 +103,7 @@ class LeaseBook:
         self.table = _table(metadata)
         database.create(metadata, LEASE_TABLE)
         self._held: dict[int, str] = {}  # trial_id -> attempt
+        self._told: dict[int, str] = {}  # told trials whose lease the next beat marks finished
         self._lost: set[int] = set()
         self._lock = threading.Lock()
 
@@ -138,13 +139,21 @@ class LeaseBook:
         """Renew every lease this worker holds, in one transaction; the trial ids whose lease another process
         took meanwhile (they are dropped from the book, and :meth:`lost` says so)."""
         with self._lock:
-            held = dict(self._held)
-        if not held:
+            held, told = dict(self._held), dict(self._told)
+        if not held and not told:
             return set()
         t = self.table
 
         def renew() -> set[int]:
             with self.database.engine.begin() as connection:
+                for trial_id, attempt in told.items():  # the results told since the last beat
+                    connection.execute(
+                        sa.update(t)
+                        .where(t.c.trial_id == trial_id, t.c.attempt == attempt, t.c.state == "telling")
+                        .values(state="finished")
+                    )
+                if not held:
+                    return set()
                 connection.execute(
                     sa.update(t)
                     .where(
@@ -163,6 +172,8 @@ class LeaseBook:
 
         lost = self.database.retrying(renew, what="the lease table")
         with self._lock:
+            for trial_id in told:
+                self._told.pop(trial_id, None)
             for trial_id in lost:
                 self._held.pop(trial_id, None)
             self._lost |= lost
@@ -189,11 +200,12 @@ class LeaseBook:
         return won
 
     def finished(self, trial_id: int) -> None:
-        """The study stored ``trial_id``'s result: its lease ends (``telling -> finished``)."""
+        """The study stored ``trial_id``'s result: its lease ends (``telling -> finished``), written with the
+        next :meth:`beat` (one transaction for every lease, not one more per trial)."""
         with self._lock:
             attempt = self._held.pop(trial_id, None)
-        if attempt is not None:
-            self._move(trial_id, attempt, ("telling",), "finished")
+            if attempt is not None:
+                self._told[trial_id] = attempt
 
     def held(self) -> list[int]:
         """The trial ids this worker holds."""
@@ -307,17 +319,29 @@ def reclaim(
 ORPHAN = "never started: created while the database was out of reach, and held by no worker"
 
 
-def fail_orphans(study: optuna.Study, book: LeaseBook, *, older_than_s: float) -> list[int]:
+def fail_orphans(
+    study: optuna.Study,
+    book: LeaseBook,
+    *,
+    older_than_s: float,
+    trials: Sequence[FrozenTrial] | None = None,
+) -> list[int]:
     """RUNNING trials that no lease ever held, started more than ``older_than_s`` seconds ago: created by an
     ask whose answer an outage lost (a retried call), so no worker runs them. Each is failed with the user
     attribute ``never_started`` (it is not counted as a configuration, :class:`StudyCounts`); returns their
-    numbers."""
+    numbers. ``trials``: the study's trials as just read (read here when None)."""
     now = dt.datetime.now()
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     old = [
         trial
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if trial.datetime_start is not None and (now - trial.datetime_start).total_seconds() > older_than_s
+        for trial in trials
+        if trial.state == TrialState.RUNNING
+        and trial.datetime_start is not None
+        and (now - trial.datetime_start).total_seconds() > older_than_s
     ]
+    if not old:
+        return []
     known = book.known([trial._trial_id for trial in old])
     storage, orphans = study._storage, []
     for trial in old:
@@ -349,8 +373,13 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
+        """Stop beating, after one last beat (it records the leases finished since the last one)."""
         self._stop.set()
         self._thread.join()
+        try:
+            self.book.beat()
+        except (StorageUnavailableError, sa.exc.SQLAlchemyError) as error:
+            _log.warning("heartbeat: %s", error)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
