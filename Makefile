@@ -27,14 +27,14 @@ demo: venv
 	$(BIN)/tunelab demo
 
 # Debian packages the tests use: real Fashion-MNIST, fortunes (quotations by topic: real text to classify),
-# Chromium for the report's browser test, and a PostgreSQL server for the PostgreSQL study storage (the tests
-# start a throwaway one). Installed when running as root (CI, a
-# fresh container); otherwise the tests that need them skip and say how to install them.
-SYSTEM_PACKAGES := dataset-fashion-mnist fortunes chromium postgresql
+# Chromium for the report's browser test, a PostgreSQL server for the PostgreSQL study storage (the tests
+# start a throwaway one), and iproute2 (`ip`: loopback up in the Ray tests' network namespace). Installed
+# when running as root (CI, a fresh container); otherwise the tests that need them skip and say how.
+SYSTEM_PACKAGES := dataset-fashion-mnist fortunes chromium postgresql iproute2
 system-deps:
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -x /usr/bin/chromium ] \
 		&& [ -f /usr/share/games/fortunes/computers ] \
-		&& ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+		&& ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v ip >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) \
 		|| echo "note: could not install $(SYSTEM_PACKAGES); the tests that need them will be skipped"; \
@@ -53,9 +53,9 @@ test: dev system-deps lint
 # The Ray tests (issue #17: a local multi-node cluster) run in a private network namespace that has only
 # loopback, so that nothing Ray opens is reachable from outside; that needs root (CI has it).
 test-ray: dev system-deps
-	@if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null; then \
+	@if command -v ip >/dev/null && unshare -n true 2>/dev/null; then \
 		unshare -n sh -c 'ip link set lo up && $(BIN)/pytest -m ray'; \
-	else echo "note: the Ray tests (pytest -m ray) need root for a private network namespace (unshare -n); skipped"; fi
+	else echo "note: the Ray tests (pytest -m ray) need a private network namespace (unshare -n, as root) and ip; skipped"; fi
 
 test-slow: dev system-deps
 	$(BIN)/pytest -m slow
