@@ -12,10 +12,8 @@ checkpoints in the database. Only who starts the process differs (a shell, Ray, 
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import optuna
 from tunelab.data import DataSpec
 from tunelab.errors import SpecError
 from tunelab.execute._evaluator import Evaluator
-from tunelab.execute._search import Distributed, SearchPlan, SearchResult, run_search
+from tunelab.execute._search import Distributed, SearchPlan, SearchResult, run_search, worker_name
 from tunelab.search import StudyEvents
 from tunelab.spec import parse_spec
 from tunelab.storage import StudyDatabase, connected_storage, hide_password
@@ -33,11 +31,6 @@ __all__ = ["PLAN_ATTR", "Distributed", "publish_plan", "read_plan", "work", "wor
 
 PLAN_ATTR = "tunelab_plan"
 _PLAN_VERSION = 1
-
-
-def worker_name(prefix: str = "worker") -> str:
-    """A name no other worker has: ``prefix@host:pid``."""
-    return f"{prefix}@{socket.gethostname()}:{os.getpid()}"
 
 
 def publish_plan(plan: SearchPlan) -> None:
@@ -132,18 +125,3 @@ def work(
     plan = read_plan(storage_url, study_name, run_dir=run_dir, wait_s=wait_s)
     evaluator = Evaluator(plan.spec, plan.data_spec)
     return run_search(plan, evaluator, events, worker=index, identity=(worker, node or socket.gethostname()))
-
-
-def shared_plan(plan: SearchPlan, distributed: Distributed) -> SearchPlan:
-    """``plan`` as a distributed study's: leases and checkpoints in the database (``distributed``)."""
-    return replace(plan, distributed=distributed)
-
-
-def plan_summary(record: dict[str, Any]) -> str:
-    """One line on a published plan (for ``tunelab worker``)."""
-    budget = []
-    if record.get("n_trials"):
-        budget.append(f"{record['n_trials']} trials")
-    if record.get("deadline_unix"):
-        budget.append(f"until {time.strftime('%H:%M:%S', time.localtime(record['deadline_unix']))}")
-    return f"metric {record['metric']} ({record['direction']}); " + (", ".join(budget) or "no budget")

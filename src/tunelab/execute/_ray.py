@@ -32,11 +32,10 @@ from tunelab.storage import (
     LeaseBook,
     StudyCounts,
     StudyDatabase,
-    cached,
-    connect_storage,
     hide_password,
+    open_shared_storage,
     reclaim,
-    retrying,
+    server_database,
 )
 
 __all__ = ["RayBackend", "search_on_ray"]
@@ -94,7 +93,7 @@ def search_on_ray(plan: SearchPlan, backend: RayBackend, events: StudyEvents) ->
     started_here = _init(ray, backend)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        if len(nodes) > 1 and not _server_database(plan.storage_url):
+        if len(nodes) > 1 and not server_database(plan.storage_url):
             raise SpecError(
                 f"the study's storage {hide_password(plan.storage_url)} is a file, which the other "
                 f"{len(nodes) - 1} node(s) of this Ray cluster cannot share. Give --storage a database "
@@ -118,10 +117,6 @@ def _init(ray: Any, backend: RayBackend) -> bool:
         kwargs = {"include_dashboard": False, "_node_ip_address": "127.0.0.1", **kwargs}
     ray.init(address=address, **kwargs)
     return True
-
-
-def _server_database(url: str) -> bool:
-    return not url.startswith(("sqlite", "journal")) and "://" in url
 
 
 class _Driver:
@@ -148,12 +143,9 @@ class _Driver:
         # The driver's reads and reclaims go through outages as the workers' do. Optuna's connection first,
         # its schema check's second one closed (see execute._search._Shared.open).
         self.database = StudyDatabase(plan.storage_url, retry_seconds=settings.outage_s)
-        self._rdb = self.database.retrying(lambda: connect_storage(plan.storage_url))
-        self._rdb.engine.dispose()
+        self._rdb, storage = open_shared_storage(plan.storage_url, self.database)
         self.book = LeaseBook(self.database, study=plan.spec.name, worker="driver", node="driver")
-        self.study = optuna.load_study(
-            study_name=plan.spec.name, storage=retrying(cached(self._rdb), self.database)
-        )
+        self.study = optuna.load_study(study_name=plan.spec.name, storage=storage)
 
     def slots(self) -> int:
         if self.backend.max_concurrent is not None:

@@ -35,9 +35,7 @@ from tunelab.storage import (
     Leasing,
     RetryingStorage,
     StudyDatabase,
-    cached,
-    connect_storage,
-    retrying,
+    open_shared_storage,
 )
 
 __all__ = ["Distributed", "SearchPlan", "SearchResult", "run_search"]
@@ -214,13 +212,9 @@ class _Shared:
     @classmethod
     def open(cls, plan: SearchPlan, identity: tuple[str, str] | None) -> _Shared:
         settings = plan.distributed or Distributed()
-        worker, node = identity or (f"worker@{socket.gethostname()}:{os.getpid()}", socket.gethostname())
-        # Optuna's connection first: its schema check holds two connections at once and leaves both in the
-        # pool; closed before tunelab's own opens, so the worker never holds more than two (Optuna asks for
-        # one connection at a time from then on).
+        worker, node = identity or (worker_name(), socket.gethostname())
         database = StudyDatabase(plan.storage_url, retry_seconds=settings.outage_s)  # connects on first use
-        rdb = database.retrying(lambda: connect_storage(plan.storage_url))
-        rdb.engine.dispose()
+        rdb, storage = open_shared_storage(plan.storage_url, database)  # before the database's connection
         book = LeaseBook(database, study=plan.spec.name, worker=worker, node=node, grace_s=settings.grace_s)
         leasing = Leasing(book, grace_s=settings.grace_s, max_failures=settings.max_failures)
         if settings.artifacts is None:
@@ -230,15 +224,21 @@ class _Shared:
 
             Path(settings.artifacts).mkdir(parents=True, exist_ok=True)
             store = FileSystemArtifactStore(settings.artifacts)
-        return cls(database, leasing, store, retrying(cached(rdb), database), rdb)
+        return cls(database, leasing, store, storage, rdb)
 
     def close(self) -> None:
         self.database.close()
         self._rdb.engine.dispose()
 
 
+def worker_name(prefix: str = "worker") -> str:
+    """A name no other worker has: ``prefix@host:pid``."""
+    return f"{prefix}@{socket.gethostname()}:{os.getpid()}"
+
+
 def _storage(plan: SearchPlan) -> Any:
-    if plan.workers > 1 or plan.distributed is not None:
+    """Where a search process without leases keeps its study (a distributed one uses ``_Shared.storage``)."""
+    if plan.workers > 1:
         # Several processes write to the storage: every change goes straight to it.
         return WriteBehind(plan.storage_url, enabled=False)
     if plan.storage_url.startswith("sqlite:///"):

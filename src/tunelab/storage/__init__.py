@@ -18,7 +18,7 @@ Imports no torch: a search process and the report read studies without it.
 
 from tunelab.storage._artifacts import ARTIFACT_TABLE, DatabaseArtifactStore
 from tunelab.storage._backend import StudyBackend, WriteBehind, open_backend
-from tunelab.storage._database import StorageUnavailableError, StudyDatabase
+from tunelab.storage._database import StorageUnavailableError, StudyDatabase, server_database
 from tunelab.storage._leases import (
     LEASE_TABLE,
     ORPHAN,
@@ -29,7 +29,7 @@ from tunelab.storage._leases import (
     fail_orphans,
     reclaim,
 )
-from tunelab.storage._retrying import RetryingStorage, cached, retrying
+from tunelab.storage._retrying import RetryingStorage, cached, open_shared_storage, retrying
 from tunelab.storage._runs import record_storage, run_study_url
 from tunelab.storage._status import RunningTrial, StudyStatus, study_status
 from tunelab.storage._trials import FINISHED, INTERRUPTED, StudyCounts, retry_interrupted
@@ -72,6 +72,7 @@ __all__ = [
     "hide_password",
     "in_memory_copy",
     "open_backend",
+    "open_shared_storage",
     "opened_study",
     "password_hidden",
     "reclaim",
@@ -79,6 +80,7 @@ __all__ = [
     "retry_interrupted",
     "retrying",
     "run_study_url",
+    "server_database",
     "shown_url",
     "study_snapshot",
     "study_status",

@@ -21,7 +21,7 @@ from sqlalchemy import exc
 
 from tunelab.errors import TunelabError
 
-__all__ = ["StorageUnavailableError", "StudyDatabase"]
+__all__ = ["StorageUnavailableError", "StudyDatabase", "database_now", "server_database"]
 
 _FIRST_WAIT, _LONGEST_WAIT = 0.1, 2.0
 _T = TypeVar("_T")
@@ -54,11 +54,8 @@ class StudyDatabase:
         self.engine = sa.create_engine(url, pool_pre_ping=True, **pool)
 
     def now(self) -> sa.ColumnElement[float]:
-        """The database server's clock in seconds since the epoch, as an SQL expression: every machine of a
-        study compares heartbeats on this one clock, never its own."""
-        if self.sqlite:
-            return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
-        return sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+        """The database server's clock (:func:`database_now`)."""
+        return database_now(self.engine)
 
     def create(self, metadata: sa.MetaData, table: str) -> None:
         """Create ``metadata``'s tables when missing (several processes may race to do it)."""
@@ -98,6 +95,20 @@ class StudyDatabase:
     def close(self) -> None:
         """Close the connection."""
         self.engine.dispose()
+
+
+def database_now(engine: sa.Engine) -> sa.ColumnElement[float]:
+    """The clock of ``engine``'s database server in seconds since the epoch, as an SQL expression: every
+    machine of a study compares heartbeats on this one clock, never its own."""
+    if engine.dialect.name == "sqlite":
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+    return sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+
+
+def server_database(url: str) -> bool:
+    """Whether ``url`` is a database server's (PostgreSQL, MySQL...), which processes on other machines can
+    share; a SQLite file cannot be."""
+    return not url.startswith("sqlite")
 
 
 def _database_error(error: BaseException) -> exc.DBAPIError | None:

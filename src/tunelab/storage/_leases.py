@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from tunelab.storage._database import StorageUnavailableError, StudyDatabase
+from tunelab.storage._database import StorageUnavailableError, StudyDatabase, database_now
 
 __all__ = [
     "LEASE_TABLE",
@@ -206,11 +206,6 @@ class LeaseBook:
             attempt = self._held.pop(trial_id, None)
             if attempt is not None:
                 self._told[trial_id] = attempt
-
-    def held(self) -> list[int]:
-        """The trial ids this worker holds."""
-        with self._lock:
-            return list(self._held)
 
     # -- every worker's --
     def leases(self, *, states: Iterable[str] = _LIVE, worker: str | None = None) -> list[Lease]:
@@ -412,12 +407,11 @@ def stored_leases(engine: sa.Engine, study: str) -> list[Lease] | None:
     if not sa.inspect(engine).has_table(LEASE_TABLE):
         return None
     t = _table(sa.MetaData())
-    now = (
-        sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
-        if engine.dialect.name == "sqlite"
-        else sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+    query = (
+        sa.select(t, (database_now(engine) - t.c.heartbeat).label("age_s"))
+        .where(t.c.study == study)
+        .order_by(t.c.number)
     )
-    query = sa.select(t, (now - t.c.heartbeat).label("age_s")).where(t.c.study == study).order_by(t.c.number)
     with engine.connect() as connection:
         return [
             Lease(r.trial_id, r.number, r.attempt, r.worker, r.node, r.heartbeat, r.state, r.age_s)

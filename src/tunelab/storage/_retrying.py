@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage, RDBStorage
 
 from tunelab.storage._database import StudyDatabase
 
-__all__ = ["RetryingStorage", "cached", "retrying"]
+__all__ = ["RetryingStorage", "cached", "open_shared_storage", "retrying"]
 
 
 def cached(storage: RDBStorage) -> BaseStorage:
@@ -54,6 +54,19 @@ def _retried(name: str) -> Callable[..., Any]:
 for _name in [n for n in dir(BaseStorage) if not n.startswith("_")]:
     setattr(RetryingStorage, _name, _retried(_name))
 RetryingStorage.__abstractmethods__ = frozenset()
+
+
+def open_shared_storage(url: str, database: StudyDatabase) -> tuple[RDBStorage, RetryingStorage]:
+    """Optuna's storage at ``url`` for one process of a distributed study: opened through outages (waiting
+    up to ``database``'s retry time), its schema check's second connection closed (that check holds two at
+    once and leaves both in the pool; from then on Optuna asks for one at a time, so with ``database``'s own
+    the process holds two), cached, and every call retried. Returns the RDB storage (to dispose of) and the
+    wrapped one. Open it before ``database`` connects, so the two never overlap with the check's pair."""
+    from tunelab.storage._urls import connect_storage
+
+    rdb = database.retrying(lambda: connect_storage(url))
+    rdb.engine.dispose()
+    return rdb, retrying(cached(rdb), database)
 
 
 def retrying(inner: BaseStorage, database: StudyDatabase) -> RetryingStorage:

@@ -36,6 +36,7 @@ from tunelab.storage import (
     password_hidden,
     record_storage,
     retry_interrupted,
+    server_database,
     study_snapshot,
 )
 from tunelab.train import denormals_flushed
@@ -109,7 +110,7 @@ def tune_experiment(
         workers=workers,
         budget=budget,
     )
-    if backend is not None or distributed is not None or _server_database(storage_url):
+    if backend is not None or distributed is not None or server_database(storage_url):
         settings = distributed or Distributed()
         if backend is not None:
             settings = replace(settings, max_failures=backend.max_failures)
@@ -303,11 +304,6 @@ def _check_storage_url(url: str | None) -> None:
     # password, no such database) is a clear error on every path (worker processes included), not a
     # traceback after a half-made run directory.
     connect_storage(url).engine.dispose()
-
-
-def _server_database(url: str) -> bool:
-    """Whether ``url`` is a database server's (PostgreSQL, MySQL...), which workers elsewhere can join."""
-    return not url.startswith("sqlite")
 
 
 def _open_run_dir(layout: RunLayout, spec: ExperimentSpec, *, resume: bool, storage: str | None) -> RunLayout:
