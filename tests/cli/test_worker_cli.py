@@ -5,6 +5,7 @@ it was."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ N_TRIALS = 16
 
 
 def _spec(tmp_path, n_trials: int = N_TRIALS) -> str:
-    # Trials of about a second each: the driver's process is still searching when the worker joins.
+    # Trials of about a second each, so that the driver and the worker both get some once both are running.
     table = write_table(tmp_path / "table.csv", rows=6000, features=32)
     spec = {
         "name": "joined",
@@ -57,9 +58,21 @@ def _cli(*args: str) -> subprocess.Popen:
     )
 
 
+def _leases_of(postgres_url: str, worker: str) -> list:
+    database = StudyDatabase(postgres_url)
+    try:
+        book = LeaseBook(database, study="joined", worker="reader", node="test")
+        return book.leases(states=("held", "telling", "finished"), worker=worker)
+    finally:
+        database.close()
+
+
 def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
     spec = _spec(tmp_path)
-    driver = _cli("tune", spec, "--storage", postgres_url, "--out", str(tmp_path / "run"), "--quiet")
+    # A long grace period: the driver is paused below while the worker starts; its lease must not go stale.
+    driver = _cli(
+        "tune", spec, "--storage", postgres_url, "--out", str(tmp_path / "run"), "--quiet", "--grace", "300"
+    )
     storage = optuna.storages.RDBStorage(postgres_url)
     for _ in range(300):  # the driver publishes its plan before it searches
         names = optuna.get_all_study_names(storage)
@@ -69,6 +82,9 @@ def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
         ):
             break
         time.sleep(0.2)
+    # However fast this machine, the driver must not finish the study before the worker has started:
+    # it is paused until the worker holds a lease of its own, then both search side by side.
+    driver.send_signal(signal.SIGSTOP)
     worker = _cli(
         "worker",
         "--storage",
@@ -80,6 +96,13 @@ def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
         "--out",
         str(tmp_path / "w"),
     )
+    try:
+        for _ in range(600):
+            if _leases_of(postgres_url, "second") or worker.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        driver.send_signal(signal.SIGCONT)
     worker_out, worker_err = worker.communicate(timeout=240)
     _, driver_err = driver.communicate(timeout=240)
     assert driver.returncode == 0, driver_err[-2000:]
