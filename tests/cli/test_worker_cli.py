@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 
 from tunelab.cli import app
 from tunelab.storage import LeaseBook, StudyDatabase
+from tunelab.storage._artifacts import stored_artifacts
 
 runner = CliRunner()
 N_TRIALS = 16
 
 
-def _spec(tmp_path, n_trials: int = N_TRIALS) -> str:
+def _spec(tmp_path, n_trials: int = N_TRIALS, epochs: int = 3) -> str:
     # Trials of about a second each, so that the driver and the worker both get some once both are running.
     table = write_table(tmp_path / "table.csv", rows=6000, features=32)
     spec = {
@@ -31,7 +32,7 @@ def _spec(tmp_path, n_trials: int = N_TRIALS) -> str:
         "seed": 0,
         "data": {"source": str(table), "target": "label"},
         "model": {"type": "mlp", "hidden": [128]},
-        "train": {"epochs": 3, "batch_size": 32},
+        "train": {"epochs": epochs, "batch_size": 32},
         "search": {
             "space": {"train.lr": {"float": [1e-3, 1e-1], "log": True}},
             "n_trials": n_trials,
@@ -119,6 +120,51 @@ def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
     assert "second" in by_worker  # the joined worker ran trials
     assert len(by_worker) == 2  # and so did the driver's own search process
     assert sorted(lease.number for lease in leases) == sorted(t.number for t in trials)
+
+
+def test_a_killed_process_s_sequential_trial_resumes_on_another_from_the_database(tmp_path, postgres_url):
+    """No shared directory: the driver is killed (-9) mid-trial, a worker on its own run directory reclaims
+    the trial once its lease is past the grace period and continues it from the checkpoint the driver's
+    process copied into the study's database, after the last epoch that checkpoint holds."""
+    spec = _spec(tmp_path, n_trials=3, epochs=8)
+    driver = _cli(
+        "tune", spec, "--storage", postgres_url, "--out", str(tmp_path / "run"), "--quiet", "--grace", "3"
+    )
+    storage = optuna.storages.RDBStorage(postgres_url)
+    killed = None
+    try:
+        for _ in range(600):
+            if "joined" in optuna.get_all_study_names(storage):
+                running = [
+                    t
+                    for t in optuna.load_study(study_name="joined", storage=storage).get_trials()
+                    if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 3
+                ]
+                if running:
+                    killed = running[0].number
+                    break
+            assert driver.poll() is None, driver.communicate()[1][-2000:]
+            time.sleep(0.1)
+    finally:
+        driver.kill()
+        driver.communicate()
+    assert killed is not None
+    worker = _cli("worker", "--storage", postgres_url, "--study", "joined", "--out", str(tmp_path / "w"))
+    _, worker_err = worker.communicate(timeout=240)
+    assert worker.returncode == 0, worker_err[-2000:]
+    trials = optuna.load_study(study_name="joined", storage=storage).get_trials()
+    storage.engine.dispose()
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resume_from"] == f"joined/trial-{killed}"
+    resumed_at = retry.user_attrs["resumed_at_epoch"]
+    assert resumed_at >= 2  # the epochs the driver's process checkpointed are not trained again
+    assert min(retry.intermediate_values) == resumed_at + 1
+    assert max(retry.intermediate_values) == 8
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3
+    database = StudyDatabase(postgres_url)
+    assert stored_artifacts(database.engine) == (0, 0)  # every trial ended: no checkpoint is left
+    database.close()
 
 
 def test_a_worker_for_a_missing_study_or_plan_exits_2(tmp_path, postgres_url):

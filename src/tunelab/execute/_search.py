@@ -135,6 +135,7 @@ def run_search(
     # Under a time budget the models of the trials that may win stay at hand: a refit that does not fit
     # delivers the winner as the search trained it.
     keep = search.top_k + len(search.first_trials) if plan.search_deadline is not None else 0
+    shared = _Shared.open(plan, identity) if plan.distributed is not None else None
     sequential = SequentialExecutor(
         plan.spec,
         evaluator,
@@ -143,8 +144,9 @@ def run_search(
         folds=plan.folds,
         keep_models=keep,
         direction=plan.direction,
+        checkpoint_store=None if shared is None else shared.store,
+        checkpoint_prefix=f"{plan.spec.name}/",
     )
-    shared = _Shared.open(plan, identity) if plan.distributed is not None else None
     if fusion.fused:
         executor = PopulationExecutor(
             make_spec,

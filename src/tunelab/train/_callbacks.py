@@ -9,6 +9,8 @@ from tunelab.train._monitor import MonitorState, resolve_mode, update_monitor
 from tunelab.train._spec import EarlyStoppingSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
 __all__ = ["Callback", "EarlyStopping", "History"]
@@ -20,7 +22,8 @@ class Callback:
     """Base class for code that watches training, and may ask it to stop.
 
     Call order in ``Trainer.fit``: ``on_train_begin`` once; per epoch ``on_epoch_begin`` then
-    ``on_epoch_end``; ``on_train_end`` once (also after an early stop). ``epoch`` counts from 1. Epoch-end
+    ``on_epoch_end``, then ``on_checkpoint`` when the trainer has a run directory and wrote the epoch's
+    ``checkpoint.pt``; ``on_train_end`` once (also after an early stop). ``epoch`` counts from 1. Epoch-end
     ``logs`` hold plain floats:
     ``loss`` (mean training loss over the epoch), ``val_loss`` and ``val_<metric>`` (with validation data),
     ``lr`` (the rate of the epoch's last step), ``epoch_seconds`` and ``samples_per_second`` (training only).
@@ -47,6 +50,10 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: Logs) -> bool | None:
         """After epoch ``epoch`` is trained and evaluated; return True to stop training."""
         return None
+
+    def on_checkpoint(self, epoch: int, path: Path) -> None:
+        """After ``path`` (the run directory's ``checkpoint.pt``) was written for epoch ``epoch``: e.g. to
+        copy it where another machine can resume from it."""
 
     def on_train_end(self, logs: Logs) -> None:
         """After the last epoch; ``logs`` are the last epoch's."""

@@ -211,7 +211,10 @@ class Trainer:
                 stop = False
                 for callback in callbacks:
                     stop = bool(callback.on_epoch_end(epoch, dict(logs))) or stop
-                self._end_epoch(run, epoch, logs, stop=stop)
+                written = self._end_epoch(run, epoch, logs, stop=stop)
+                if written is not None:
+                    for callback in callbacks:
+                        callback.on_checkpoint(epoch, written)
                 if stop:
                     break
 
@@ -221,8 +224,9 @@ class Trainer:
                 callback.on_train_end(dict(logs))
         return run.history
 
-    def _end_epoch(self, run: _Run, epoch: int, logs: dict[str, Any], *, stop: bool) -> None:
-        """After the callbacks saw the epoch: history, plateau state, best weights, checkpoints."""
+    def _end_epoch(self, run: _Run, epoch: int, logs: dict[str, Any], *, stop: bool) -> Path | None:
+        """After the callbacks saw the epoch: history, plateau state, best weights, checkpoints; the path of
+        ``checkpoint.pt`` if this epoch wrote it."""
         spec = self.spec
         run.epoch = epoch
         run.history.best_epoch = run.tracker.state.best_epoch
@@ -233,9 +237,10 @@ class Trainer:
         improved = run.tracker.state.best_epoch == epoch
         if improved and spec.early_stopping is not None and spec.early_stopping.restore_best:
             run.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.run_dir is not None:
-            due = stop or epoch == spec.epochs or epoch % spec.checkpoint_every == 0
-            self._write_checkpoints(self.run_dir, run, improved=improved, due=due)
+        if self.run_dir is None:
+            return None
+        due = stop or epoch == spec.epochs or epoch % spec.checkpoint_every == 0
+        return self._write_checkpoints(self.run_dir, run, improved=improved, due=due)
 
     def _train_epoch(
         self,
@@ -433,16 +438,19 @@ class Trainer:
             scaler=self._scaler.state_dict() if self._scaler is not None else None,
         )
 
-    def _write_checkpoints(self, run_dir: Path, run: _Run, *, improved: bool, due: bool) -> None:
+    def _write_checkpoints(self, run_dir: Path, run: _Run, *, improved: bool, due: bool) -> Path | None:
+        """``checkpoint.pt`` when ``due``, ``best.pt`` when ``improved``; the path of the first if written."""
         if not (improved or due):
-            return
+            return None
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = self._checkpoint(run)
         layout = RunLayout(run_dir)
-        if due:
-            save_checkpoint(layout.checkpoint, checkpoint)
         if improved:
             save_checkpoint(layout.best_checkpoint, checkpoint)
+        if not due:
+            return None
+        save_checkpoint(layout.checkpoint, checkpoint)
+        return layout.checkpoint
 
     def _restore(self, path: str | Path, run: _Run) -> None:
         """Load a checkpoint into the model, optimizer, RNGs and the loop state ``run``."""
