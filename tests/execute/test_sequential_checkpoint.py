@@ -13,9 +13,11 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from tunelab.execute import Evaluator, SequentialExecutor
+from tunelab.execute._search import checkpoint_prefix
 from tunelab.search import NoScheduler, Outcome, TrialHandle
 from tunelab.spec import ExperimentSpec, parse_spec
 from tunelab.storage import DatabaseArtifactStore
@@ -40,9 +42,13 @@ def base() -> tuple[ExperimentSpec, Evaluator]:
     return spec, Evaluator(spec, spec.data)
 
 
-@pytest.fixture
-def store(tmp_path):
-    """The production store: a table in the study's database (SQLite here)."""
+@pytest.fixture(params=["database", "directory"])
+def store(request, tmp_path):
+    """The default store, a table in the study's database (SQLite here), or a directory (``--artifacts``)."""
+    if request.param == "directory":
+        (tmp_path / "artifacts").mkdir()
+        yield FileSystemArtifactStore(str(tmp_path / "artifacts"))
+        return
     store = DatabaseArtifactStore(f"sqlite:///{tmp_path / 'a.db'}")
     yield store
     store.close()
@@ -76,7 +82,7 @@ def run(base, trial: Trial, store: Any, run_dir) -> Outcome:
         run_dir=run_dir,
         folds=(0, 1),
         checkpoint_store=store,
-        checkpoint_prefix="seq/",
+        checkpoint_prefix=checkpoint_prefix("seq"),
     )
     executor.start(NoScheduler())
     return executor.run_trial(trial.handle)
@@ -91,7 +97,7 @@ def stored_folds(store: Any, root: str) -> list[int]:
     folds = []
     for fold in (0, 1):
         try:
-            with store.open_reader(f"{root}/fold{fold}"):
+            with store.open_reader(f"{root}:fold{fold}"):
                 folds.append(fold)
         except ArtifactNotFound:
             pass
@@ -104,14 +110,14 @@ def test_a_retry_on_another_worker_continues_from_the_stored_checkpoint(base, st
     straight = Trial(study)
     expected = run(base, straight, store, tmp_path / "straight")
     assert expected.state == "complete"
-    assert attrs_of(study, straight.number)["checkpoint"] == f"seq/trial-{straight.number}"
-    assert stored_folds(store, f"seq/trial-{straight.number}") == []  # an ended trial leaves nothing there
+    assert attrs_of(study, straight.number)["checkpoint"] == f"seq:trial-{straight.number}"
+    assert stored_folds(store, f"seq:trial-{straight.number}") == []  # an ended trial leaves nothing there
 
     killed = Trial(study, kill_at=kill_at)
     with pytest.raises(KilledError):
         run(base, killed, store, tmp_path / "first-worker")
     root = attrs_of(study, killed.number)["checkpoint"]
-    assert root == f"seq/trial-{killed.number}"
+    assert root == f"seq:trial-{killed.number}"
     # Kept for the retry: the folds begun (the first one complete when the kill came in the second).
     assert stored_folds(store, root) == ([0] if kill_at <= EPOCHS else [0, 1])
     # The killed trial reported epoch kill_at, whose checkpoint was not written yet: the retry resumes at the

@@ -145,7 +145,7 @@ def run_search(
         keep_models=keep,
         direction=plan.direction,
         checkpoint_store=None if shared is None else shared.store,
-        checkpoint_prefix=f"{plan.spec.name}/",
+        checkpoint_prefix=checkpoint_prefix(plan.spec.name),
     )
     if fusion.fused:
         executor = PopulationExecutor(
@@ -157,7 +157,7 @@ def run_search(
             flop_rate=fusion.flop_rate,
             alone=sequential,  # L-BFGS trials, which cannot be fused
             checkpoint_store=None if shared is None else shared.store,
-            checkpoint_prefix=f"{plan.spec.name}/",
+            checkpoint_prefix=checkpoint_prefix(plan.spec.name),
         )
     else:
         executor = sequential
@@ -199,6 +199,12 @@ def _study(
         first_trials=search.first_trials if worker == 0 and not distributed else (),
         leasing=None if shared is None else shared.leasing,
     )
+
+
+def checkpoint_prefix(study: str) -> str:
+    """The prefix of a distributed study's checkpoint artifacts: ``<study>:`` (no ``/``, which a study name
+    never holds either: Optuna's file-system store, ``--artifacts DIR``, keeps ids as flat file names)."""
+    return f"{study}:"
 
 
 class _Shared:

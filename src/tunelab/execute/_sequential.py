@@ -32,7 +32,7 @@ class SequentialExecutor(BaseExecutor):
     one a kill interrupted (``handle.retry_of``) continues from that checkpoint. With a ``checkpoint_store``
     (Optuna's artifact-store protocol; in a distributed study :class:`tunelab.storage.DatabaseArtifactStore`,
     which every worker reaches), each checkpoint is also copied there as it is written, as the artifact
-    ``<prefix>trial-<n>/fold<k>``, n the first trial of its retries (named in each trial's ``checkpoint``
+    ``<prefix>trial-<n>:fold<k>``, n the first trial of its retries (named in each trial's ``checkpoint``
     attribute, which a reclaim hands to the retry as ``resume_from``); a retry on any machine continues
     from it, and the artifacts are removed when the trial ends. A trial's checkpoints are removed when it
     completes; with ``keep_models=k`` its model stays in memory while its value is among the
@@ -157,14 +157,14 @@ class SequentialExecutor(BaseExecutor):
 
 
 class _SharedCheckpoints:
-    """One trial's checkpoints in an artifact store, a fold each: ``<root>/fold<k>``."""
+    """One trial's checkpoints in an artifact store, a fold each: ``<root>:fold<k>``."""
 
     def __init__(self, store: ArtifactStore, root: str, n_folds: int, *, named: bool) -> None:
         self.store, self.root, self.n_folds = store, root, n_folds
         self.named = named  # whether the trial's "checkpoint" attribute already names root
 
     def artifact(self, fold_index: int) -> str:
-        return f"{self.root}/fold{fold_index}"
+        return f"{self.root}:fold{fold_index}"
 
     def fetch(self, fold_index: int, run_dir: Path) -> Path | None:
         """The stored checkpoint of fold ``fold_index`` as a file in ``run_dir``, or None if there is none."""
