@@ -119,7 +119,10 @@ def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
     by_worker = {lease.worker for lease in leases}
     assert "second" in by_worker  # the joined worker ran trials
     assert len(by_worker) == 2  # and so did the driver's own search process
-    assert sorted(lease.number for lease in leases) == sorted(t.number for t in trials)
+    # Both processes asking for the last trial at once drop the extra ask as never started (not counted).
+    started = [t for t in trials if "never_started" not in t.user_attrs]
+    assert all(t.state == TrialState.FAIL for t in trials if t not in started)
+    assert sorted(lease.number for lease in leases) == sorted(t.number for t in started)
 
 
 def test_a_killed_process_s_sequential_trial_resumes_on_another_from_the_database(tmp_path, postgres_url):
@@ -156,7 +159,7 @@ def test_a_killed_process_s_sequential_trial_resumes_on_another_from_the_databas
     storage.engine.dispose()
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed]
     assert retry.state == TrialState.COMPLETE
-    assert retry.user_attrs["resume_from"] == f"joined/trial-{killed}"
+    assert retry.user_attrs["resume_from"] == f"joined:trial-{killed}"
     resumed_at = retry.user_attrs["resumed_at_epoch"]
     assert resumed_at >= 2  # the epochs the driver's process checkpointed are not trained again
     assert min(retry.intermediate_values) == resumed_at + 1
