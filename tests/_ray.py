@@ -42,9 +42,13 @@ def require_isolated_ray() -> Any:
 
 
 @contextmanager
-def ray_cluster(worker_nodes: int = 2, cpus_per_node: int = 1) -> Iterator[Any]:
+def ray_cluster(
+    worker_nodes: int = 2, cpus_per_node: int = 1, dashboard_port: int | None = None
+) -> Iterator[Any]:
     """A head with no CPUs and ``worker_nodes`` nodes of ``cpus_per_node`` CPUs, all on 127.0.0.1, token
-    authentication on; the driver (this process) connected. Yields the ``ray.cluster_utils.Cluster``."""
+    authentication on; the driver (this process) connected. Yields the ``ray.cluster_utils.Cluster``.
+    ``dashboard_port``: the head also runs Ray's dashboard there (on 127.0.0.1), which ``ray job submit``
+    talks to; none otherwise."""
     settings = {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": TOKEN,
@@ -57,10 +61,10 @@ def ray_cluster(worker_nodes: int = 2, cpus_per_node: int = 1) -> Iterator[Any]:
     ray = require_isolated_ray()
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False},
-    )
+    head: dict[str, Any] = {"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+    if dashboard_port is not None:
+        head.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard_port)
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     try:
         # Connected while the head is the only node: the driver then uses the head's raylet (every node is on
         # 127.0.0.1, so a later connection might pick a worker node's, which removing that node would break).
