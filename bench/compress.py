@@ -17,7 +17,8 @@ Parts (``--parts``, all by default):
 - ``slim``        must-show 3: the tuned CNN slimmed to <= 50% of its multiply-adds and fine-tuned; the
                   LSTM's hidden size halved (gate-aware) and fine-tuned.
 - ``distill``     must-show 4: a CNN student with <= 25% of the teacher's parameters, trained from scratch
-                  with and without the teacher, three seeds each.
+                  with and without the teacher, three seeds each; the teacher is the first tuned run's
+                  model, or one trained here (``--teacher CHANNELS:DENSE:EPOCHS``, no runs needed).
 - ``command``     must-show 5: ``tunelab compress RUN --budget 10m`` on each tuned CNN (a subprocess each).
 
     python bench/compress.py --runs RUN0 RUN1 RUN2       # tuned CNN run directories (see below)
@@ -400,6 +401,33 @@ def part_slim(
     return out
 
 
+def trained_teacher(recipe: str, quick: bool) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """A teacher CNN trained here from ``recipe`` (``CHANNELS:DENSE:EPOCHS``, e.g. ``64,128:256:20``) on
+    seed 0's split of Fashion-MNIST: Adam 1e-3, cosine, batch 128, batch norm, dropout 0.3, seed 0."""
+    channels, dense, epochs = recipe.split(":")
+    spec = CNNSpec(
+        channels=[int(c) for c in channels.split(",")],
+        dense=[int(d) for d in dense.split(",")],
+        batch_norm=True,
+        dropout=0.3,
+    )
+    bundle = fmnist(0)
+    model = build_model(spec, input_shape=bundle.input_shape, output_dim=10, seed=0)
+    started = time.perf_counter()
+    train = TrainSpec(
+        epochs=1 if quick else int(epochs), lr=1e-3, batch_size=128, schedule={"name": "cosine"}
+    )
+    trainer = fit(model, train, bundle)
+    about = {
+        "recipe": recipe,
+        "test_accuracy": test_accuracy(trainer, bundle),
+        "train_accuracy": trainer.evaluate(bundle.X_train, bundle.y_train)["accuracy"],
+        "train_seconds": time.perf_counter() - started,
+    }
+    print(f"teacher {recipe}: {about}", flush=True)
+    return trainer.model.eval(), bundle, about
+
+
 def part_distill(
     runs: list[Path],
     quick: bool,
@@ -408,12 +436,16 @@ def part_distill(
     temperature: float = 4.0,
     weight: float = 0.7,
     epochs: int = 10,
+    teacher_recipe: str | None = None,
 ) -> dict[str, Any]:
     """A student CNN (<= 25% of the teacher's parameters) from scratch, with and without the teacher (the
-    first tuned run), three seeds; same epochs, schedule and seeds on both sides."""
-    exported = load(runs[0], backend="weights")
-    bundle = run_data(runs[0])
-    teacher = exported.module.eval()
+    first tuned run, or one trained here from ``teacher_recipe``), three seeds; same epochs, schedule and
+    seeds on both sides."""
+    about: dict[str, Any] = {"run": str(runs[0]) if runs else None}
+    if teacher_recipe is not None:
+        teacher, bundle, about = trained_teacher(teacher_recipe, quick)
+    else:
+        teacher, bundle = load(runs[0], backend="weights").module.eval(), run_data(runs[0])
     teacher_out = (
         Trainer(teacher, TrainSpec(), task="classification", n_classes=10).outputs(bundle.X_train).cpu()
     )
@@ -437,6 +469,7 @@ def part_distill(
             scores[side].append(test_accuracy(trainer, bundle))
             print(f"distill seed {seed} {side}: {scores[side][-1]:.4f}", flush=True)
     out: dict[str, Any] = {
+        "teacher": about,
         "teacher_params": count_parameters(teacher),
         "student_params": params,
         "share": params / count_parameters(teacher),
@@ -512,7 +545,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--runs", type=Path, nargs="+", required=True, help="tuned Fashion-MNIST CNN run directories"
+        "--runs", type=Path, nargs="*", default=[], help="tuned Fashion-MNIST CNN run directories"
     )
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--budget", default="10m", help="tunelab compress's budget in the 'command' part")
@@ -522,7 +555,15 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=4.0, help="distill: temperature")
     parser.add_argument("--weight", type=float, default=0.7, help="distill: the soft term's weight")
     parser.add_argument("--distill-epochs", type=int, default=10)
+    parser.add_argument(
+        "--teacher",
+        metavar="CHANNELS:DENSE:EPOCHS",
+        help="distill: train this teacher CNN here (e.g. 64,128:256:20) instead of the first tuned run's",
+    )
     args = parser.parse_args()
+    needs_runs = set(args.parts) - ({"int8-dense", "distill"} if args.teacher else {"int8-dense"})
+    if needs_runs and not args.runs:
+        parser.error(f"--runs: the parts {', '.join(sorted(needs_runs))} need the tuned runs")
     flush_denormals()
     torch.set_num_threads(2)
     results: dict[str, Any] = {
@@ -553,6 +594,7 @@ def main() -> None:
                 temperature=args.temperature,
                 weight=args.weight,
                 epochs=args.distill_epochs,
+                teacher_recipe=args.teacher,
             )
         if "command" in args.parts:
             results["command_part"] = part_command(args.runs, work, args.budget)
