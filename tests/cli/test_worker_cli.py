@@ -11,6 +11,7 @@ import sys
 import time
 
 import optuna
+import sqlalchemy as sa
 import yaml
 from optuna.trial import TrialState
 from tests._ray import write_table
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from tunelab.cli import app
 from tunelab.storage import LeaseBook, StudyDatabase
 from tunelab.storage._artifacts import stored_artifacts
+from tunelab.storage._leases import LEASE_TABLE
 
 runner = CliRunner()
 N_TRIALS = 16
@@ -59,9 +61,12 @@ def _cli(*args: str) -> subprocess.Popen:
     )
 
 
-def _leases_of(postgres_url: str, worker: str) -> list:
+def _leases_of(postgres_url: str, worker: str | None = None) -> list:
+    """The study's leases (of ``worker``), or none while the driver has not created their table yet."""
     database = StudyDatabase(postgres_url)
     try:
+        if not sa.inspect(database.engine).has_table(LEASE_TABLE):
+            return []  # not created here: a pause of the driver mid-creation would block the creation
         book = LeaseBook(database, study="joined", worker="reader", node="test")
         return book.leases(states=("held", "telling", "finished"), worker=worker)
     finally:
@@ -75,16 +80,14 @@ def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
         "tune", spec, "--storage", postgres_url, "--out", str(tmp_path / "run"), "--quiet", "--grace", "300"
     )
     storage = optuna.storages.RDBStorage(postgres_url)
-    for _ in range(300):  # the driver publishes its plan before it searches
-        names = optuna.get_all_study_names(storage)
-        if (
-            "joined" in names
-            and "tunelab_plan" in optuna.load_study(study_name="joined", storage=storage).user_attrs
-        ):
+    for _ in range(600):  # the driver publishes its plan, creates the lease table, then leases trials
+        if _leases_of(postgres_url):
             break
-        time.sleep(0.2)
-    # However fast this machine, the driver must not finish the study before the worker has started:
-    # it is paused until the worker holds a lease of its own, then both search side by side.
+        assert driver.poll() is None, driver.communicate()[1][-2000:]
+        time.sleep(0.1)
+    # However fast this machine, the driver must not finish the study before the worker has started: it
+    # is paused until the worker holds a lease of its own, then both search side by side. (Paused in its
+    # search loop, not while creating tables, whose locks would hold the worker up until it resumes.)
     driver.send_signal(signal.SIGSTOP)
     worker = _cli(
         "worker",
@@ -98,7 +101,7 @@ def test_a_worker_joins_a_study_and_shares_its_trials(tmp_path, postgres_url):
         str(tmp_path / "w"),
     )
     try:
-        for _ in range(600):
+        for _ in range(300):
             if _leases_of(postgres_url, "second") or worker.poll() is not None:
                 break
             time.sleep(0.2)
