@@ -401,6 +401,20 @@ def part_slim(
     return out
 
 
+def distill_recipe(epochs: int, seed: int, distill: DistillSpec | None = None) -> TrainSpec:
+    """How the distillation part trains its students, and a teacher trained here: Adam 2e-3, cosine, batch
+    64, weight decay 1e-4; ``distill``: learning from the teacher too."""
+    return TrainSpec(
+        epochs=epochs,
+        lr=2e-3,
+        batch_size=64,
+        weight_decay=1e-4,
+        schedule={"name": "cosine"},
+        seed=seed,
+        distill=distill,
+    )
+
+
 def trained_teacher(recipe: str, quick: bool) -> tuple[torch.Tensor, Any, dict[str, Any]]:
     """A teacher trained here from ``recipe`` (``[Mx]CHANNELS:DENSE:EPOCHS``, e.g. ``64,128:256:20``, or
     ``3x32,64:128:10`` for an ensemble of three) on seed 0's split of Fashion-MNIST: CNNs with batch norm and
@@ -421,15 +435,7 @@ def trained_teacher(recipe: str, quick: bool) -> tuple[torch.Tensor, Any, dict[s
     for seed in range(int(members or 1)):
         model = build_model(spec, input_shape=bundle.input_shape, output_dim=10, seed=seed)
         params += count_parameters(model)
-        train = TrainSpec(
-            epochs=1 if quick else int(epochs),
-            lr=2e-3,
-            batch_size=64,
-            weight_decay=1e-4,
-            schedule={"name": "cosine"},
-            seed=seed,
-        )
-        trainer = fit(model, train, bundle)
+        trainer = fit(model, distill_recipe(1 if quick else int(epochs), seed), bundle)
         train_out.append(torch.log_softmax(trainer.outputs(bundle.X_train).cpu(), dim=1))
         test_out.append(torch.log_softmax(trainer.outputs(bundle.X_test).cpu(), dim=1))
         print(f"teacher member {seed}: test {test_accuracy(trainer, bundle):.4f}", flush=True)
@@ -480,15 +486,8 @@ def part_distill(
         for side in ("alone", "distilled"):
             student = build_model(student_spec, input_shape=bundle.input_shape, output_dim=10, seed=seed)
             params = count_parameters(student)
-            spec = TrainSpec(
-                epochs=1 if quick else epochs,
-                lr=2e-3,
-                batch_size=64,
-                weight_decay=1e-4,
-                schedule={"name": "cosine"},
-                seed=seed,
-                distill=DistillSpec(temperature=temperature, weight=weight) if side == "distilled" else None,
-            )
+            distill = DistillSpec(temperature=temperature, weight=weight) if side == "distilled" else None
+            spec = distill_recipe(1 if quick else epochs, seed, distill)
             trainer = fit(student, spec, bundle, teacher=teacher_out if side == "distilled" else None)
             scores[side].append(test_accuracy(trainer, bundle))
             print(f"distill seed {seed} {side}: {scores[side][-1]:.4f}", flush=True)

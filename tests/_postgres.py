@@ -44,7 +44,8 @@ def find_bin_dir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -89,7 +90,7 @@ class PostgresServer:
         self._run("initdb", [*cluster, "--locale=C", "--encoding=UTF8", "--no-sync"])
         # A port found free may be taken before the server binds it; try a few.
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self.resume()
                 return

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,18 +15,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from tests._postgres import free_port
 from tests._ray import TOKEN, listening_sockets, ray_cluster, write_table
 
 from tunelab.storage import LeaseBook, StudyDatabase
 
 pytestmark = pytest.mark.ray
 N_TRIALS = 6
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_tune_runs_as_a_ray_job(tmp_path, postgres_url):
@@ -50,10 +44,8 @@ def test_tune_runs_as_a_ray_job(tmp_path, postgres_url):
         },
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    port = _free_port()
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    if not os.path.exists(ray_cli):
-        ray_cli = shutil.which("ray") or "ray"
+    port = free_port()
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"  # this environment's
     with ray_cluster(worker_nodes=2, dashboard_port=port):
         # Imported once the cluster's fixture has set the token (Ray reads it at import).
         pytest.importorskip(

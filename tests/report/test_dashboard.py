@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from tests._postgres import free_port
 
 from tunelab.errors import DataError, MissingExtraError, SpecError
 from tunelab.report._dashboard import make_dashboard_server, study_storage_url
@@ -47,12 +48,6 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_serves_the_run_study_until_ctrl_c(run_dir):
     pytest.importorskip("optuna_dashboard")
     script = textwrap.dedent(
@@ -61,7 +56,7 @@ def test_serves_the_run_study_until_ctrl_c(run_dir):
         from tunelab.report._dashboard import serve_dashboard
         # As in a terminal: a child of a non-interactive shell may start with SIGINT ignored.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        serve_dashboard({str(run_dir)!r}, port={_free_port()}, on_ready=lambda url: print(url, flush=True))
+        serve_dashboard({str(run_dir)!r}, port={free_port()}, on_ready=lambda url: print(url, flush=True))
         """
     )
     child = subprocess.Popen(
